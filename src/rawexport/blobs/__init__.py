@@ -1,0 +1,33 @@
+"""Blob stores for export files: a local directory or S3, picked by URL scheme."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    key: str
+    size: int
+    mtime_ms: int
+
+
+class BlobStore(Protocol):
+    """Where export parts and manifests live. Keys are `/`-separated, never absolute."""
+
+    def put(self, key: str, src: Path) -> None:
+        """Store the file at src under key, atomically (whole or not at all); src is consumed."""
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        """Store data under key, atomically."""
+
+    def stat(self, key: str) -> BlobInfo | None:
+        """Size and mtime of key, or None when it does not exist."""
+
+    def delete(self, key: str) -> None:
+        """Remove key; no error when it is already gone."""
+
+    def list(self, prefix: str) -> list[BlobInfo]:
+        """Every key starting with prefix, sorted."""

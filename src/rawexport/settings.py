@@ -1,0 +1,154 @@
+"""One Settings object, read from defaults, a TOML file, RAWEXPORT_* env vars and flags.
+
+Precedence, lowest first: defaults, the TOML file (`RAWEXPORT_CONFIG`, else
+`{home}/rawexport.toml` when it exists), `RAWEXPORT_<NAME>` environment variables, then
+flags passed by the CLI. Every setting has a default and one line of help (`SETTINGS_HELP`);
+the README lists them all and a test checks it does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class SettingsError(ValueError):
+    """A setting has a value that cannot be used; the message says which and why."""
+
+
+def _f(default: Any, help: str, secret: bool = False) -> Any:
+    return field(default=default, metadata={"help": help, "secret": secret})
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path = _f(Path("./rawexport-data"), "data directory: catalog, events, exports")
+    host: str = _f("127.0.0.1", "address `rawexport serve` binds")
+    port: int = _f(8080, "port `rawexport serve` binds")
+    public_url: str = _f("", "base URL put in download links (default http://HOST:PORT)")
+    catalog_url: str = _f("", "catalog database URL (default sqlite:///HOME/catalog.db)")
+    part_bytes: int = _f(64 * 1024 * 1024, "max bytes of one gzip CSV part (>= 65536)")
+    rate_limit: float = _f(2.0, "API requests per second allowed per credential")
+    rate_burst: int = _f(2, "requests a credential may send at once before limiting")
+    workers: int = _f(2, "export jobs run at the same time by `serve`")
+    grace_seconds: float = _f(5.0, "seconds after an hour closes before its export is planned")
+    plan_interval: float = _f(5.0, "seconds between two scheduler passes")
+    lease_seconds: float = _f(120.0, "seconds a worker holds a job before others may take it")
+    max_attempts: int = _f(5, "tries of an export job before it ends in ERROR")
+    retry_base_seconds: float = _f(5.0, "first retry delay; doubles per attempt")
+    retry_max_seconds: float = _f(300.0, "cap of the retry delay")
+    auth_skew_seconds: int = _f(600, "allowed clock difference of `tm` in /auth/token")
+    auth_code_days: int = _f(30, "days an auth code from /auth/token stays valid")
+    strict_auth_codes: bool = _f(False, "a new auth code revokes the key's older ones")
+    retention_days: int = _f(15, "default retention of new projects, in days")
+    compress_level: int = _f(1, "gzip level of export parts (isal: 0-3)")
+    duckdb_memory_limit: str = _f("1GB", "DuckDB memory limit of one export job")
+    duckdb_threads: int = _f(2, "DuckDB threads of one export job")
+    max_body_bytes: int = _f(16 * 1024 * 1024, "largest request body accepted")
+    log_level: str = _f("info", "log level: debug, info, warning, error")
+
+    def __post_init__(self) -> None:
+        if self.part_bytes < 65536:
+            raise SettingsError(f"part_bytes must be >= 65536, got {self.part_bytes}")
+        if self.rate_limit <= 0 or self.rate_burst < 1:
+            raise SettingsError("rate_limit must be > 0 and rate_burst >= 1")
+        if self.workers < 1:
+            raise SettingsError(f"workers must be >= 1, got {self.workers}")
+        if not 0 <= self.compress_level <= 3:
+            raise SettingsError(f"compress_level must be 0..3, got {self.compress_level}")
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def database_url(self) -> str:
+        return self.catalog_url or f"sqlite:///{self.home.resolve() / 'catalog.db'}"
+
+    @property
+    def events_dir(self) -> Path:
+        return self.home / "events"
+
+    @property
+    def exports_dir(self) -> Path:
+        return self.home / "exports"
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.home / "tmp"
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    def __repr__(self) -> str:
+        shown = []
+        for f in dataclasses.fields(self):
+            value = "***" if f.metadata.get("secret") else repr(getattr(self, f.name))
+            shown.append(f"{f.name}={value}")
+        return f"Settings({', '.join(shown)})"
+
+
+SETTINGS_HELP: dict[str, str] = {f.name: f.metadata["help"] for f in dataclasses.fields(Settings)}
+
+
+def _coerce(name: str, raw: Any, default: Any) -> Any:
+    try:
+        if isinstance(default, bool):
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, Path):
+            return Path(str(raw))
+        return str(raw)
+    except (TypeError, ValueError):
+        raise SettingsError(f"setting {name}: cannot use {raw!r}") from None
+
+
+def load_settings(
+    overrides: dict[str, Any] | None = None, environ: dict[str, str] | None = None
+) -> Settings:
+    """Build Settings from defaults < TOML < env < overrides (None values are ignored)."""
+    env = os.environ if environ is None else environ
+    fields = {f.name: f for f in dataclasses.fields(Settings)}
+    defaults = Settings()
+    values: dict[str, Any] = {}
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    unknown = set(given) - set(fields)
+    if unknown:
+        raise SettingsError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+
+    home = given.get("home") or env.get("RAWEXPORT_HOME") or defaults.home
+    config = env.get("RAWEXPORT_CONFIG")
+    config_path = Path(config) if config else Path(home) / "rawexport.toml"
+    if config_path.is_file():
+        try:
+            data = tomllib.loads(config_path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            raise SettingsError(f"cannot read {config_path}: {e}") from None
+        section = data.get("rawexport", data)
+        for key, raw in section.items():
+            if key not in fields:
+                raise SettingsError(f"{config_path}: unknown setting {key!r}")
+            values[key] = raw
+    elif config:
+        raise SettingsError(f"RAWEXPORT_CONFIG={config}: no such file")
+    for name in fields:
+        raw = env.get(f"RAWEXPORT_{name.upper()}")
+        if raw is not None and raw != "":
+            values[name] = raw
+    values.update(given)
+    coerced = {k: _coerce(k, v, getattr(defaults, k)) for k, v in values.items()}
+    return Settings(**coerced)
