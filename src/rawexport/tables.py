@@ -1,0 +1,131 @@
+"""The catalog's tables (SQLAlchemy Core); migrations/ creates and evolves them."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+meta = Table(
+    "meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+projects = Table(
+    "projects",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("ai", String(32), nullable=False, unique=True),
+    Column("uid", String(8), nullable=False, unique=True),
+    Column("name", String(200), nullable=False),
+    Column("export_enabled", Boolean, nullable=False),
+    Column("export_since_ms", BigInteger, nullable=True),
+    Column("retention_days", Integer, nullable=False),
+    Column("v1_enabled", Boolean, nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+)
+
+key_pairs = Table(
+    "key_pairs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("project_id", Integer, ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
+    Column("public_key", String(64), nullable=False, unique=True),
+    Column("private_key", String(64), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("revoked", Boolean, nullable=False, default=False),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("project_id", Integer, ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
+    Column("token_sha256", String(64), nullable=False, unique=True),
+    Column("display", String(32), nullable=False),
+    Column("description", String(200), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("revoked", Boolean, nullable=False, default=False),
+)
+
+auth_codes = Table(
+    "auth_codes",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("key_pair_id", Integer, ForeignKey("key_pairs.id", ondelete="CASCADE"), nullable=False),
+    Column("code_sha256", String(64), nullable=False, unique=True),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("expires_ms", BigInteger, nullable=False),
+    Column("revoked", Boolean, nullable=False, default=False),
+)
+
+# One row per (project, version, data type, hour, revision): a run is a row.
+export_jobs = Table(
+    "export_jobs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("project_id", Integer, ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
+    Column("version", String(4), nullable=False),
+    Column("data_type", String(32), nullable=False),
+    Column("hour_ms", BigInteger, nullable=False),
+    Column("revision", Integer, nullable=False),
+    Column("preview", Boolean, nullable=False, default=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_ms", BigInteger, nullable=False),
+    Column("lease_owner", String(64), nullable=True),
+    Column("lease_expires_ms", BigInteger, nullable=True),
+    Column("rows", BigInteger, nullable=True),
+    Column("bytes", BigInteger, nullable=True),
+    Column("prefix", String(200), nullable=True),
+    Column("manifest_key", String(300), nullable=True),
+    Column("error", Text, nullable=True),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("started_ms", BigInteger, nullable=True),
+    Column("finished_ms", BigInteger, nullable=True),
+    UniqueConstraint("project_id", "version", "data_type", "hour_ms", "revision"),
+    Index("ix_export_jobs_status", "status", "next_attempt_ms"),
+    Index("ix_export_jobs_hour", "project_id", "hour_ms"),
+)
+
+export_files = Table(
+    "export_files",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", Integer, ForeignKey("export_jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("part", Integer, nullable=False),
+    Column("key", String(300), nullable=False),
+    Column("rows", BigInteger, nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("md5", String(32), nullable=False),
+    Column("sha256", String(64), nullable=False),
+    UniqueConstraint("job_id", "part"),
+)
+
+# Links handed out, so a repeated request within their life gets the same links back.
+issued_links = Table(
+    "issued_links",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("project_id", Integer, ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
+    Column("scope", String(200), nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("links", Text, nullable=False),
+    Column("expires_ms", BigInteger, nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Index("ix_issued_links_scope", "project_id", "scope"),
+)
