@@ -18,7 +18,17 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, event, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    CursorResult,
+    Engine,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from rawexport.tables import (
@@ -120,6 +130,12 @@ class FileRow:
 
 
 PENDING = ("queued", "running", "retrying")
+
+
+def _pk(result: CursorResult[Any]) -> int:
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -259,7 +275,7 @@ class Catalog:
                     revoked=False,
                 )
             )
-            key_id = int(res.inserted_primary_key[0])
+            key_id = _pk(res)
         return KeyPair(key_id, project_id, public, private)
 
     def key_pair(self, public_key: str) -> KeyPair | None:
@@ -339,28 +355,49 @@ class Catalog:
     # ---- export jobs -----------------------------------------------------------------
 
     def plan(
-        self, project_id: int, version: str, data_types: Iterable[str], hour_ms: int, now: int
+        self,
+        project_id: int,
+        version: str,
+        data_types: Iterable[str],
+        hours: Iterable[int],
+        now: int,
     ) -> int:
         """Queue revision 1 of each (type, hour) that has no job yet; returns how many."""
-        types = list(data_types)
+        types, hour_list = list(data_types), sorted(hours)
+        if not types or not hour_list:
+            return 0
         with self.tx() as c:
             have = set(
                 c.execute(
-                    select(export_jobs.c.data_type).where(
+                    select(export_jobs.c.data_type, export_jobs.c.hour_ms)
+                    .where(
                         export_jobs.c.project_id == project_id,
                         export_jobs.c.version == version,
-                        export_jobs.c.hour_ms == hour_ms,
+                        export_jobs.c.hour_ms >= hour_list[0],
+                        export_jobs.c.hour_ms <= hour_list[-1],
                     )
-                ).scalars()
+                    .distinct()
+                ).tuples()
             )
-            missing = [t for t in types if t not in have]
-            for t in missing:
-                c.execute(insert(export_jobs).values(**self._new_job(project_id, version, t, hour_ms, 1, False, now)))
+            missing = [
+                self._new_job(project_id, version, t, h, 1, False, now)
+                for h in hour_list
+                for t in types
+                if (t, h) not in have
+            ]
+            if missing:
+                c.execute(insert(export_jobs), missing)
         return len(missing)
 
     @staticmethod
     def _new_job(
-        project_id: int, version: str, data_type: str, hour_ms: int, revision: int, preview: bool, now: int
+        project_id: int,
+        version: str,
+        data_type: str,
+        hour_ms: int,
+        revision: int,
+        preview: bool,
+        now: int,
     ) -> dict[str, Any]:
         return {
             "project_id": project_id,
@@ -376,7 +413,14 @@ class Catalog:
         }
 
     def new_revision(
-        self, project_id: int, version: str, data_type: str, hour_ms: int, *, preview: bool, now: int
+        self,
+        project_id: int,
+        version: str,
+        data_type: str,
+        hour_ms: int,
+        *,
+        preview: bool,
+        now: int,
     ) -> Job:
         """Queue a new revision of (type, hour): a re-export, backfill or preview."""
         for _ in range(5):
@@ -393,7 +437,7 @@ class Catalog:
                     values = self._new_job(
                         project_id, version, data_type, hour_ms, int(top or 0) + 1, preview, now
                     )
-                    job_id = c.execute(insert(export_jobs).values(**values)).inserted_primary_key[0]
+                    job_id = _pk(c.execute(insert(export_jobs).values(**values)))
                 return self.job(int(job_id))
             except IntegrityError:
                 continue
@@ -430,12 +474,18 @@ class Catalog:
             & (export_jobs.c.next_attempt_ms <= now)
         ) | ((export_jobs.c.status == "running") & (export_jobs.c.lease_expires_ms < now))
         with self.tx() as c:
-            candidates = c.execute(
-                select(export_jobs.c.id)
-                .where(runnable)
-                .order_by(export_jobs.c.next_attempt_ms, export_jobs.c.hour_ms, export_jobs.c.id)
-                .limit(8)
-            ).scalars().all()
+            candidates = (
+                c.execute(
+                    select(export_jobs.c.id)
+                    .where(runnable)
+                    .order_by(
+                        export_jobs.c.next_attempt_ms, export_jobs.c.hour_ms, export_jobs.c.id
+                    )
+                    .limit(8)
+                )
+                .scalars()
+                .all()
+            )
         for job_id in candidates:
             with self.tx() as c:
                 res = c.execute(
@@ -453,6 +503,26 @@ class Catalog:
             if claimed:
                 return self.job(job_id)
         return None
+
+    def claim_id(self, job_id: int, owner: str, now: int, lease_ms: int) -> Job | None:
+        """Take one given job if it is runnable now (see claim)."""
+        runnable = (export_jobs.c.status.in_(("queued", "retrying"))) | (
+            (export_jobs.c.status == "running") & (export_jobs.c.lease_expires_ms < now)
+        )
+        with self.tx() as c:
+            res = c.execute(
+                update(export_jobs)
+                .where(export_jobs.c.id == job_id, runnable)
+                .values(
+                    status="running",
+                    attempts=export_jobs.c.attempts + 1,
+                    lease_owner=owner,
+                    lease_expires_ms=now + lease_ms,
+                    started_ms=now,
+                )
+            )
+            claimed = res.rowcount == 1
+        return self.job(job_id) if claimed else None
 
     def renew_lease(self, job_id: int, owner: str, now: int, lease_ms: int) -> bool:
         with self.tx() as c:
@@ -535,7 +605,9 @@ class Catalog:
     def files(self, job_id: int) -> list[FileRow]:
         with self.tx() as c:
             rows = c.execute(
-                select(export_files).where(export_files.c.job_id == job_id).order_by(export_files.c.part)
+                select(export_files)
+                .where(export_files.c.job_id == job_id)
+                .order_by(export_files.c.part)
             ).all()
         return [FileRow(r.part, r.key, r.rows, r.bytes, r.md5, r.sha256) for r in rows]
 
@@ -578,7 +650,9 @@ class Catalog:
 
     # ---- issued links ----------------------------------------------------------------
 
-    def issued(self, project_id: int, scope: str, fingerprint: str, now: int) -> tuple[Any, int] | None:
+    def issued(
+        self, project_id: int, scope: str, fingerprint: str, now: int
+    ) -> tuple[Any, int] | None:
         with self.tx() as c:
             row = c.execute(
                 select(issued_links.c.links, issued_links.c.expires_ms)

@@ -92,7 +92,7 @@ def _makedirs(path: Path) -> None:
 
 
 class EventStore:
-    """Events of {root}/{ai}/{data_type}/{UTC yyyyMMddHH}/{uuid hex}.parquet, one file per append and hour."""
+    """Files {root}/{ai}/{data_type}/{UTC yyyyMMddHH}/{uuid hex}.parquet: one per append, hour."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)

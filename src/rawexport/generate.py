@@ -1,0 +1,656 @@
+"""Deterministic synthetic events of the 10 data types, with the documented joins holding."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from rawexport.schema import DATA_TYPE_NAMES
+from rawexport.store import EventStore, arrow_schema, encode_map
+from rawexport.timeutil import HOUR_MS
+
+U64 = npt.NDArray[np.uint64]
+I64 = npt.NDArray[np.int64]
+Bools = npt.NDArray[np.bool_]
+Columns = dict[str, pa.Array]
+
+CHUNK_ROWS = 500_000
+
+# Share of each type in a project's traffic; normalised over the selected types.
+WEIGHTS: dict[str, int] = {
+    "visit": 8,
+    "page": 30,
+    "action": 25,
+    "action_tag": 8,
+    "custom_event": 12,
+    "pvar": 6,
+    "evar": 4,
+    "vstr": 3,
+    "ads_track_activation": 2,
+    "ads_track_click": 2,
+}
+
+WEB, IOS, ANDROID, MINP = 0, 1, 2, 3
+_LINKS = 24
+_RULES = 40
+
+
+def split_counts(total: int, data_types: Sequence[str]) -> dict[str, int]:
+    """total rows split over data_types by WEIGHTS (largest remainder), each ≥ 1 if possible."""
+    weight = sum(WEIGHTS[t] for t in data_types)
+    counts = [total * WEIGHTS[t] // weight for t in data_types]
+    by_remainder = sorted(
+        range(len(data_types)), key=lambda i: (-(total * WEIGHTS[data_types[i]] % weight), i)
+    )
+    for i in by_remainder[: total - sum(counts)]:
+        counts[i] += 1
+    if total >= len(data_types):
+        for i in range(len(counts)):
+            if counts[i] == 0:
+                counts[max(range(len(counts)), key=counts.__getitem__)] -= 1
+                counts[i] = 1
+    return dict(zip(data_types, counts, strict=True))
+
+
+# ---- vectorised hashing: every value is a pure function of (seed, ai, hour, name, row) -----
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+_HEX_PAIRS = np.frombuffer(
+    b"".join(f"{b:02x}".encode() for b in range(256)), dtype=np.uint8
+).reshape(256, 2)
+
+
+def _key(*parts: object) -> int:
+    return int.from_bytes(hashlib.blake2b(repr(parts).encode(), digest_size=8).digest(), "little")
+
+
+def _mix(key: int, idx: U64) -> U64:
+    """splitmix64 of idx under key: rows never depend on how they were chunked."""
+    z: U64 = idx * _GOLDEN + np.uint64(key)
+    z ^= z >> np.uint64(30)
+    z *= _M1
+    z ^= z >> np.uint64(27)
+    z *= _M2
+    z ^= z >> np.uint64(31)
+    return z
+
+
+def _fixed_width(chars: npt.NDArray[np.uint8]) -> pa.Array:
+    """A string array from an (n, width) matrix of ASCII codes, without a Python loop."""
+    n, width = chars.shape
+    offsets = np.arange(0, (n + 1) * width, width, dtype=np.int32)
+    data = np.ascontiguousarray(chars)
+    return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+
+
+def _hex_chars(h: U64, width: int) -> npt.NDArray[np.uint8]:
+    return _HEX_PAIRS[h.view(np.uint8).reshape(-1, 8)].reshape(-1, 16)[:, :width]
+
+
+def _hex(h: U64, width: int) -> pa.Array:
+    return _fixed_width(_hex_chars(h, width))
+
+
+def _uuid(a: U64, b: U64, upper: bool = False) -> pa.Array:
+    hexes = np.concatenate([_hex_chars(a, 16), _hex_chars(b, 16)], axis=1)
+    out = np.full((len(a), 36), ord("-"), dtype=np.uint8)
+    for dst, src, n in ((0, 0, 8), (9, 8, 4), (14, 12, 4), (19, 16, 4), (24, 20, 12)):
+        out[:, dst : dst + n] = hexes[:, src : src + n]
+    if upper:
+        out[out >= ord("a")] -= 32
+    return _fixed_width(out)
+
+
+def _join(*parts: pa.Array | str, sep: str = "") -> pa.Array:
+    return pc.binary_join_element_wise(*parts, sep)
+
+
+def _str(values: I64) -> pa.Array:
+    return pc.cast(pa.array(values), pa.string())
+
+
+# ---- value pools: a good share carry what the CSV dialect must escape -----------------------
+
+
+def _pool(*values: str) -> pa.Array:
+    assert all(values), "no empty strings: null says 'no value'"
+    return pa.array(values, pa.string())
+
+
+class _Grouped:
+    """One pool per platform code, concatenated; index() picks inside the row's group."""
+
+    def __init__(self, *groups: Sequence[str | None]) -> None:
+        assert all(v is None or v for g in groups for v in g)
+        self.values = pa.array([v for g in groups for v in g], pa.string())
+        self.sizes = np.array([len(g) for g in groups], dtype=np.uint64)
+        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype(np.int64)
+
+    def index(self, group: I64, h: U64) -> I64:
+        return self.offsets[group] + (h % self.sizes[group]).astype(np.int64)
+
+    def take(self, group: I64, h: U64) -> pa.Array:
+        return self.values.take(pa.array(self.index(group, h)))
+
+
+PLATFORMS = _pool("Web", "iOS", "Android", "MinP")
+_PLATFORM_CUM = np.cumsum([40, 25, 28, 7]).astype(np.uint64)
+
+_WEB_PATHS = [
+    "/", "/index.html", "/search", "/cart", "/checkout/pay", "/商品/详情", "/活动/双十一 🎉",
+    "/help/faq,contact", '/say/"hello"', "/files\\report.pdf", "/news/2024/本地新闻",
+    "/user/profile", "/💡/ideas", "/a b/c",
+    *(f"/item/{n}" for n in (1, 7, 42, 305, 1024, 9001, 31337, 65536)),
+    *(f"/category/{c}/list" for c in ("shoes", "手机", "home,garden", "toys")),
+]  # fmt: skip
+_APP_PAGES = [
+    "MainActivity", "ProductDetailActivity", "CartViewController", "HomeViewController",
+    "订单页", "SettingsFragment", "Search, Results", 'WebView"Embedded"', "Pay\\Confirm",
+    "个人中心 👤",
+]  # fmt: skip
+_MINP_PAGES = ["pages/index/index", "pages/goods/detail", "pages/订单/list", "pages/me/me"]
+PAGE_PATHS = _Grouped(_WEB_PATHS, _APP_PAGES, _APP_PAGES, _MINP_PAGES)
+REFERRER_PAGES = _Grouped([None], _APP_PAGES, _APP_PAGES, _MINP_PAGES)
+DOMAINS = _Grouped(
+    ["www.example.com", "shop.example.com", "m.example.cn", "商城.example.cn", "blog.example.org"],
+    ["com.example.shop", "com.example.news"],
+    ["com.example.shop", "cn.example.mall"],
+    ["wx1234567890abcdef"],
+)
+QUERIES = _pool(
+    "q=手机", "q=hello,world", "utm_source=wechat&utm_medium=cpc", 'ref="banner"',
+    "path=C:\\temp", "note=line1\nline2", "note=line1\r\nline2", "emoji=😀🎉", "id=12345&sort=asc",
+    "from=首页&tab=推荐", "a=1,b=2,c=3", "page=2", "k=v",
+)  # fmt: skip
+REFERRERS = _pool(
+    "https://www.baidu.com/s?wd=手机", "https://www.google.com/search?q=a,b",
+    'https://example.com/path?x="y"', "https://weibo.com/🔥", "https://example.com/a\\b",
+    "https://www.example.com/", "https://m.example.cn/item/42?from=share",
+    "https://example.com/?multi=1\n2",
+)  # fmt: skip
+TITLES = _pool(
+    "首页 - 示例商城", "Sale, 50% off!", 'The "best" deals', "C:\\Users\\demo", "Multi-line\ntitle",
+    "Windows\r\nline ending", "🔥 Hot deals 🔥", "商品详情 | 示例, Inc.", "Plain title", "About us",
+    "Contact", 'Search results for "手机"', "Order #1024", "订单确认",
+)  # fmt: skip
+REQUEST_VALUES = _pool(
+    "确定", "Add to cart", 'Buy "now"', "a,b,c", "back\\slash", "line\nbreak", "crlf\r\nbreak",
+    "立即购买 🛒", "Submit", "Next →", "Login", "1",
+)  # fmt: skip
+HREFS = _pool(
+    "https://example.com/item/1", "/cart", "javascript:void(0)", "https://example.com/s?q=a,b",
+    "https://例子.cn/页面", '/go?to="x"', "#top",
+)  # fmt: skip
+INFOS = _pool("banner,top", '{"pos":"1"}', "推荐位", "a\\b", "multi\nline", "🎯 target", "slot-3")
+REQUEST_TYPES = _pool("clck", "clck", "clck", "chng", "sbmt")
+EVENT_NAMES = _pool(
+    "add_to_cart", "pay_success", "支付成功", "share,wechat", "search", "video_play",
+    "点击banner", "register", "level_up 🎮", 'quote"event',
+)  # fmt: skip
+ATTRIBUTES = _pool("vip", "新客", "level,3", '"gold"', "a\\b", "x\ny", "😀", "group-A", "north")
+PAGE_GROUPS = _pool("home", "detail", "列表页", "check,out")
+LOGIN_PREFIXES = _pool("user_", "会员", "uid:", "mail,", 'q"')
+ORIENTATIONS = _pool("PORTRAIT", "PORTRAIT", "PORTRAIT", "LANDSCAPE")
+LANGUAGES = _pool("zh-CN", "zh-CN", "zh-CN", "en-US", "zh-TW", "ja-JP")
+SDK_VERSIONS = _Grouped(
+    ["web-3.3.2", "web-3.8.1"], ["2.9.4", "3.4.1"], ["2.9.0", "3.4.1-beta"], ["mp-3.3.0"]
+)
+OS_NAMES = _Grouped(["Windows", "macOS", "Linux", "iOS", "Android"], ["iOS"], ["Android"], ["iOS"])
+OS_VERSIONS = _Grouped(
+    ["10", "11", "14.2", "Ubuntu 22.04"], ["16.7.2", "17.1"], ["12", "13", "14"], ["8.0.40"]
+)
+CLIENT_VERSIONS = _Grouped([None], ["5.2.0", "5.3.1 (1024)"], ["5.2.0", "5.3.0,hotfix"], [None])
+CHANNELS = _Grouped([None], ["App Store"], ["华为应用市场", "Google Play", "官网, direct"], [None])
+DEVICE_TYPES = _Grouped([None], ["1", "0"], ["1", "1", "0"], ["1"])
+_BRAND_MODELS = (
+    [(None, None)],
+    [("Apple", "iPhone15,2"), ("Apple", "iPhone 13 Pro"), ("Apple", "iPad13,4")],
+    [("Huawei", "Mate 60 Pro"), ("Xiaomi", "Redmi K70"), ("Samsung", "SM-G9910"), ("荣耀", "PCT-AL10")],
+    [("Apple", "iPhone 14"), ("OPPO", "PDEM10")],
+)  # fmt: skip
+BRANDS = _Grouped(*([b for b, _ in g] for g in _BRAND_MODELS))
+MODELS = _Grouped(*([m for _, m in g] for g in _BRAND_MODELS))
+_SCREENS = (
+    [("1080", "1920"), ("900", "1440"), ("768", "1366")],
+    [("2532", "1170"), ("2796", "1290")],
+    [("2400", "1080"), ("3200", "1440")],
+    [("844", "390")],
+)
+SCREEN_HEIGHTS = _Grouped(*([h for h, _ in g] for g in _SCREENS))
+SCREEN_WIDTHS = _Grouped(*([w for _, w in g] for g in _SCREENS))
+USER_AGENTS = _Grouped(
+    [
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Chrome/120.0.0.0 Safari/537.36",
+        "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+        "Version/17.1 Safari/605.1.15",
+    ],
+    ["ExampleShop/5.3.1 (iPhone; iOS 17.1; Scale/3.00)"],
+    ["Dalvik/2.1.0 (Linux; U; Android 13; Mate 60 Pro Build/HUAWEI)"],
+    ["Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) MicroMessenger/8.0.40"],
+)
+LINK_NAMES = _pool(
+    "双十一大促 🎉 首页横幅", "Spring sale, banner A", '"VIP" push', "Line\nbreak link",
+    "back\\slash link", "朋友圈广告",
+)  # fmt: skip
+CAMPAIGN_NAMES = _pool("双十一", "Spring, 2024", '"Launch" week', "拉新活动 🚀", "Retarget")
+CHANNEL_NAMES = _pool("微信朋友圈", "Douyin, feed", "百度搜索", 'Toutiao "news"')
+CLICK_URL_QUERIES = _pool("?idfa=__IDFA__", "?cb=a,b", '?note="x"', "?来源=微信", "")[:4]
+
+
+def _map_pool(keys: Sequence[str], values: Sequence[str], n: int, salt: int) -> pa.Array:
+    r = random.Random(salt)
+    maps = []
+    for _ in range(n):
+        k = r.sample(list(keys), r.randint(1, min(4, len(keys))))
+        maps.append(encode_map({key: r.choice(values) for key in k}))
+    return pa.array(maps, pa.string())
+
+
+_MAP_VALUES = (
+    "50.0", "101", "funnel", "北京", "a,b", "line\nbreak", "crlf\r\nvalue", '"quoted"',
+    "back\\slash", "🎉", "true", "retention",
+)  # fmt: skip
+APP_VARIABLES = _map_pool(("appChannel", "abTest", "主题", "flag,x"), _MAP_VALUES, 40, 1)
+EVENT_VARIABLES = _map_pool(("price", "item", "category", "来源", 'say "hi"', "a\\b"), _MAP_VALUES, 200, 2)
+PAGE_VARIABLES = _map_pool(("category", "pageType", "频道", "tag,1"), _MAP_VALUES, 80, 3)
+CONVERSION_VARIABLES = _map_pool(("keyword", "campaign", "渠道", "emoji😀"), _MAP_VALUES, 80, 4)
+VISITOR_VARIABLES = _map_pool(("openid", "unionid", "gender", "城市"), _MAP_VALUES, 80, 5)
+ADS_VARIABLES = _map_pool(("ad_group", "creative", "关键词", "pos,x"), _MAP_VALUES, 40, 6)
+
+
+# ---- one hour's entities --------------------------------------------------------------------
+
+
+class _Hour:
+    """The entities of one project hour; their attributes are functions of their index."""
+
+    def __init__(self, seed: int, ai: str, hour_ms: int, refs: dict[str, int]) -> None:
+        self._hour = (seed, ai, hour_ms)
+        self._project = (seed, ai)
+        self.hour_ms = hour_ms
+        self.visits = refs["visit"]
+        self.pages = refs["page"]
+        self.actions = refs["action"]
+        self.devices = max(refs["ads_track_click"], refs["ads_track_activation"])
+
+    def h(self, name: str, idx: U64, project: bool = False) -> U64:
+        return _mix(_key(*(self._project if project else self._hour), name), idx)
+
+    def ints(self, name: str, idx: U64, lo: int, hi: int) -> I64:
+        return lo + (self.h(name, idx) % np.uint64(hi - lo)).astype(np.int64)
+
+    def chance(self, name: str, idx: U64, p: float) -> Bools:
+        return (self.h(name, idx) >> np.uint64(11)).astype(np.float64) * 2.0**-53 < p
+
+    def pick(self, pool: pa.Array, name: str, idx: U64, null_p: float = 0.0) -> pa.Array:
+        h = self.h(name, idx)
+        choice = (h % np.uint64(len(pool))).astype(np.int64)
+        if not null_p:
+            return pool.take(pa.array(choice))
+        nulls = (h >> np.uint64(40)).astype(np.float64) * 2.0**-24 < null_p
+        return pool.take(pa.array(choice, mask=nulls))
+
+    def send_time(self, name: str, idx: U64) -> I64:
+        return self.hour_ms + self.ints(name + ".send", idx, 0, HOUR_MS)
+
+    def client_time(self, name: str, idx: U64, send: I64) -> I64:
+        return send - self.ints(name + ".lag", idx, 1, 3_000)
+
+    def ref(self, name: str, idx: U64, n: int) -> U64:
+        return self.h(name, idx) % np.uint64(n)
+
+    # visits (one visitor per visit)
+    def platform(self, v: U64) -> I64:
+        roll = self.h("visit.platform", v) % _PLATFORM_CUM[-1]
+        return np.searchsorted(_PLATFORM_CUM, roll, side="right").astype(np.int64)
+
+    def visitor(self, v: U64) -> pa.Array:
+        return _uuid(self.h("visit.user.a", v), self.h("visit.user.b", v))
+
+    def session(self, v: U64) -> pa.Array:
+        return _uuid(self.h("visit.session.a", v), self.h("visit.session.b", v))
+
+    def visit_id(self, v: U64) -> pa.Array:
+        return _hex(self.h("visit.id", v), 16)
+
+    def domain(self, v: U64, platform: I64) -> pa.Array:
+        return DOMAINS.take(platform, self.h("visit.domain", v))
+
+    def login(self, v: U64) -> pa.Array:
+        number = _str(self.ints("visit.login.n", v, 1, 10_000_000))
+        login = _join(self.pick(LOGIN_PREFIXES, "visit.login.prefix", v), number)
+        return pc.if_else(pa.array(self.chance("visit.login", v, 0.4)), login, None)
+
+    # pages (every visit has at least one: page v belongs to visit v)
+    def page_visit(self, j: U64) -> U64:
+        return np.where(j < self.visits, j, self.ref("page.visit", j, self.visits))
+
+    def page_id(self, j: U64) -> pa.Array:
+        return _join(_hex(self.h("page.id.a", j), 16), _hex(self.h("page.id.b", j), 4))
+
+    def page_path(self, j: U64, platform: I64) -> pa.Array:
+        return PAGE_PATHS.take(platform, self.h("page.path", j))
+
+    def page_query(self, j: U64) -> pa.Array:
+        return self.pick(QUERIES, "page.query", j, null_p=0.4)
+
+    def page_time(self, j: U64) -> I64:
+        return self.client_time("page", j, self.send_time("page", j))
+
+    # actions
+    def action_page(self, a: U64) -> U64:
+        return self.ref("action.page", a, self.pages)
+
+    def action_id(self, a: U64) -> pa.Array:
+        """Like wa:0:24:1356477892:0 (wa web, ma mobile); the action index keeps it unique."""
+        mobile = self.platform(self.page_visit(self.action_page(a))) != WEB
+        kind = pc.if_else(pa.array(mobile), "ma", "wa")
+        ai = a.astype(np.int64)
+        number = _str(self.ints("action.id", a, 1_000_000_000, 10_000_000_000))
+        tail = _str(self.ints("action.id.tail", a, 0, 4))
+        return _join(kind, _str(ai % 100), _str(ai // 100), number, tail, sep=":")
+
+    # ads: devices and tracking links
+    def device_platform(self, d: U64) -> I64:
+        return np.where(self.chance("device.ios", d, 0.45), IOS, ANDROID).astype(np.int64)
+
+    def devices_ids(self, d: U64) -> Columns:
+        ios = pa.array(self.device_platform(d) == IOS)
+        android = pc.invert(ios)
+        imei = _str(self.ints("device.imei", d, 860_000_000_000_000, 870_000_000_000_000))
+        oaid = _uuid(self.h("device.oaid.a", d), self.h("device.oaid.b", d))
+        return {
+            "idfa": pc.if_else(ios, _uuid(self.h("device.a", d), self.h("device.b", d), True), None),
+            "imei": pc.if_else(pc.and_(android, pa.array(self.chance("device.has_imei", d, 0.6))), imei, None),
+            "androidId": pc.if_else(android, _hex(self.h("device.android", d), 16), None),
+            "OAID": pc.if_else(pc.and_(android, pa.array(self.chance("device.has_oaid", d, 0.5))), oaid, None),
+            "uuid": _uuid(self.h("device.uuid.a", d), self.h("device.uuid.b", d)),
+        }  # fmt: skip
+
+    def link_columns(self, name: str, idx: U64) -> Columns:
+        link = self.ref(name + ".link", idx, _LINKS)
+        campaign, channel = link % np.uint64(6), link % np.uint64(4)
+        return {
+            "linkId": _hex(self.h("link.id", link, project=True), 10),
+            "campaignId": _hex(self.h("campaign.id", campaign, project=True), 12),
+            "channelId": _hex(self.h("channel.id", channel, project=True), 8),
+            "linkName": LINK_NAMES.take(pa.array(link % np.uint64(len(LINK_NAMES)))),
+            "campaignName": CAMPAIGN_NAMES.take(pa.array(campaign % np.uint64(len(CAMPAIGN_NAMES)))),
+            "channelName": CHANNEL_NAMES.take(pa.array(channel)),
+            "adsVariable": self.pick(ADS_VARIABLES, name + ".vars", idx, null_p=0.3),
+        }  # fmt: skip
+
+
+def _ip(hr: _Hour, name: str, idx: U64) -> pa.Array:
+    octets = [_str(hr.ints(f"{name}.ip{k}", idx, 1, 255)) for k in range(4)]
+    return _join(*octets, sep=".")
+
+
+def _visit(hr: _Hour, v: U64) -> Columns:
+    platform = hr.platform(v)
+    mobile = pa.array(platform != WEB)
+    send = hr.send_time("visit", v)
+    device = hr.h("visit.device", v)
+    screen = hr.h("visit.screen", v)
+    ios = pa.array(platform == IOS)
+    android = pa.array(platform == ANDROID)
+    located = pc.and_(mobile, pa.array(hr.chance("visit.located", v, 0.7)))
+    lat = np.round(18 + hr.ints("visit.lat", v, 0, 35_00000) / 1e5, 5)
+    lng = np.round(73 + hr.ints("visit.lng", v, 0, 62_00000) / 1e5, 5)
+    return {
+        "visitUserId": hr.visitor(v),
+        "sessionId": hr.session(v),
+        "accountVersion": SDK_VERSIONS.take(platform, hr.h("visit.sdk", v)),
+        "platform": PLATFORMS.take(pa.array(platform)),
+        "domain": hr.domain(v, platform),
+        "page": hr.page_path(v, platform),
+        "queryParameters": hr.page_query(v),
+        "referrer": hr.pick(REFERRERS, "visit.referrer", v, null_p=0.4),
+        "language": hr.pick(LANGUAGES, "visit.language", v),
+        "screenHeight": SCREEN_HEIGHTS.take(platform, screen),
+        "screenWidth": SCREEN_WIDTHS.take(platform, screen),
+        "time": pa.array(hr.client_time("visit", v, send)),
+        "sendTime": pa.array(send),
+        "ip": _ip(hr, "visit", v),
+        "userAgent": USER_AGENTS.take(platform, hr.h("visit.ua", v)),
+        "operatingSystem": OS_NAMES.take(platform, hr.h("visit.os", v)),
+        "operatingSystemVersion": OS_VERSIONS.take(platform, hr.h("visit.osv", v)),
+        "clientVersion": CLIENT_VERSIONS.take(platform, hr.h("visit.client", v)),
+        "channel": CHANNELS.take(platform, hr.h("visit.channel", v)),
+        "deviceBrand": BRANDS.take(platform, device),
+        "deviceModel": MODELS.take(platform, device),
+        "deviceType": DEVICE_TYPES.take(platform, hr.h("visit.device_type", v)),
+        "deviceOrientation": pc.if_else(mobile, hr.pick(ORIENTATIONS, "visit.orient", v), None),
+        "latitude": pc.if_else(located, pa.array(lat), None),
+        "longitude": pc.if_else(located, pa.array(lng), None),
+        "vstRequestId": hr.visit_id(v),
+        "idfa": pc.if_else(ios, _uuid(hr.h("visit.idfa.a", v), hr.h("visit.idfa.b", v), True), None),
+        "androidId": pc.if_else(android, _hex(hr.h("visit.android", v), 16), None),
+        "IMEI": pc.if_else(android, _str(hr.ints("visit.imei", v, 10**14, 10**15)), None),
+    }  # fmt: skip
+
+
+def _page(hr: _Hour, j: U64) -> Columns:
+    v = hr.page_visit(j)
+    platform = hr.platform(v)
+    send = hr.send_time("page", j)
+    cols = {
+        "visitUserId": hr.visitor(v),
+        "sessionId": hr.session(v),
+        "platform": PLATFORMS.take(pa.array(platform)),
+        "domain": hr.domain(v, platform),
+        "page": hr.page_path(j, platform),
+        "queryParameters": hr.page_query(j),
+        "referrer": hr.pick(REFERRERS, "page.referrer", j, null_p=0.3),
+        "referrerPage": REFERRER_PAGES.take(platform, hr.h("page.referrer_page", j)),
+        "title": hr.pick(TITLES, "page.title", j, null_p=0.05),
+        "time": pa.array(hr.client_time("page", j, send)),
+        "sendTime": pa.array(send),
+        "deviceOrientation": hr.pick(ORIENTATIONS, "page.orient", j),
+        "loginUserId": hr.login(v),
+        "pageGroup": hr.pick(PAGE_GROUPS, "page.group", j, null_p=0.8),
+        "appVariable": hr.pick(APP_VARIABLES, "page.app_vars", j, null_p=0.8),
+        "pageRequestId": hr.page_id(j),
+        "vstRequestId": hr.visit_id(v),
+    }
+    for i in range(2, 11):
+        cols[f"customerAttributes{i}"] = hr.pick(ATTRIBUTES, f"page.cs{i}", j, null_p=0.85)
+    for i in range(1, 11):
+        cols[f"pageAttributes{i}"] = hr.pick(ATTRIBUTES, f"page.ps{i}", j, null_p=0.85)
+    return cols
+
+
+def _action(hr: _Hour, a: U64) -> Columns:
+    j = hr.action_page(a)
+    v = hr.page_visit(j)
+    platform = hr.platform(v)
+    send = hr.send_time("action", a)
+    index = hr.ints("action.index", a, 0, 50)
+    return {
+        "visitUserId": hr.visitor(v),
+        "sessionId": hr.session(v),
+        "requestType": hr.pick(REQUEST_TYPES, "action.type", a),
+        "domain": hr.domain(v, platform),
+        "page": hr.page_path(j, platform),
+        "sendTime": pa.array(send),
+        "time": pa.array(hr.client_time("action", a, send)),
+        "href": hr.pick(HREFS, "action.href", a, null_p=0.5),
+        "requestValue": hr.pick(REQUEST_VALUES, "action.value", a, null_p=0.1),
+        "index": pa.array(index, mask=hr.chance("action.index_null", a, 0.4)),
+        "info": hr.pick(INFOS, "action.info", a, null_p=0.7),
+        "pageRequestId": hr.page_id(j),
+        "actionRequestId": hr.action_id(a),
+    }
+
+
+def _action_tag(hr: _Hour, t: U64) -> Columns:
+    rule = hr.ref("action_tag.rule", t, _RULES)
+    return {
+        "sendTime": pa.array(hr.send_time("action_tag", t)),
+        "actionRequestId": hr.action_id(hr.ref("action_tag.action", t, hr.actions)),
+        "ruleId": _hex(hr.h("rule.id", rule, project=True), 8),
+    }
+
+
+def _page_event(hr: _Hour, name: str, e: U64) -> tuple[Columns, U64, U64, I64]:
+    """Columns an event attached to a page view shares with it, plus (page, visit, platform)."""
+    j = hr.ref(name + ".page", e, hr.pages)
+    v = hr.page_visit(j)
+    platform = hr.platform(v)
+    send = hr.send_time(name, e)
+    cols = {
+        "visitUserId": hr.visitor(v),
+        "sessionId": hr.session(v),
+        "time": pa.array(hr.client_time(name, e, send)),
+        "sendTime": pa.array(send),
+        "pageTime": pa.array(hr.page_time(j)),
+        "domain": hr.domain(v, platform),
+        "page": hr.page_path(j, platform),
+        "pageRequestId": hr.page_id(j),
+    }
+    return cols, j, v, platform
+
+
+def _custom_event(hr: _Hour, e: U64) -> Columns:
+    cols, j, v, _ = _page_event(hr, "custom_event", e)
+    number = np.round(hr.ints("custom_event.number", e, 0, 100_000) / 100, 2)
+    return {
+        **cols,
+        "queryParameters": hr.page_query(j),
+        "eventName": hr.pick(EVENT_NAMES, "custom_event.name", e),
+        "eventNumber": pa.array(number, mask=hr.chance("custom_event.no_number", e, 0.3)),
+        "eventVariable": hr.pick(EVENT_VARIABLES, "custom_event.vars", e, null_p=0.15),
+        "loginUserId": hr.login(v),
+    }
+
+
+def _pvar(hr: _Hour, e: U64) -> Columns:
+    cols, _, _, _ = _page_event(hr, "pvar", e)
+    return {**cols, "pageVariable": hr.pick(PAGE_VARIABLES, "pvar.vars", e, null_p=0.05)}
+
+
+def _visit_event(hr: _Hour, name: str, e: U64) -> tuple[Columns, U64]:
+    v = hr.ref(name + ".visit", e, hr.visits)
+    send = hr.send_time(name, e)
+    cols = {
+        "visitUserId": hr.visitor(v),
+        "sessionId": hr.session(v),
+        "time": pa.array(hr.client_time(name, e, send)),
+        "sendTime": pa.array(send),
+    }
+    return cols, v
+
+
+def _evar(hr: _Hour, e: U64) -> Columns:
+    cols, v = _visit_event(hr, "evar", e)
+    return {
+        **cols,
+        "domain": hr.domain(v, hr.platform(v)),
+        "conversionVariable": hr.pick(CONVERSION_VARIABLES, "evar.vars", e, null_p=0.05),
+    }
+
+
+def _vstr(hr: _Hour, e: U64) -> Columns:
+    cols, _ = _visit_event(hr, "vstr", e)
+    return {**cols, "visitorVariable": hr.pick(VISITOR_VARIABLES, "vstr.vars", e, null_p=0.05)}
+
+
+def _ads(hr: _Hour, name: str, e: U64) -> tuple[Columns, I64]:
+    """Device and link columns; clicks and activations draw from the same devices and links."""
+    d = hr.ref(name + ".device", e, hr.devices)
+    platform = hr.device_platform(d)
+    send = hr.send_time(name, e)
+    cols = {
+        **hr.devices_ids(d),
+        "ip": _ip(hr, "device", d),
+        "userAgent": USER_AGENTS.take(platform, hr.h("device.ua", d)),
+        "platform": PLATFORMS.take(pa.array(platform)),
+        "operatingSystemVersion": OS_VERSIONS.take(platform, hr.h("device.osv", d)),
+        "sendTime": pa.array(send),
+        **hr.link_columns(name, e),
+    }
+    return cols, send
+
+
+def _activation(hr: _Hour, e: U64) -> Columns:
+    cols, _ = _ads(hr, "ads_track_activation", e)
+    return {**cols, "visitUserId": hr.visitor(hr.ref("ads_track_activation.visit", e, hr.visits))}
+
+
+def _click(hr: _Hour, e: U64) -> Columns:
+    cols, send = _ads(hr, "ads_track_click", e)
+    query = hr.pick(CLICK_URL_QUERIES, "ads_track_click.url", e)
+    return {
+        **cols,
+        "eventTime": pa.array(hr.client_time("ads_track_click", e, send)),
+        "clickUrl": _join("https://datayi.cn/r", cols["linkId"], query),
+    }
+
+
+_BUILDERS: dict[str, Callable[[_Hour, U64], Columns]] = {
+    "visit": _visit,
+    "page": _page,
+    "action": _action,
+    "action_tag": _action_tag,
+    "custom_event": _custom_event,
+    "pvar": _pvar,
+    "evar": _evar,
+    "vstr": _vstr,
+    "ads_track_activation": _activation,
+    "ads_track_click": _click,
+}
+
+
+def rows(
+    data_type: str, seed: int, ai: str, hour_ms: int, refs: dict[str, int], start: int, stop: int
+) -> pa.Table:
+    """Rows [start, stop) of data_type in one hour; refs holds every type's row count."""
+    hr = _Hour(seed, ai, hour_ms, refs)
+    cols = _BUILDERS[data_type](hr, np.arange(start, stop, dtype=np.uint64))
+    schema = arrow_schema(data_type)
+    return pa.Table.from_arrays([cols[name] for name in schema.names], schema=schema)
+
+
+def generate(
+    store: EventStore,
+    ai: str,
+    start_hour_ms: int,
+    hours: int,
+    events_per_hour: int,
+    data_types: Sequence[str] | None = None,
+    seed: int = 0,
+) -> dict[str, int]:
+    """Write synthetic events for hours starting at start_hour_ms; returns rows per type.
+
+    Unselected types still have a row count (their share of events_per_hour) so the
+    selected ones reference the same ids they would in a full run.
+    """
+    if start_hour_ms % HOUR_MS:
+        raise ValueError(f"{start_hour_ms} is not the start of an hour")
+    if hours < 0 or events_per_hour < 0:
+        raise ValueError("hours and events_per_hour must be >= 0")
+    selected = list(dict.fromkeys(data_types if data_types is not None else DATA_TYPE_NAMES))
+    unknown = [t for t in selected if t not in WEIGHTS]
+    if unknown:
+        raise ValueError(f"unknown data types: {', '.join(unknown)}")
+    counts = split_counts(events_per_hour, selected) if selected else {}
+    full = split_counts(events_per_hour, DATA_TYPE_NAMES)
+    refs = {t: max(1, counts.get(t, full[t])) for t in DATA_TYPE_NAMES}
+    written = dict.fromkeys(selected, 0)
+    for k in range(hours):
+        hour_ms = start_hour_ms + k * HOUR_MS
+        for t in selected:
+            for start in range(0, counts[t], CHUNK_ROWS):
+                table = rows(t, seed, ai, hour_ms, refs, start, min(counts[t], start + CHUNK_ROWS))
+                store.append(ai, t, table)
+                written[t] += table.num_rows
+    return written

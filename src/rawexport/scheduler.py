@@ -1,0 +1,77 @@
+"""The planner: queues the export of every closed hour of every export-enabled project."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from rawexport.catalog import Catalog, Project
+from rawexport.schema import types_for
+from rawexport.settings import Settings
+from rawexport.timeutil import DAY_MS, HOUR_MS, hour_ceil, hour_floor, now_ms
+
+log = logging.getLogger("rawexport.scheduler")
+
+
+def due_hours(project: Project, now: int, grace_ms: int) -> list[int]:
+    """Closed hours (closed at least grace_ms ago) inside enablement and retention."""
+    if not project.export_enabled or project.export_since_ms is None:
+        return []
+    first = max(
+        hour_ceil(project.export_since_ms),
+        hour_floor(now) - project.retention_days * DAY_MS + HOUR_MS,
+    )
+    last_closed = hour_floor(now - grace_ms) - HOUR_MS
+    return list(range(first, last_closed + 1, HOUR_MS))
+
+
+def versions(project: Project) -> tuple[str, ...]:
+    return ("v2", "v1") if project.v1_enabled else ("v2",)
+
+
+def plan_project(catalog: Catalog, project: Project, hours: list[int], now: int) -> int:
+    return sum(catalog.plan(project.id, v, types_for(v), hours, now) for v in versions(project))
+
+
+def plan_due(catalog: Catalog, settings: Settings, now: int) -> int:
+    """Queue every due (project, version, type, hour) that has no job yet."""
+    grace_ms = int(settings.grace_seconds * 1000)
+    planned = 0
+    for project in catalog.projects():
+        hours = due_hours(project, now, grace_ms)
+        if hours:
+            planned += plan_project(catalog, project, hours, now)
+    if planned:
+        log.info("planned %d export jobs", planned)
+    return planned
+
+
+class Scheduler:
+    """Runs plan_due every plan_interval seconds in a thread, catching up at start."""
+
+    def __init__(
+        self, catalog: Catalog, settings: Settings, clock: Callable[[], int] = now_ms
+    ) -> None:
+        self.catalog = catalog
+        self.settings = settings
+        self.clock = clock
+        self.stop_event = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._loop, name="export-scheduler", daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                plan_due(self.catalog, self.settings, self.clock())
+            except Exception:  # a failed pass is retried on the next tick
+                log.exception("scheduler pass failed")
+            self.stop_event.wait(self.settings.plan_interval)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        if self.thread is not None:
+            self.thread.join(10)

@@ -1,0 +1,33 @@
+"""Wiring: the catalog, event store, blob store and exporter one process uses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rawexport.blobs.local import LocalBlobStore
+from rawexport.catalog import Catalog
+from rawexport.settings import Settings
+from rawexport.store import EventStore
+from rawexport.worker import Exporter
+
+
+@dataclass
+class Services:
+    settings: Settings
+    catalog: Catalog
+    store: EventStore
+    blobs: LocalBlobStore
+    exporter: Exporter
+
+    def close(self) -> None:
+        self.catalog.close()
+
+
+def open_services(settings: Settings) -> Services:
+    settings.home.mkdir(parents=True, exist_ok=True)
+    settings.tmp_dir.mkdir(parents=True, exist_ok=True)
+    catalog = Catalog(settings.database_url)
+    store = EventStore(settings.events_dir)
+    blobs = LocalBlobStore(settings.exports_dir)
+    exporter = Exporter(settings, catalog, store, blobs)
+    return Services(settings, catalog, store, blobs, exporter)
