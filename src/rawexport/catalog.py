@@ -367,8 +367,9 @@ class Catalog:
         if not types or not hour_list:
             return 0
         with self.tx() as c:
-            have = set(
-                c.execute(
+            have = {
+                (str(t), int(h))
+                for t, h in c.execute(
                     select(export_jobs.c.data_type, export_jobs.c.hour_ms)
                     .where(
                         export_jobs.c.project_id == project_id,
@@ -377,8 +378,8 @@ class Catalog:
                         export_jobs.c.hour_ms <= hour_list[-1],
                     )
                     .distinct()
-                ).tuples()
-            )
+                )
+            }
             missing = [
                 self._new_job(project_id, version, t, h, 1, False, now)
                 for h in hour_list

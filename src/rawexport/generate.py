@@ -117,6 +117,11 @@ def _str(values: I64) -> pa.Array:
     return pc.cast(pa.array(values), pa.string())
 
 
+def _keep(mask: Bools | pa.Array, values: pa.Array) -> pa.Array:
+    """values where mask holds, null elsewhere."""
+    return pc.if_else(mask if isinstance(mask, pa.Array) else pa.array(mask), values, None)
+
+
 # ---- value pools: a good share carry what the CSV dialect must escape -----------------------
 
 
@@ -213,7 +218,8 @@ DEVICE_TYPES = _Grouped([None], ["1", "0"], ["1", "1", "0"], ["1"])
 _BRAND_MODELS = (
     [(None, None)],
     [("Apple", "iPhone15,2"), ("Apple", "iPhone 13 Pro"), ("Apple", "iPad13,4")],
-    [("Huawei", "Mate 60 Pro"), ("Xiaomi", "Redmi K70"), ("Samsung", "SM-G9910"), ("荣耀", "PCT-AL10")],
+    [("Huawei", "Mate 60 Pro"), ("Xiaomi", "Redmi K70"), ("Samsung", "SM-G9910"),
+     ("荣耀", "PCT-AL10")],
     [("Apple", "iPhone 14"), ("OPPO", "PDEM10")],
 )  # fmt: skip
 BRANDS = _Grouped(*([b for b, _ in g] for g in _BRAND_MODELS))
@@ -241,9 +247,11 @@ LINK_NAMES = _pool(
     "双十一大促 🎉 首页横幅", "Spring sale, banner A", '"VIP" push', "Line\nbreak link",
     "back\\slash link", "朋友圈广告",
 )  # fmt: skip
-CAMPAIGN_NAMES = _pool("双十一", "Spring, 2024", '"Launch" week', "拉新活动 🚀", "Retarget")
+CAMPAIGN_NAMES = _pool(
+    "双十一", "Spring, 2024", '"Launch" week', "拉新活动 🚀", "Retarget", "Back\\to\\school"
+)
 CHANNEL_NAMES = _pool("微信朋友圈", "Douyin, feed", "百度搜索", 'Toutiao "news"')
-CLICK_URL_QUERIES = _pool("?idfa=__IDFA__", "?cb=a,b", '?note="x"', "?来源=微信", "")[:4]
+CLICK_URL_QUERIES = _pool("?idfa=__IDFA__", "?cb=a,b", '?note="x"', "?来源=微信")
 
 
 def _map_pool(keys: Sequence[str], values: Sequence[str], n: int, salt: int) -> pa.Array:
@@ -260,7 +268,9 @@ _MAP_VALUES = (
     "back\\slash", "🎉", "true", "retention",
 )  # fmt: skip
 APP_VARIABLES = _map_pool(("appChannel", "abTest", "主题", "flag,x"), _MAP_VALUES, 40, 1)
-EVENT_VARIABLES = _map_pool(("price", "item", "category", "来源", 'say "hi"', "a\\b"), _MAP_VALUES, 200, 2)
+EVENT_VARIABLES = _map_pool(
+    ("price", "item", "category", "来源", 'say "hi"', "a\\b"), _MAP_VALUES, 200, 2
+)
 PAGE_VARIABLES = _map_pool(("category", "pageType", "频道", "tag,1"), _MAP_VALUES, 80, 3)
 CONVERSION_VARIABLES = _map_pool(("keyword", "campaign", "渠道", "emoji😀"), _MAP_VALUES, 80, 4)
 VISITOR_VARIABLES = _map_pool(("openid", "unionid", "gender", "城市"), _MAP_VALUES, 80, 5)
@@ -311,7 +321,8 @@ class _Hour:
     # visits (one visitor per visit)
     def platform(self, v: U64) -> I64:
         roll = self.h("visit.platform", v) % _PLATFORM_CUM[-1]
-        return np.searchsorted(_PLATFORM_CUM, roll, side="right").astype(np.int64)
+        found: I64 = np.searchsorted(_PLATFORM_CUM, roll, side="right").astype(np.int64)
+        return found
 
     def visitor(self, v: U64) -> pa.Array:
         return _uuid(self.h("visit.user.a", v), self.h("visit.user.b", v))
@@ -328,7 +339,7 @@ class _Hour:
     def login(self, v: U64) -> pa.Array:
         number = _str(self.ints("visit.login.n", v, 1, 10_000_000))
         login = _join(self.pick(LOGIN_PREFIXES, "visit.login.prefix", v), number)
-        return pc.if_else(pa.array(self.chance("visit.login", v, 0.4)), login, None)
+        return _keep(self.chance("visit.login", v, 0.4), login)
 
     # pages (every visit has at least one: page v belongs to visit v)
     def page_visit(self, j: U64) -> U64:
@@ -363,18 +374,20 @@ class _Hour:
     def device_platform(self, d: U64) -> I64:
         return np.where(self.chance("device.ios", d, 0.45), IOS, ANDROID).astype(np.int64)
 
-    def devices_ids(self, d: U64) -> Columns:
-        ios = pa.array(self.device_platform(d) == IOS)
-        android = pc.invert(ios)
+    def device_ids(self, d: U64) -> Columns:
+        ios = self.device_platform(d) == IOS
+        android = ~ios
         imei = _str(self.ints("device.imei", d, 860_000_000_000_000, 870_000_000_000_000))
-        oaid = _uuid(self.h("device.oaid.a", d), self.h("device.oaid.b", d))
         return {
-            "idfa": pc.if_else(ios, _uuid(self.h("device.a", d), self.h("device.b", d), True), None),
-            "imei": pc.if_else(pc.and_(android, pa.array(self.chance("device.has_imei", d, 0.6))), imei, None),
-            "androidId": pc.if_else(android, _hex(self.h("device.android", d), 16), None),
-            "OAID": pc.if_else(pc.and_(android, pa.array(self.chance("device.has_oaid", d, 0.5))), oaid, None),
+            "idfa": _keep(ios, _uuid(self.h("device.idfa.a", d), self.h("device.idfa.b", d), True)),
+            "imei": _keep(android & self.chance("device.has_imei", d, 0.6), imei),
+            "androidId": _keep(android, _hex(self.h("device.android", d), 16)),
+            "OAID": _keep(
+                android & self.chance("device.has_oaid", d, 0.5),
+                _uuid(self.h("device.oaid.a", d), self.h("device.oaid.b", d)),
+            ),
             "uuid": _uuid(self.h("device.uuid.a", d), self.h("device.uuid.b", d)),
-        }  # fmt: skip
+        }
 
     def link_columns(self, name: str, idx: U64) -> Columns:
         link = self.ref(name + ".link", idx, _LINKS)
@@ -384,10 +397,10 @@ class _Hour:
             "campaignId": _hex(self.h("campaign.id", campaign, project=True), 12),
             "channelId": _hex(self.h("channel.id", channel, project=True), 8),
             "linkName": LINK_NAMES.take(pa.array(link % np.uint64(len(LINK_NAMES)))),
-            "campaignName": CAMPAIGN_NAMES.take(pa.array(campaign % np.uint64(len(CAMPAIGN_NAMES)))),
+            "campaignName": CAMPAIGN_NAMES.take(pa.array(campaign)),
             "channelName": CHANNEL_NAMES.take(pa.array(channel)),
             "adsVariable": self.pick(ADS_VARIABLES, name + ".vars", idx, null_p=0.3),
-        }  # fmt: skip
+        }
 
 
 def _ip(hr: _Hour, name: str, idx: U64) -> pa.Array:
@@ -397,13 +410,13 @@ def _ip(hr: _Hour, name: str, idx: U64) -> pa.Array:
 
 def _visit(hr: _Hour, v: U64) -> Columns:
     platform = hr.platform(v)
-    mobile = pa.array(platform != WEB)
+    mobile = platform != WEB
     send = hr.send_time("visit", v)
     device = hr.h("visit.device", v)
     screen = hr.h("visit.screen", v)
-    ios = pa.array(platform == IOS)
-    android = pa.array(platform == ANDROID)
-    located = pc.and_(mobile, pa.array(hr.chance("visit.located", v, 0.7)))
+    ios = platform == IOS
+    android = platform == ANDROID
+    located = mobile & hr.chance("visit.located", v, 0.7)
     lat = np.round(18 + hr.ints("visit.lat", v, 0, 35_00000) / 1e5, 5)
     lng = np.round(73 + hr.ints("visit.lng", v, 0, 62_00000) / 1e5, 5)
     return {
@@ -429,14 +442,14 @@ def _visit(hr: _Hour, v: U64) -> Columns:
         "deviceBrand": BRANDS.take(platform, device),
         "deviceModel": MODELS.take(platform, device),
         "deviceType": DEVICE_TYPES.take(platform, hr.h("visit.device_type", v)),
-        "deviceOrientation": pc.if_else(mobile, hr.pick(ORIENTATIONS, "visit.orient", v), None),
-        "latitude": pc.if_else(located, pa.array(lat), None),
-        "longitude": pc.if_else(located, pa.array(lng), None),
+        "deviceOrientation": _keep(mobile, hr.pick(ORIENTATIONS, "visit.orient", v)),
+        "latitude": pa.array(lat, mask=~located),
+        "longitude": pa.array(lng, mask=~located),
         "vstRequestId": hr.visit_id(v),
-        "idfa": pc.if_else(ios, _uuid(hr.h("visit.idfa.a", v), hr.h("visit.idfa.b", v), True), None),
-        "androidId": pc.if_else(android, _hex(hr.h("visit.android", v), 16), None),
-        "IMEI": pc.if_else(android, _str(hr.ints("visit.imei", v, 10**14, 10**15)), None),
-    }  # fmt: skip
+        "idfa": _keep(ios, _uuid(hr.h("visit.idfa.a", v), hr.h("visit.idfa.b", v), True)),
+        "androidId": _keep(android, _hex(hr.h("visit.android", v), 16)),
+        "IMEI": _keep(android, _str(hr.ints("visit.imei", v, 10**14, 10**15))),
+    }
 
 
 def _page(hr: _Hour, j: U64) -> Columns:
@@ -570,7 +583,7 @@ def _ads(hr: _Hour, name: str, e: U64) -> tuple[Columns, I64]:
     platform = hr.device_platform(d)
     send = hr.send_time(name, e)
     cols = {
-        **hr.devices_ids(d),
+        **hr.device_ids(d),
         "ip": _ip(hr, "device", d),
         "userAgent": USER_AGENTS.take(platform, hr.h("device.ua", d)),
         "platform": PLATFORMS.take(pa.array(platform)),

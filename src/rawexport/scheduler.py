@@ -15,12 +15,15 @@ log = logging.getLogger("rawexport.scheduler")
 
 
 def due_hours(project: Project, now: int, grace_ms: int) -> list[int]:
-    """Closed hours (closed at least grace_ms ago) inside enablement and retention."""
+    """Closed hours (closed at least grace_ms ago) inside enablement and retention.
+
+    An hour h is retained while now < h + retention, the same rule the API applies.
+    """
     if not project.export_enabled or project.export_since_ms is None:
         return []
     first = max(
         hour_ceil(project.export_since_ms),
-        hour_floor(now) - project.retention_days * DAY_MS + HOUR_MS,
+        hour_floor(now - project.retention_days * DAY_MS) + HOUR_MS,
     )
     last_closed = hour_floor(now - grace_ms) - HOUR_MS
     return list(range(first, last_closed + 1, HOUR_MS))
