@@ -16,7 +16,9 @@ def test_due_hours_respect_enablement_grace_and_retention(tmp_path: Path) -> Non
     assert due_hours(p, now + 5000, grace_ms=5000) == [T0 + HOUR_MS, T0 + 2 * HOUR_MS]
     old = c.create_project("b", export_since_ms=T0 - 100 * DAY_MS, retention_days=2)
     hours = due_hours(old, now, 0)
-    assert len(hours) == 2 * 24 and hours[-1] == T0 + 2 * HOUR_MS
+    # retained while now < h + 2 days: T0-45h closed its retention 1 s ago
+    assert hours[0] == T0 - 44 * HOUR_MS and hours[-1] == T0 + 2 * HOUR_MS
+    assert len(hours) == 47
     off = c.create_project("c", export_enabled=False)
     assert due_hours(off, now, 0) == []
     c.close()
