@@ -7,7 +7,6 @@ import gzip
 import io
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
