@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import numpy.typing as npt
@@ -36,7 +37,7 @@ WEIGHTS: dict[str, int] = {
     "ads_track_click": 2,
 }
 
-WEB, IOS, ANDROID, MINP = 0, 1, 2, 3
+WEB, IOS, ANDROID = 0, 1, 2  # platform codes; 3 is a mini-program
 _LINKS = 24
 _RULES = 40
 
@@ -63,9 +64,10 @@ def split_counts(total: int, data_types: Sequence[str]) -> dict[str, int]:
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
-_HEX_PAIRS = np.frombuffer(
-    b"".join(f"{b:02x}".encode() for b in range(256)), dtype=np.uint8
-).reshape(256, 2)
+# The two hex digits of each byte value as one uint16, so one gather makes both.
+_HEX_PAIRS = np.frombuffer(b"".join(f"{b:02x}".encode() for b in range(256)), np.uint16)
+_HEX_PAIRS_UPPER = np.frombuffer(b"".join(f"{b:02X}".encode() for b in range(256)), np.uint16)
+_UUID_VARIANT = np.frombuffer(b"89ab", np.uint8)
 
 
 def _key(*parts: object) -> int:
@@ -74,13 +76,25 @@ def _key(*parts: object) -> int:
 
 def _mix(key: int, idx: U64) -> U64:
     """splitmix64 of idx under key: rows never depend on how they were chunked."""
-    z: U64 = idx * _GOLDEN + np.uint64(key)
-    z ^= z >> np.uint64(30)
+    z: U64 = idx * _GOLDEN
+    z += np.uint64(key)
+    t = np.right_shift(z, np.uint64(30))
+    z ^= t
     z *= _M1
-    z ^= z >> np.uint64(27)
+    z ^= np.right_shift(z, np.uint64(27), out=t)
     z *= _M2
-    z ^= z >> np.uint64(31)
+    z ^= np.right_shift(z, np.uint64(31), out=t)
     return z
+
+
+def _below(h: U64, n: int) -> I64:
+    """h mapped onto [0, n) by its high 32 bits (Lemire's multiply-shift: no division)."""
+    if n > 2**32:
+        return (h % np.uint64(n)).view(np.int64)
+    r = np.right_shift(h, np.uint64(32))
+    r *= np.uint64(n)
+    r >>= np.uint64(32)
+    return r.view(np.int64)
 
 
 def _fixed_width(chars: npt.NDArray[np.uint8]) -> pa.Array:
@@ -91,21 +105,27 @@ def _fixed_width(chars: npt.NDArray[np.uint8]) -> pa.Array:
     return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
 
 
-def _hex_chars(h: U64, width: int) -> npt.NDArray[np.uint8]:
-    return _HEX_PAIRS[h.view(np.uint8).reshape(-1, 8)].reshape(-1, 16)[:, :width]
+def _hex_chars(hashes: Sequence[U64], width: int, upper: bool = False) -> npt.NDArray[np.uint8]:
+    """(n, width) hex digits of the hashes' bytes; width <= 16 per hash."""
+    words = np.stack(hashes, axis=1) if len(hashes) > 1 else hashes[0][:, None]
+    pairs = (_HEX_PAIRS_UPPER if upper else _HEX_PAIRS)[words.view(np.uint8)[:, : (width + 1) // 2]]
+    chars: npt.NDArray[np.uint8] = pairs.view(np.uint8)[:, :width]
+    return chars
 
 
-def _hex(h: U64, width: int) -> pa.Array:
-    return _fixed_width(_hex_chars(h, width))
+def _hex(width: int, *hashes: U64) -> pa.Array:
+    return _fixed_width(_hex_chars(hashes, width))
 
 
 def _uuid(a: U64, b: U64, upper: bool = False) -> pa.Array:
-    hexes = np.concatenate([_hex_chars(a, 16), _hex_chars(b, 16)], axis=1)
-    out = np.full((len(a), 36), ord("-"), dtype=np.uint8)
+    """A version-4 UUID string made of the bits of a and b."""
+    hexes = _hex_chars((a, b), 32, upper)
+    out = np.empty((len(a), 36), dtype=np.uint8)
     for dst, src, n in ((0, 0, 8), (9, 8, 4), (14, 12, 4), (19, 16, 4), (24, 20, 12)):
         out[:, dst : dst + n] = hexes[:, src : src + n]
-    if upper:
-        out[out >= ord("a")] -= 32
+    out[:, [8, 13, 18, 23]] = ord("-")
+    out[:, 14] = ord("4")
+    out[:, 19] = _UUID_VARIANT[a & np.uint64(3)]
     return _fixed_width(out)
 
 
@@ -117,9 +137,9 @@ def _str(values: I64) -> pa.Array:
     return pc.cast(pa.array(values), pa.string())
 
 
-def _keep(mask: Bools | pa.Array, values: pa.Array) -> pa.Array:
+def _keep(mask: Bools, values: pa.Array) -> pa.Array:
     """values where mask holds, null elsewhere."""
-    return pc.if_else(mask if isinstance(mask, pa.Array) else pa.array(mask), values, None)
+    return pc.if_else(pa.array(mask), values, None)
 
 
 # ---- value pools: a good share carry what the CSV dialect must escape -----------------------
@@ -140,13 +160,13 @@ class _Grouped:
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype(np.int64)
 
     def index(self, group: I64, h: U64) -> I64:
-        return self.offsets[group] + (h % self.sizes[group]).astype(np.int64)
+        return self.offsets[group] + (h % self.sizes[group]).view(np.int64)
 
     def take(self, group: I64, h: U64) -> pa.Array:
         return self.values.take(pa.array(self.index(group, h)))
 
 
-PLATFORMS = _pool("Web", "iOS", "Android", "MinP")
+_PLATFORMS = _pool("Web", "iOS", "Android", "MinP")
 _PLATFORM_CUM = np.cumsum([40, 25, 28, 7]).astype(np.uint64)
 
 _WEB_PATHS = [
@@ -162,59 +182,59 @@ _APP_PAGES = [
     "个人中心 👤",
 ]  # fmt: skip
 _MINP_PAGES = ["pages/index/index", "pages/goods/detail", "pages/订单/list", "pages/me/me"]
-PAGE_PATHS = _Grouped(_WEB_PATHS, _APP_PAGES, _APP_PAGES, _MINP_PAGES)
-REFERRER_PAGES = _Grouped([None], _APP_PAGES, _APP_PAGES, _MINP_PAGES)
-DOMAINS = _Grouped(
+_PAGE_PATHS = _Grouped(_WEB_PATHS, _APP_PAGES, _APP_PAGES, _MINP_PAGES)
+_REFERRER_PAGES = _Grouped([None], _APP_PAGES, _APP_PAGES, _MINP_PAGES)
+_DOMAINS = _Grouped(
     ["www.example.com", "shop.example.com", "m.example.cn", "商城.example.cn", "blog.example.org"],
     ["com.example.shop", "com.example.news"],
     ["com.example.shop", "cn.example.mall"],
     ["wx1234567890abcdef"],
 )
-QUERIES = _pool(
+_QUERIES = _pool(
     "q=手机", "q=hello,world", "utm_source=wechat&utm_medium=cpc", 'ref="banner"',
     "path=C:\\temp", "note=line1\nline2", "note=line1\r\nline2", "emoji=😀🎉", "id=12345&sort=asc",
     "from=首页&tab=推荐", "a=1,b=2,c=3", "page=2", "k=v",
 )  # fmt: skip
-REFERRERS = _pool(
+_REFERRERS = _pool(
     "https://www.baidu.com/s?wd=手机", "https://www.google.com/search?q=a,b",
     'https://example.com/path?x="y"', "https://weibo.com/🔥", "https://example.com/a\\b",
     "https://www.example.com/", "https://m.example.cn/item/42?from=share",
     "https://example.com/?multi=1\n2",
 )  # fmt: skip
-TITLES = _pool(
+_TITLES = _pool(
     "首页 - 示例商城", "Sale, 50% off!", 'The "best" deals', "C:\\Users\\demo", "Multi-line\ntitle",
     "Windows\r\nline ending", "🔥 Hot deals 🔥", "商品详情 | 示例, Inc.", "Plain title", "About us",
     "Contact", 'Search results for "手机"', "Order #1024", "订单确认",
 )  # fmt: skip
-REQUEST_VALUES = _pool(
+_REQUEST_VALUES = _pool(
     "确定", "Add to cart", 'Buy "now"', "a,b,c", "back\\slash", "line\nbreak", "crlf\r\nbreak",
     "立即购买 🛒", "Submit", "Next →", "Login", "1",
 )  # fmt: skip
-HREFS = _pool(
+_HREFS = _pool(
     "https://example.com/item/1", "/cart", "javascript:void(0)", "https://example.com/s?q=a,b",
     "https://例子.cn/页面", '/go?to="x"', "#top",
 )  # fmt: skip
-INFOS = _pool("banner,top", '{"pos":"1"}', "推荐位", "a\\b", "multi\nline", "🎯 target", "slot-3")
-REQUEST_TYPES = _pool("clck", "clck", "clck", "chng", "sbmt")
-EVENT_NAMES = _pool(
+_INFOS = _pool("banner,top", '{"pos":"1"}', "推荐位", "a\\b", "multi\nline", "🎯 target", "slot-3")
+_REQUEST_TYPES = _pool("clck", "clck", "clck", "chng", "sbmt")
+_EVENT_NAMES = _pool(
     "add_to_cart", "pay_success", "支付成功", "share,wechat", "search", "video_play",
     "点击banner", "register", "level_up 🎮", 'quote"event',
 )  # fmt: skip
-ATTRIBUTES = _pool("vip", "新客", "level,3", '"gold"', "a\\b", "x\ny", "😀", "group-A", "north")
-PAGE_GROUPS = _pool("home", "detail", "列表页", "check,out")
-LOGIN_PREFIXES = _pool("user_", "会员", "uid:", "mail,", 'q"')
-ORIENTATIONS = _pool("PORTRAIT", "PORTRAIT", "PORTRAIT", "LANDSCAPE")
-LANGUAGES = _pool("zh-CN", "zh-CN", "zh-CN", "en-US", "zh-TW", "ja-JP")
-SDK_VERSIONS = _Grouped(
+_ATTRIBUTES = _pool("vip", "新客", "level,3", '"gold"', "a\\b", "x\ny", "😀", "group-A", "north")
+_PAGE_GROUPS = _pool("home", "detail", "列表页", "check,out")
+_LOGIN_PREFIXES = _pool("user_", "会员", "uid:", "mail,", 'q"')
+_ORIENTATIONS = _pool("PORTRAIT", "PORTRAIT", "PORTRAIT", "LANDSCAPE")
+_LANGUAGES = _pool("zh-CN", "zh-CN", "zh-CN", "en-US", "zh-TW", "ja-JP")
+_SDK_VERSIONS = _Grouped(
     ["web-3.3.2", "web-3.8.1"], ["2.9.4", "3.4.1"], ["2.9.0", "3.4.1-beta"], ["mp-3.3.0"]
 )
-OS_NAMES = _Grouped(["Windows", "macOS", "Linux", "iOS", "Android"], ["iOS"], ["Android"], ["iOS"])
-OS_VERSIONS = _Grouped(
+_OS_NAMES = _Grouped(["Windows", "macOS", "Linux", "iOS", "Android"], ["iOS"], ["Android"], ["iOS"])
+_OS_VERSIONS = _Grouped(
     ["10", "11", "14.2", "Ubuntu 22.04"], ["16.7.2", "17.1"], ["12", "13", "14"], ["8.0.40"]
 )
-CLIENT_VERSIONS = _Grouped([None], ["5.2.0", "5.3.1 (1024)"], ["5.2.0", "5.3.0,hotfix"], [None])
-CHANNELS = _Grouped([None], ["App Store"], ["华为应用市场", "Google Play", "官网, direct"], [None])
-DEVICE_TYPES = _Grouped([None], ["1", "0"], ["1", "1", "0"], ["1"])
+_CLIENT_VERSIONS = _Grouped([None], ["5.2.0", "5.3.1 (1024)"], ["5.2.0", "5.3.0,hotfix"], [None])
+_CHANNELS = _Grouped([None], ["App Store"], ["华为应用市场", "Google Play", "官网, direct"], [None])
+_DEVICE_TYPES = _Grouped([None], ["1", "0"], ["1", "1", "0"], ["1"])
 _BRAND_MODELS = (
     [(None, None)],
     [("Apple", "iPhone15,2"), ("Apple", "iPhone 13 Pro"), ("Apple", "iPad13,4")],
@@ -222,17 +242,17 @@ _BRAND_MODELS = (
      ("荣耀", "PCT-AL10")],
     [("Apple", "iPhone 14"), ("OPPO", "PDEM10")],
 )  # fmt: skip
-BRANDS = _Grouped(*([b for b, _ in g] for g in _BRAND_MODELS))
-MODELS = _Grouped(*([m for _, m in g] for g in _BRAND_MODELS))
+_BRANDS = _Grouped(*([b for b, _ in g] for g in _BRAND_MODELS))
+_MODELS = _Grouped(*([m for _, m in g] for g in _BRAND_MODELS))
 _SCREENS = (
     [("1080", "1920"), ("900", "1440"), ("768", "1366")],
     [("2532", "1170"), ("2796", "1290")],
     [("2400", "1080"), ("3200", "1440")],
     [("844", "390")],
 )
-SCREEN_HEIGHTS = _Grouped(*([h for h, _ in g] for g in _SCREENS))
-SCREEN_WIDTHS = _Grouped(*([w for _, w in g] for g in _SCREENS))
-USER_AGENTS = _Grouped(
+_SCREEN_HEIGHTS = _Grouped(*([h for h, _ in g] for g in _SCREENS))
+_SCREEN_WIDTHS = _Grouped(*([w for _, w in g] for g in _SCREENS))
+_USER_AGENTS = _Grouped(
     [
         "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
         "Chrome/120.0.0.0 Safari/537.36",
@@ -243,15 +263,15 @@ USER_AGENTS = _Grouped(
     ["Dalvik/2.1.0 (Linux; U; Android 13; Mate 60 Pro Build/HUAWEI)"],
     ["Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) MicroMessenger/8.0.40"],
 )
-LINK_NAMES = _pool(
+_LINK_NAMES = _pool(
     "双十一大促 🎉 首页横幅", "Spring sale, banner A", '"VIP" push', "Line\nbreak link",
     "back\\slash link", "朋友圈广告",
 )  # fmt: skip
-CAMPAIGN_NAMES = _pool(
+_CAMPAIGN_NAMES = _pool(
     "双十一", "Spring, 2024", '"Launch" week', "拉新活动 🚀", "Retarget", "Back\\to\\school"
 )
-CHANNEL_NAMES = _pool("微信朋友圈", "Douyin, feed", "百度搜索", 'Toutiao "news"')
-CLICK_URL_QUERIES = _pool("?idfa=__IDFA__", "?cb=a,b", '?note="x"', "?来源=微信")
+_CHANNEL_NAMES = _pool("微信朋友圈", "Douyin, feed", "百度搜索", 'Toutiao "news"')
+_CLICK_URL_QUERIES = _pool("?idfa=__IDFA__", "?cb=a,b", '?note="x"', "?来源=微信")
 
 
 def _map_pool(keys: Sequence[str], values: Sequence[str], n: int, salt: int) -> pa.Array:
@@ -267,14 +287,14 @@ _MAP_VALUES = (
     "50.0", "101", "funnel", "北京", "a,b", "line\nbreak", "crlf\r\nvalue", '"quoted"',
     "back\\slash", "🎉", "true", "retention",
 )  # fmt: skip
-APP_VARIABLES = _map_pool(("appChannel", "abTest", "主题", "flag,x"), _MAP_VALUES, 40, 1)
-EVENT_VARIABLES = _map_pool(
+_APP_VARIABLES = _map_pool(("appChannel", "abTest", "主题", "flag,x"), _MAP_VALUES, 40, 1)
+_EVENT_VARIABLES = _map_pool(
     ("price", "item", "category", "来源", 'say "hi"', "a\\b"), _MAP_VALUES, 200, 2
 )
-PAGE_VARIABLES = _map_pool(("category", "pageType", "频道", "tag,1"), _MAP_VALUES, 80, 3)
-CONVERSION_VARIABLES = _map_pool(("keyword", "campaign", "渠道", "emoji😀"), _MAP_VALUES, 80, 4)
-VISITOR_VARIABLES = _map_pool(("openid", "unionid", "gender", "城市"), _MAP_VALUES, 80, 5)
-ADS_VARIABLES = _map_pool(("ad_group", "creative", "关键词", "pos,x"), _MAP_VALUES, 40, 6)
+_PAGE_VARIABLES = _map_pool(("category", "pageType", "频道", "tag,1"), _MAP_VALUES, 80, 3)
+_CONVERSION_VARIABLES = _map_pool(("keyword", "campaign", "渠道", "emoji😀"), _MAP_VALUES, 80, 4)
+_VISITOR_VARIABLES = _map_pool(("openid", "unionid", "gender", "城市"), _MAP_VALUES, 80, 5)
+_ADS_VARIABLES = _map_pool(("ad_group", "creative", "关键词", "pos,x"), _MAP_VALUES, 40, 6)
 
 
 # ---- one hour's entities --------------------------------------------------------------------
@@ -296,17 +316,17 @@ class _Hour:
         return _mix(_key(*(self._project if project else self._hour), name), idx)
 
     def ints(self, name: str, idx: U64, lo: int, hi: int) -> I64:
-        return lo + (self.h(name, idx) % np.uint64(hi - lo)).astype(np.int64)
+        return lo + _below(self.h(name, idx), hi - lo)
 
     def chance(self, name: str, idx: U64, p: float) -> Bools:
-        return (self.h(name, idx) >> np.uint64(11)).astype(np.float64) * 2.0**-53 < p
+        return self.h(name, idx) >> np.uint64(11) < np.uint64(p * 2**53)
 
     def pick(self, pool: pa.Array, name: str, idx: U64, null_p: float = 0.0) -> pa.Array:
         h = self.h(name, idx)
-        choice = (h % np.uint64(len(pool))).astype(np.int64)
+        choice = _below(h, len(pool))
         if not null_p:
             return pool.take(pa.array(choice))
-        nulls = (h >> np.uint64(40)).astype(np.float64) * 2.0**-24 < null_p
+        nulls = h & np.uint64(0xFFFFFF) < np.uint64(null_p * 2**24)
         return pool.take(pa.array(choice, mask=nulls))
 
     def send_time(self, name: str, idx: U64) -> I64:
@@ -316,7 +336,7 @@ class _Hour:
         return send - self.ints(name + ".lag", idx, 1, 3_000)
 
     def ref(self, name: str, idx: U64, n: int) -> U64:
-        return self.h(name, idx) % np.uint64(n)
+        return _below(self.h(name, idx), n).view(np.uint64)
 
     # visits (one visitor per visit)
     def platform(self, v: U64) -> I64:
@@ -331,14 +351,14 @@ class _Hour:
         return _uuid(self.h("visit.session.a", v), self.h("visit.session.b", v))
 
     def visit_id(self, v: U64) -> pa.Array:
-        return _hex(self.h("visit.id", v), 16)
+        return _hex(16, self.h("visit.id", v))
 
     def domain(self, v: U64, platform: I64) -> pa.Array:
-        return DOMAINS.take(platform, self.h("visit.domain", v))
+        return _DOMAINS.take(platform, self.h("visit.domain", v))
 
     def login(self, v: U64) -> pa.Array:
         number = _str(self.ints("visit.login.n", v, 1, 10_000_000))
-        login = _join(self.pick(LOGIN_PREFIXES, "visit.login.prefix", v), number)
+        login = _join(self.pick(_LOGIN_PREFIXES, "visit.login.prefix", v), number)
         return _keep(self.chance("visit.login", v, 0.4), login)
 
     # pages (every visit has at least one: page v belongs to visit v)
@@ -346,13 +366,13 @@ class _Hour:
         return np.where(j < self.visits, j, self.ref("page.visit", j, self.visits))
 
     def page_id(self, j: U64) -> pa.Array:
-        return _join(_hex(self.h("page.id.a", j), 16), _hex(self.h("page.id.b", j), 4))
+        return _hex(20, self.h("page.id.a", j), self.h("page.id.b", j))
 
     def page_path(self, j: U64, platform: I64) -> pa.Array:
-        return PAGE_PATHS.take(platform, self.h("page.path", j))
+        return _PAGE_PATHS.take(platform, self.h("page.path", j))
 
     def page_query(self, j: U64) -> pa.Array:
-        return self.pick(QUERIES, "page.query", j, null_p=0.4)
+        return self.pick(_QUERIES, "page.query", j, null_p=0.4)
 
     def page_time(self, j: U64) -> I64:
         return self.client_time("page", j, self.send_time("page", j))
@@ -365,10 +385,10 @@ class _Hour:
         """Like wa:0:24:1356477892:0 (wa web, ma mobile); the action index keeps it unique."""
         mobile = self.platform(self.page_visit(self.action_page(a))) != WEB
         kind = pc.if_else(pa.array(mobile), "ma", "wa")
-        ai = a.astype(np.int64)
+        n = a.astype(np.int64)
         number = _str(self.ints("action.id", a, 1_000_000_000, 10_000_000_000))
         tail = _str(self.ints("action.id.tail", a, 0, 4))
-        return _join(kind, _str(ai % 100), _str(ai // 100), number, tail, sep=":")
+        return _join(kind, _str(n % 100), _str(n // 100), number, tail, sep=":")
 
     # ads: devices and tracking links
     def device_platform(self, d: U64) -> I64:
@@ -381,7 +401,7 @@ class _Hour:
         return {
             "idfa": _keep(ios, _uuid(self.h("device.idfa.a", d), self.h("device.idfa.b", d), True)),
             "imei": _keep(android & self.chance("device.has_imei", d, 0.6), imei),
-            "androidId": _keep(android, _hex(self.h("device.android", d), 16)),
+            "androidId": _keep(android, _hex(16, self.h("device.android", d))),
             "OAID": _keep(
                 android & self.chance("device.has_oaid", d, 0.5),
                 _uuid(self.h("device.oaid.a", d), self.h("device.oaid.b", d)),
@@ -393,13 +413,13 @@ class _Hour:
         link = self.ref(name + ".link", idx, _LINKS)
         campaign, channel = link % np.uint64(6), link % np.uint64(4)
         return {
-            "linkId": _hex(self.h("link.id", link, project=True), 10),
-            "campaignId": _hex(self.h("campaign.id", campaign, project=True), 12),
-            "channelId": _hex(self.h("channel.id", channel, project=True), 8),
-            "linkName": LINK_NAMES.take(pa.array(link % np.uint64(len(LINK_NAMES)))),
-            "campaignName": CAMPAIGN_NAMES.take(pa.array(campaign)),
-            "channelName": CHANNEL_NAMES.take(pa.array(channel)),
-            "adsVariable": self.pick(ADS_VARIABLES, name + ".vars", idx, null_p=0.3),
+            "linkId": _hex(10, self.h("link.id", link, project=True)),
+            "campaignId": _hex(12, self.h("campaign.id", campaign, project=True)),
+            "channelId": _hex(8, self.h("channel.id", channel, project=True)),
+            "linkName": _LINK_NAMES.take(pa.array(link % np.uint64(len(_LINK_NAMES)))),
+            "campaignName": _CAMPAIGN_NAMES.take(pa.array(campaign)),
+            "channelName": _CHANNEL_NAMES.take(pa.array(channel)),
+            "adsVariable": self.pick(_ADS_VARIABLES, name + ".vars", idx, null_p=0.3),
         }
 
 
@@ -422,32 +442,32 @@ def _visit(hr: _Hour, v: U64) -> Columns:
     return {
         "visitUserId": hr.visitor(v),
         "sessionId": hr.session(v),
-        "accountVersion": SDK_VERSIONS.take(platform, hr.h("visit.sdk", v)),
-        "platform": PLATFORMS.take(pa.array(platform)),
+        "accountVersion": _SDK_VERSIONS.take(platform, hr.h("visit.sdk", v)),
+        "platform": _PLATFORMS.take(pa.array(platform)),
         "domain": hr.domain(v, platform),
         "page": hr.page_path(v, platform),
         "queryParameters": hr.page_query(v),
-        "referrer": hr.pick(REFERRERS, "visit.referrer", v, null_p=0.4),
-        "language": hr.pick(LANGUAGES, "visit.language", v),
-        "screenHeight": SCREEN_HEIGHTS.take(platform, screen),
-        "screenWidth": SCREEN_WIDTHS.take(platform, screen),
+        "referrer": hr.pick(_REFERRERS, "visit.referrer", v, null_p=0.4),
+        "language": hr.pick(_LANGUAGES, "visit.language", v),
+        "screenHeight": _SCREEN_HEIGHTS.take(platform, screen),
+        "screenWidth": _SCREEN_WIDTHS.take(platform, screen),
         "time": pa.array(hr.client_time("visit", v, send)),
         "sendTime": pa.array(send),
         "ip": _ip(hr, "visit", v),
-        "userAgent": USER_AGENTS.take(platform, hr.h("visit.ua", v)),
-        "operatingSystem": OS_NAMES.take(platform, hr.h("visit.os", v)),
-        "operatingSystemVersion": OS_VERSIONS.take(platform, hr.h("visit.osv", v)),
-        "clientVersion": CLIENT_VERSIONS.take(platform, hr.h("visit.client", v)),
-        "channel": CHANNELS.take(platform, hr.h("visit.channel", v)),
-        "deviceBrand": BRANDS.take(platform, device),
-        "deviceModel": MODELS.take(platform, device),
-        "deviceType": DEVICE_TYPES.take(platform, hr.h("visit.device_type", v)),
-        "deviceOrientation": _keep(mobile, hr.pick(ORIENTATIONS, "visit.orient", v)),
+        "userAgent": _USER_AGENTS.take(platform, hr.h("visit.ua", v)),
+        "operatingSystem": _OS_NAMES.take(platform, hr.h("visit.os", v)),
+        "operatingSystemVersion": _OS_VERSIONS.take(platform, hr.h("visit.osv", v)),
+        "clientVersion": _CLIENT_VERSIONS.take(platform, hr.h("visit.client", v)),
+        "channel": _CHANNELS.take(platform, hr.h("visit.channel", v)),
+        "deviceBrand": _BRANDS.take(platform, device),
+        "deviceModel": _MODELS.take(platform, device),
+        "deviceType": _DEVICE_TYPES.take(platform, hr.h("visit.device_type", v)),
+        "deviceOrientation": _keep(mobile, hr.pick(_ORIENTATIONS, "visit.orient", v)),
         "latitude": pa.array(lat, mask=~located),
         "longitude": pa.array(lng, mask=~located),
         "vstRequestId": hr.visit_id(v),
         "idfa": _keep(ios, _uuid(hr.h("visit.idfa.a", v), hr.h("visit.idfa.b", v), True)),
-        "androidId": _keep(android, _hex(hr.h("visit.android", v), 16)),
+        "androidId": _keep(android, _hex(16, hr.h("visit.android", v))),
         "IMEI": _keep(android, _str(hr.ints("visit.imei", v, 10**14, 10**15))),
     }
 
@@ -459,26 +479,26 @@ def _page(hr: _Hour, j: U64) -> Columns:
     cols = {
         "visitUserId": hr.visitor(v),
         "sessionId": hr.session(v),
-        "platform": PLATFORMS.take(pa.array(platform)),
+        "platform": _PLATFORMS.take(pa.array(platform)),
         "domain": hr.domain(v, platform),
         "page": hr.page_path(j, platform),
         "queryParameters": hr.page_query(j),
-        "referrer": hr.pick(REFERRERS, "page.referrer", j, null_p=0.3),
-        "referrerPage": REFERRER_PAGES.take(platform, hr.h("page.referrer_page", j)),
-        "title": hr.pick(TITLES, "page.title", j, null_p=0.05),
+        "referrer": hr.pick(_REFERRERS, "page.referrer", j, null_p=0.3),
+        "referrerPage": _REFERRER_PAGES.take(platform, hr.h("page.referrer_page", j)),
+        "title": hr.pick(_TITLES, "page.title", j, null_p=0.05),
         "time": pa.array(hr.client_time("page", j, send)),
         "sendTime": pa.array(send),
-        "deviceOrientation": hr.pick(ORIENTATIONS, "page.orient", j),
+        "deviceOrientation": hr.pick(_ORIENTATIONS, "page.orient", j),
         "loginUserId": hr.login(v),
-        "pageGroup": hr.pick(PAGE_GROUPS, "page.group", j, null_p=0.8),
-        "appVariable": hr.pick(APP_VARIABLES, "page.app_vars", j, null_p=0.8),
+        "pageGroup": hr.pick(_PAGE_GROUPS, "page.group", j, null_p=0.8),
+        "appVariable": hr.pick(_APP_VARIABLES, "page.app_vars", j, null_p=0.8),
         "pageRequestId": hr.page_id(j),
         "vstRequestId": hr.visit_id(v),
     }
     for i in range(2, 11):
-        cols[f"customerAttributes{i}"] = hr.pick(ATTRIBUTES, f"page.cs{i}", j, null_p=0.85)
+        cols[f"customerAttributes{i}"] = hr.pick(_ATTRIBUTES, f"page.cs{i}", j, null_p=0.85)
     for i in range(1, 11):
-        cols[f"pageAttributes{i}"] = hr.pick(ATTRIBUTES, f"page.ps{i}", j, null_p=0.85)
+        cols[f"pageAttributes{i}"] = hr.pick(_ATTRIBUTES, f"page.ps{i}", j, null_p=0.85)
     return cols
 
 
@@ -491,15 +511,15 @@ def _action(hr: _Hour, a: U64) -> Columns:
     return {
         "visitUserId": hr.visitor(v),
         "sessionId": hr.session(v),
-        "requestType": hr.pick(REQUEST_TYPES, "action.type", a),
+        "requestType": hr.pick(_REQUEST_TYPES, "action.type", a),
         "domain": hr.domain(v, platform),
         "page": hr.page_path(j, platform),
         "sendTime": pa.array(send),
         "time": pa.array(hr.client_time("action", a, send)),
-        "href": hr.pick(HREFS, "action.href", a, null_p=0.5),
-        "requestValue": hr.pick(REQUEST_VALUES, "action.value", a, null_p=0.1),
+        "href": hr.pick(_HREFS, "action.href", a, null_p=0.5),
+        "requestValue": hr.pick(_REQUEST_VALUES, "action.value", a, null_p=0.1),
         "index": pa.array(index, mask=hr.chance("action.index_null", a, 0.4)),
-        "info": hr.pick(INFOS, "action.info", a, null_p=0.7),
+        "info": hr.pick(_INFOS, "action.info", a, null_p=0.7),
         "pageRequestId": hr.page_id(j),
         "actionRequestId": hr.action_id(a),
     }
@@ -510,7 +530,7 @@ def _action_tag(hr: _Hour, t: U64) -> Columns:
     return {
         "sendTime": pa.array(hr.send_time("action_tag", t)),
         "actionRequestId": hr.action_id(hr.ref("action_tag.action", t, hr.actions)),
-        "ruleId": _hex(hr.h("rule.id", rule, project=True), 8),
+        "ruleId": _hex(8, hr.h("rule.id", rule, project=True)),
     }
 
 
@@ -539,16 +559,16 @@ def _custom_event(hr: _Hour, e: U64) -> Columns:
     return {
         **cols,
         "queryParameters": hr.page_query(j),
-        "eventName": hr.pick(EVENT_NAMES, "custom_event.name", e),
+        "eventName": hr.pick(_EVENT_NAMES, "custom_event.name", e),
         "eventNumber": pa.array(number, mask=hr.chance("custom_event.no_number", e, 0.3)),
-        "eventVariable": hr.pick(EVENT_VARIABLES, "custom_event.vars", e, null_p=0.15),
+        "eventVariable": hr.pick(_EVENT_VARIABLES, "custom_event.vars", e, null_p=0.15),
         "loginUserId": hr.login(v),
     }
 
 
 def _pvar(hr: _Hour, e: U64) -> Columns:
     cols, _, _, _ = _page_event(hr, "pvar", e)
-    return {**cols, "pageVariable": hr.pick(PAGE_VARIABLES, "pvar.vars", e, null_p=0.05)}
+    return {**cols, "pageVariable": hr.pick(_PAGE_VARIABLES, "pvar.vars", e, null_p=0.05)}
 
 
 def _visit_event(hr: _Hour, name: str, e: U64) -> tuple[Columns, U64]:
@@ -568,13 +588,13 @@ def _evar(hr: _Hour, e: U64) -> Columns:
     return {
         **cols,
         "domain": hr.domain(v, hr.platform(v)),
-        "conversionVariable": hr.pick(CONVERSION_VARIABLES, "evar.vars", e, null_p=0.05),
+        "conversionVariable": hr.pick(_CONVERSION_VARIABLES, "evar.vars", e, null_p=0.05),
     }
 
 
 def _vstr(hr: _Hour, e: U64) -> Columns:
     cols, _ = _visit_event(hr, "vstr", e)
-    return {**cols, "visitorVariable": hr.pick(VISITOR_VARIABLES, "vstr.vars", e, null_p=0.05)}
+    return {**cols, "visitorVariable": hr.pick(_VISITOR_VARIABLES, "vstr.vars", e, null_p=0.05)}
 
 
 def _ads(hr: _Hour, name: str, e: U64) -> tuple[Columns, I64]:
@@ -585,9 +605,9 @@ def _ads(hr: _Hour, name: str, e: U64) -> tuple[Columns, I64]:
     cols = {
         **hr.device_ids(d),
         "ip": _ip(hr, "device", d),
-        "userAgent": USER_AGENTS.take(platform, hr.h("device.ua", d)),
-        "platform": PLATFORMS.take(pa.array(platform)),
-        "operatingSystemVersion": OS_VERSIONS.take(platform, hr.h("device.osv", d)),
+        "userAgent": _USER_AGENTS.take(platform, hr.h("device.ua", d)),
+        "platform": _PLATFORMS.take(pa.array(platform)),
+        "operatingSystemVersion": _OS_VERSIONS.take(platform, hr.h("device.osv", d)),
         "sendTime": pa.array(send),
         **hr.link_columns(name, e),
     }
@@ -601,7 +621,7 @@ def _activation(hr: _Hour, e: U64) -> Columns:
 
 def _click(hr: _Hour, e: U64) -> Columns:
     cols, send = _ads(hr, "ads_track_click", e)
-    query = hr.pick(CLICK_URL_QUERIES, "ads_track_click.url", e)
+    query = hr.pick(_CLICK_URL_QUERIES, "ads_track_click.url", e)
     return {
         **cols,
         "eventTime": pa.array(hr.client_time("ads_track_click", e, send)),
@@ -659,11 +679,20 @@ def generate(
     full = split_counts(events_per_hour, DATA_TYPE_NAMES)
     refs = {t: max(1, counts.get(t, full[t])) for t in DATA_TYPE_NAMES}
     written = dict.fromkeys(selected, 0)
-    for k in range(hours):
-        hour_ms = start_hour_ms + k * HOUR_MS
-        for t in selected:
-            for start in range(0, counts[t], CHUNK_ROWS):
-                table = rows(t, seed, ai, hour_ms, refs, start, min(counts[t], start + CHUNK_ROWS))
-                store.append(ai, t, table)
-                written[t] += table.num_rows
+    # Parquet encoding takes about as long as generating, and both release the GIL: write
+    # chunk k while making chunk k+1, with at most one write in flight to bound memory.
+    with ThreadPoolExecutor(max_workers=1) as writer:
+        pending: Future[dict[int, int]] | None = None
+        for k in range(hours):
+            hour_ms = start_hour_ms + k * HOUR_MS
+            for t in selected:
+                for start in range(0, counts[t], CHUNK_ROWS):
+                    stop = min(counts[t], start + CHUNK_ROWS)
+                    table = rows(t, seed, ai, hour_ms, refs, start, stop)
+                    if pending is not None:
+                        pending.result()
+                    pending = writer.submit(store.append, ai, t, table)
+                    written[t] += stop - start
+        if pending is not None:
+            pending.result()
     return written

@@ -71,6 +71,22 @@ def conform(data_type: str, table: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
+def _partition_hour(name: str) -> int | None:
+    """hour_ms of a partition directory name (UTC yyyyMMddHH), None for anything else."""
+    if not _PARTITION.fullmatch(name):
+        return None
+    try:
+        start = datetime.strptime(name, "%Y%m%d%H").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    return int(start.timestamp()) * 1000
+
+
+def _is_event_file(path: Path) -> bool:
+    """A committed file: staging names start with a dot."""
+    return path.suffix == ".parquet" and not path.name.startswith(".")
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -92,7 +108,12 @@ def _makedirs(path: Path) -> None:
 
 
 class EventStore:
-    """Files {root}/{ai}/{data_type}/{UTC yyyyMMddHH}/{uuid hex}.parquet: one per append, hour."""
+    """Events as zstd Parquet files, one per append and sendTime hour.
+
+    Layout: {root}/{ai}/{data_type}/{UTC yyyyMMddHH}/{uuid4 hex}.parquet. A file is written
+    as .{name}.tmp in the same directory and renamed into place once durable, so readers
+    listing hour_files() never see a partial file.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -124,16 +145,17 @@ class EventStore:
             raise ValueError(f"{send.null_count} {data_type} rows have no sendTime")
         send_ms = send.to_numpy()
         hour_of_row = send_ms - send_ms % HOUR_MS
-        hours, inverse = np.unique(hour_of_row, return_inverse=True)
         groups: dict[int, pa.Table] = {}
-        if len(hours) == 1:
-            groups[int(hours[0])] = table
+        if hour_of_row.min() == hour_of_row.max():
+            groups[int(hour_of_row[0])] = table
         else:
-            order = np.argsort(inverse, kind="stable")
-            bounds = np.searchsorted(inverse[order], np.arange(len(hours) + 1))
-            for i, hour in enumerate(hours):
-                groups[int(hour)] = table.take(order[bounds[i] : bounds[i + 1]])
+            order = np.argsort(hour_of_row, kind="stable")
+            hours, starts = np.unique(hour_of_row[order], return_index=True)
+            for hour, lo, hi in zip(hours, starts, [*starts[1:], len(order)], strict=True):
+                groups[int(hour)] = table.take(order[lo:hi])
 
+        # Min/max of random ids and free text help no reader and cost a fifth of the write.
+        stats_columns = [f.name for f in table.schema if f.type != pa.string()]
         staged: list[tuple[Path, Path]] = []
         try:
             for hour, group in groups.items():
@@ -143,7 +165,13 @@ class EventStore:
                 tmp = d / f".{name}.tmp"
                 staged.append((tmp, d / name))
                 with open(tmp, "wb") as f:
-                    pq.write_table(group, f, compression="zstd")
+                    pq.write_table(
+                        group,
+                        f,
+                        compression="zstd",
+                        compression_level=1,
+                        write_statistics=stats_columns,
+                    )
                     f.flush()
                     os.fsync(f.fileno())
         except BaseException:
@@ -159,7 +187,7 @@ class EventStore:
         d = self.hour_dir(ai, data_type, hour_ms)
         if not d.is_dir():
             return []
-        return sorted(p for p in d.glob("*.parquet") if not p.name.startswith("."))
+        return sorted(p for p in d.iterdir() if _is_event_file(p))
 
     def hours(self, ai: str, data_type: str) -> list[int]:
         d = self.type_dir(ai, data_type)
@@ -167,11 +195,9 @@ class EventStore:
             return []
         found = []
         for sub in d.iterdir():
-            if not _PARTITION.fullmatch(sub.name) or not sub.is_dir():
-                continue
-            if any(p.suffix == ".parquet" and not p.name.startswith(".") for p in sub.iterdir()):
-                start = datetime.strptime(sub.name, "%Y%m%d%H").replace(tzinfo=UTC)
-                found.append(int(start.timestamp()) * 1000)
+            hour = _partition_hour(sub.name)
+            if hour is not None and sub.is_dir() and any(_is_event_file(p) for p in sub.iterdir()):
+                found.append(hour)
         return sorted(found)
 
     def delete_hour(self, ai: str, data_type: str, hour_ms: int) -> None:
