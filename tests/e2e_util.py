@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
@@ -112,13 +113,19 @@ def auth_code(base: str, ai: str, uid: str, public_key: str, private_key: str) -
     return str(answer["code"])
 
 
-def get_json(url: str, headers: Mapping[str, str]) -> tuple[int, Any]:
+def get_json(url: str, headers: Mapping[str, str], tries: int = 20) -> tuple[int, Any]:
+    """GET a JSON answer; a 429 is honoured by sleeping its Retry-After, like a polite script."""
     req = urllib.request.Request(url, headers=dict(headers))
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"null")
+    for _ in range(tries):
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            body = json.loads(e.read() or b"null")
+            if e.code != 429:
+                return e.code, body
+            time.sleep(float(e.headers.get("Retry-After", "1")))
+    raise AssertionError(f"still rate limited after {tries} tries: {url}")
 
 
 def download(url: str) -> bytes:

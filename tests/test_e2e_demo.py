@@ -6,6 +6,8 @@ import csv
 import gzip
 import io
 import json
+import re
+import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
@@ -100,7 +102,10 @@ def test_v1_day_and_hour(demo: tuple[Server, dict[str, Any]]) -> None:
         assert list(body) == ["status", "downlinks"]
         seen = set()
         for link in body["downlinks"]:
-            name = next(n for n in V1_TYPE_NAMES if f"_{creds['ai']}_{n}_" in link)
+            prefix = urllib.parse.urlsplit(link).path.split("/")[1]
+            match = re.fullmatch(rf"[0-9a-f]{{4}}_{creds['ai']}_([a-z_]+)_\d{{12}}", prefix)
+            assert match, link
+            name = match.group(1)
             seen.add(name)
             check_files([link], "v1", name)
         assert seen == set(V1_TYPE_NAMES)

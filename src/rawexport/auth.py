@@ -129,7 +129,9 @@ def bearer(header: str | None) -> str | None:
     return value or None
 
 
-def resolve(catalog: Catalog, authorization: str | None, client_id: str | None, now: int) -> Credential:
+def resolve(
+    catalog: Catalog, authorization: str | None, client_id: str | None, now: int
+) -> Credential:
     """The project a data call may read, from its auth code or static API token.
 
     A code must belong to the key pair named by `X-Client-Id` when the header is sent (a

@@ -93,7 +93,7 @@ def main(ctx: click.Context, home: Path | None) -> None:
 @click.option("--workers", type=int, default=None, help="export jobs run at once")
 @click.pass_context
 @user_errors
-def serve(ctx: click.Context, **opts: Any) -> None:
+def serve(ctx: click.Context, /, **opts: Any) -> None:
     """Run the API, the scheduler and the export workers."""
     settings = settings_from(ctx, **opts)
     run_server(settings)
@@ -173,7 +173,7 @@ def project() -> None:
 @click.option("--no-v1", is_flag=True, help="do not produce v1 files")
 @click.pass_context
 @user_errors
-def project_create(ctx: click.Context, home: Path | None, **o: Any) -> None:
+def project_create(ctx: click.Context, /, home: Path | None, **o: Any) -> None:
     """Create a project; prints its ai and uid as JSON."""
     settings = settings_from(ctx, home=home)
     since = parse_hour_arg(o["export_since"]) if o["export_since"] else None
@@ -291,7 +291,7 @@ def token_create(ctx: click.Context, home: Path | None, ai: str, description: st
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.pass_context
 @user_errors
-def generate(ctx: click.Context, home: Path | None, ai: str, **o: Any) -> None:
+def generate(ctx: click.Context, /, home: Path | None, ai: str, **o: Any) -> None:
     """Write synthetic events whose sendTime falls in the given Beijing hours."""
     from rawexport.generate import generate as gen
 

@@ -48,10 +48,10 @@ def setup_demo(
         generate(services.store, creds["ai"], start, hours, events_per_hour, seed=seed + start)
     creds["generated_until_ms"] = max(start, last_hour)
     creds["base_url"] = settings.base_url
+    creds["example_day"] = beijing(first_hour).strftime("%Y%m%d")
     cred_path.write_text(json.dumps(creds, indent=2) + "\n", encoding="utf-8")
     plan_due(catalog, settings.replace(grace_seconds=0), now)
     drain_parallel(services, settings.workers)
-    creds["example_day"] = beijing(first_hour).strftime("%Y%m%d")
     return creds
 
 

@@ -114,6 +114,7 @@ export_files = Table(
     Column("md5", String(32), nullable=False),
     Column("sha256", String(64), nullable=False),
     UniqueConstraint("job_id", "part"),
+    Index("ix_export_files_key", "key"),
 )
 
 # Links handed out, so a repeated request within their life gets the same links back.

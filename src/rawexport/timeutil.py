@@ -85,7 +85,7 @@ class Window:
         return self.hours[-1] + HOUR_MS
 
 
-_DIGITS = re.compile(r"\d+")
+_DIGITS = re.compile(r"[0-9]+")
 
 
 def _beijing_ms(year: int, month: int, day: int, hour: int, raw: str) -> int:

@@ -1,0 +1,221 @@
+"""Export benchmark: rawexport run_export vs DuckDB COPY (gzip and plain) on one hour of rows.
+
+Each pipeline runs in its own subprocess, so peak RSS (VmHWM) is per pipeline. Time ratios
+are speedups (reference seconds / rawexport seconds); the RSS ratio is the share of 1 GiB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+AI = "00000000000bench"
+HOUR_MS = 1_700_002_800_000  # 2023-11-14 23:00 UTC
+DATA_TYPE = "page"
+SORT = "visitUserId, sessionId, sendTime"
+
+
+def peak_rss_mib() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def ensure_data(root: Path, rows: int) -> list[Path]:
+    from rawexport.generate import generate
+    from rawexport.store import EventStore
+
+    store = EventStore(root / "events")
+    meta = root / "events.json"
+    wanted = {"rows": rows, "ai": AI, "hour_ms": HOUR_MS, "type": DATA_TYPE}
+    files = store.hour_files(AI, DATA_TYPE, HOUR_MS)
+    if files and meta.is_file() and json.loads(meta.read_text()) == wanted:
+        return files
+    shutil.rmtree(root / "events", ignore_errors=True)
+    meta.unlink(missing_ok=True)
+    print(f"generating {rows:,} {DATA_TYPE} rows into {root / 'events'} ...", flush=True)
+    t = time.perf_counter()
+    generate(store, AI, HOUR_MS, 1, rows, data_types=[DATA_TYPE])
+    print(f"  done in {time.perf_counter() - t:.1f} s", flush=True)
+    meta.write_text(json.dumps(wanted))
+    return store.hour_files(AI, DATA_TYPE, HOUR_MS)
+
+
+def gunzip_size(paths: list[Path]) -> int:
+    from isal import igzip
+
+    total = 0
+    for p in paths:
+        with igzip.open(p, "rb") as f:  # type: ignore[no-untyped-call]
+            while chunk := f.read(1 << 22):
+                total += len(chunk)
+    return total
+
+
+def child(pipeline: str, root: Path, files: list[Path]) -> dict[str, Any]:
+    """Run one pipeline in this process; return its measurements."""
+    from rawexport.settings import Settings
+
+    out = root / "out"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    s = Settings()
+    if pipeline == "rawexport":
+        from rawexport.blobs.local import LocalBlobStore
+        from rawexport.runner import run_export
+
+        blobs = LocalBlobStore(out / "blobs")
+        t = time.perf_counter()
+        res = run_export(
+            files=files,
+            blobs=blobs,
+            ai=AI,
+            version="v2",
+            name=DATA_TYPE,
+            hour_ms=HOUR_MS,
+            revision=0,
+            part_bytes=s.part_bytes,
+            compress_level=s.compress_level,
+            tmp_dir=out / "tmp",
+            memory_limit=s.duckdb_memory_limit,
+            threads=s.duckdb_threads,
+        )
+        seconds = time.perf_counter() - t
+        rss = peak_rss_mib()
+        parts = [blobs.path(p.key) for p in res.files]
+        rows, gz_bytes, csv_bytes = res.rows, res.bytes, gunzip_size(parts)
+    else:
+        import duckdb
+
+        gz = pipeline == "duckdb-gzip"
+        target = out / ("duckdb.csv.gz" if gz else "duckdb.csv")
+        opts = "FORMAT csv, COMPRESSION gzip" if gz else "FORMAT csv"
+        paths = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
+        con = duckdb.connect()
+        con.execute(f"SET memory_limit = '{s.duckdb_memory_limit}'")
+        con.execute(f"SET threads = {s.duckdb_threads}")
+        con.execute(f"SET temp_directory = '{out / 'duckdb-tmp'}'")
+        t = time.perf_counter()
+        con.execute(
+            f"COPY (SELECT * FROM read_parquet([{paths}]) ORDER BY {SORT}) TO '{target}' ({opts})"
+        )
+        seconds = time.perf_counter() - t
+        rss = peak_rss_mib()
+        rows = con.sql(f"SELECT count(*) FROM read_parquet([{paths}])").fetchall()[0][0]
+        con.close()
+        gz_bytes = target.stat().st_size if gz else 0
+        csv_bytes = gunzip_size([target]) if gz else target.stat().st_size
+    shutil.rmtree(out, ignore_errors=True)
+    return {
+        "pipeline": pipeline,
+        "seconds": seconds,
+        "rows": rows,
+        "csv_bytes": csv_bytes,
+        "gz_bytes": gz_bytes,
+        "peak_rss_mib": rss,
+    }
+
+
+def run_child(pipeline: str, root: Path) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--child", pipeline, "--dir", str(root)]
+    proc = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--rows", type=int, default=5_000_000)
+    ap.add_argument("--dir", type=Path, default=Path("bench-data/export"))
+    ap.add_argument("--json", type=Path, help="append result objects (JSON lines) to FILE")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    root: Path = args.dir.resolve()
+
+    if args.child:
+        from rawexport.store import EventStore
+
+        files = EventStore(root / "events").hour_files(AI, DATA_TYPE, HOUR_MS)
+        print(json.dumps(child(args.child, root, files)))
+        return
+
+    root.mkdir(parents=True, exist_ok=True)
+    files = ensure_data(root, args.rows)
+    print(f"{args.rows:,} {DATA_TYPE} rows in {len(files)} Parquet files", flush=True)
+    results: dict[str, dict[str, Any]] = {}
+    for pipeline in ("rawexport", "duckdb-gzip", "duckdb-csv"):
+        got = results[pipeline] = run_child(pipeline, root)
+        if got["rows"] != args.rows:
+            raise SystemExit(f"{pipeline} exported {got['rows']} rows, expected {args.rows}")
+        print(f"  {pipeline}: {got['seconds']:.2f} s", flush=True)
+
+    print(
+        f"\n{'pipeline':<12} {'seconds':>8} {'rows/s':>11} {'MB/s':>7} {'gz MB':>7} {'RSS MiB':>8}"
+    )
+    for name, r in results.items():
+        gz_mb = f"{r['gz_bytes'] / 1e6:7.0f}" if r["gz_bytes"] else "      -"
+        print(
+            f"{name:<12} {r['seconds']:8.2f} {r['rows'] / r['seconds']:11,.0f} "
+            f"{r['csv_bytes'] / 1e6 / r['seconds']:7.0f} {gz_mb} {r['peak_rss_mib']:8.0f}"
+        )
+    ours, gz, plain = results["rawexport"], results["duckdb-gzip"], results["duckdb-csv"]
+    vs_gz, vs_csv = gz["seconds"] / ours["seconds"], plain["seconds"] / ours["seconds"]
+    print(f"\nrawexport vs DuckDB gzip COPY: {vs_gz:.2f}x   vs uncompressed COPY: {vs_csv:.2f}x")
+
+    if args.json:
+        n = f"{args.rows / 1e6:g}M {DATA_TYPE} rows"
+        figures = [
+            (f"export {n}", ours["seconds"], "s", "DuckDB COPY gzip", gz["seconds"], vs_gz),
+            (f"export {n}", ours["seconds"], "s", "DuckDB COPY csv", plain["seconds"], vs_csv),
+            (
+                f"export {n} throughput",
+                ours["csv_bytes"] / 1e6 / ours["seconds"],
+                "MB/s",
+                "DuckDB COPY gzip",
+                gz["csv_bytes"] / 1e6 / gz["seconds"],
+                (ours["csv_bytes"] / ours["seconds"]) / (gz["csv_bytes"] / gz["seconds"]),
+            ),
+            (
+                f"export {n} gzip size",
+                ours["gz_bytes"] / 1e6,
+                "MB",
+                "DuckDB COPY gzip",
+                gz["gz_bytes"] / 1e6,
+                ours["gz_bytes"] / gz["gz_bytes"],
+            ),
+            (
+                f"export {n} peak RSS",
+                ours["peak_rss_mib"],
+                "MiB",
+                "budget 1 GiB",
+                1024.0,
+                ours["peak_rss_mib"] / 1024,
+            ),
+        ]
+        with args.json.open("a", encoding="utf-8") as f:
+            for figure, value, unit, ref, ref_value, ratio in figures:
+                row = {
+                    "bench": "export",
+                    "figure": figure,
+                    "value": round(value, 3),
+                    "unit": unit,
+                    "reference": ref,
+                    "ref_value": round(ref_value, 3),
+                    "ratio": round(ratio, 3),
+                }
+                f.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()

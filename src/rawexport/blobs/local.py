@@ -1,0 +1,153 @@
+"""A blob store in a local directory: key `a/b.csv.gz` is the file `root/a/b.csv.gz`."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import uuid
+from pathlib import Path
+from stat import S_ISREG
+
+from rawexport.blobs import BlobInfo
+
+# Staging files live next to their target (same filesystem, so os.replace is atomic);
+# keys may not use this prefix and listings skip it.
+_STAGING = ".staging-"
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def check_key(key: str) -> str:
+    """key itself when it is a safe relative key; ValueError otherwise."""
+    bad = (
+        not key
+        or key.startswith("/")
+        or "\\" in key
+        or "\x00" in key
+        or ".." in key
+        or any(seg in ("", ".") or seg.startswith(_STAGING) for seg in key.split("/"))
+    )
+    if bad:
+        raise ValueError(f"invalid blob key {key!r}")
+    return key
+
+
+class LocalBlobStore:
+    """BlobStore on a directory; every write is atomic and durable (fsync file and dir)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def path(self, key: str) -> Path:
+        """The file holding key (it may not exist); for serving downloads."""
+        return self.root.joinpath(*check_key(key).split("/"))
+
+    def _target_dir(self, target: Path) -> None:
+        missing: list[Path] = []
+        parent = target.parent
+        while not parent.is_dir():
+            missing.append(parent)
+            parent = parent.parent
+        for d in reversed(missing):
+            try:
+                d.mkdir()
+            except FileExistsError:
+                continue
+            _fsync_path(d.parent)
+
+    def _staging(self, target: Path) -> Path:
+        return target.with_name(f"{_STAGING}{uuid.uuid4().hex}")
+
+    def _commit(self, staged: Path, target: Path) -> None:
+        os.replace(staged, target)
+        _fsync_path(target.parent)
+
+    def put(self, key: str, src: Path) -> None:
+        target = self.path(key)
+        self._target_dir(target)
+        _fsync_path(src)
+        try:
+            self._commit(src, target)
+            return
+        except OSError as e:
+            if e.errno != errno.EXDEV:
+                raise
+        staged = self._staging(target)
+        try:
+            with open(src, "rb") as fin, open(staged, "xb") as fout:
+                shutil.copyfileobj(fin, fout, 1 << 20)
+                fout.flush()
+                os.fsync(fout.fileno())
+            self._commit(staged, target)
+        finally:
+            staged.unlink(missing_ok=True)
+        src.unlink()
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        target = self.path(key)
+        self._target_dir(target)
+        staged = self._staging(target)
+        try:
+            with open(staged, "xb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            self._commit(staged, target)
+        finally:
+            staged.unlink(missing_ok=True)
+
+    def stat(self, key: str) -> BlobInfo | None:
+        try:
+            st = self.path(key).stat()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if not S_ISREG(st.st_mode):
+            return None
+        return BlobInfo(key, st.st_size, st.st_mtime_ns // 1_000_000)
+
+    def delete(self, key: str) -> None:
+        target = self.path(key)
+        target.unlink(missing_ok=True)
+        parent = target.parent
+        while parent != self.root and parent.is_relative_to(self.root):
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+            parent = parent.parent
+
+    def list(self, prefix: str) -> list[BlobInfo]:
+        head, _, _ = prefix.rpartition("/")
+        start = self.path(head) if head else self.root
+        if not start.is_dir():
+            return []
+        found: list[BlobInfo] = []
+        for dirpath, dirnames, filenames in os.walk(start):
+            rel_dir = Path(dirpath).relative_to(self.root).as_posix()
+            base = "" if rel_dir == "." else f"{rel_dir}/"
+            dirnames[:] = sorted(
+                d
+                for d in dirnames
+                if not d.startswith(_STAGING)
+                and (prefix.startswith(f"{base}{d}/") or f"{base}{d}/".startswith(prefix))
+            )
+            for fname in filenames:
+                if fname.startswith(_STAGING):
+                    continue
+                key = f"{base}{fname}"
+                if not key.startswith(prefix):
+                    continue
+                try:
+                    st = os.stat(os.path.join(dirpath, fname))
+                except FileNotFoundError:
+                    continue
+                found.append(BlobInfo(key, st.st_size, st.st_mtime_ns // 1_000_000))
+        found.sort(key=lambda b: b.key)
+        return found

@@ -1,0 +1,40 @@
+"""Object keys of export parts and manifests: pure functions of (project, type, hour, revision)."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+from rawexport.timeutil import utc_key_stamp
+
+# Fixed forever: part uuids derive from it, so a rerun overwrites the same keys.
+_PART_NAMESPACE = uuid.UUID("74d27f3c-5e3e-5ba2-a847-7cba6c732e2c")
+_VERSIONS = ("v2", "v1")
+
+
+def _identity(ai: str, version: str, name: str, hour_ms: int, revision: int) -> str:
+    if version not in _VERSIONS:
+        raise ValueError(f"unknown export version {version!r}")
+    return f"{ai}|{version}|{name}|{hour_ms}|{revision}"
+
+
+def export_prefix(ai: str, version: str, name: str, hour_ms: int, revision: int) -> str:
+    """`{4hex}_{ai}_{name}[_v2]_{UTC yyyyMMddHHmm}`; a new revision gets a new 4hex."""
+    ident = _identity(ai, version, name, hour_ms, revision)
+    hex4 = hashlib.sha256(ident.encode()).hexdigest()[:4]
+    suffix = "_v2" if version == "v2" else ""
+    return f"{hex4}_{ai}_{name}{suffix}_{utc_key_stamp(hour_ms)}"
+
+
+def part_key(
+    prefix: str, version: str, ai: str, name: str, hour_ms: int, revision: int, part: int
+) -> str:
+    """`{prefix}/part-NNNNN-{uuid}[-c000].csv.gz` (Spark's naming, which clients parse)."""
+    ident = _identity(ai, version, name, hour_ms, revision)
+    part_uuid = uuid.uuid5(_PART_NAMESPACE, f"{ident}|{part}")
+    tail = "-c000.csv.gz" if version == "v2" else ".csv.gz"
+    return f"{prefix}/part-{part:05d}-{part_uuid}{tail}"
+
+
+def manifest_key(prefix: str) -> str:
+    return f"{prefix}/_manifest.json"

@@ -1,0 +1,288 @@
+"""run_export end to end: Parquet hour in, gzip CSV parts and a manifest out."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from rawexport.blobs.local import LocalBlobStore
+from rawexport.runner import parse_size, run_export
+from rawexport.schema import DATA_TYPES, V1_TYPES
+from rawexport.timeutil import parse_hour_arg
+from rawexport.types import ExportResult
+
+AI = "0123456789abcdef"
+HOUR = parse_hour_arg("2024030112")
+_ARROW = {"string": pa.string(), "map": pa.string(), "bigint": pa.int64(), "double": pa.float64()}
+
+
+class RecordingStore(LocalBlobStore):
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.order: list[str] = []
+
+    def put(self, key: str, src: Path) -> None:
+        super().put(key, src)
+        self.order.append(key)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        super().put_bytes(key, data)
+        self.order.append(key)
+
+
+def write_parquet(path: Path, data_type: str, rows: list[dict[str, Any]]) -> Path:
+    cols = DATA_TYPES[data_type].store_columns
+    assert not {k for r in rows for k in r} - {c.name for c in cols}
+    table = pa.table(
+        {c.name: pa.array([r.get(c.name) for r in rows], _ARROW[c.type]) for c in cols}
+    )
+    pq.write_table(table, path)
+    return path
+
+
+def export(
+    tmp_path: Path,
+    files: list[Path],
+    version: str = "v2",
+    name: str = "page",
+    part_bytes: int = 64 << 20,
+    store: LocalBlobStore | None = None,
+) -> ExportResult:
+    return run_export(
+        files=files,
+        blobs=store or LocalBlobStore(tmp_path / "blobs"),
+        ai=AI,
+        version=version,
+        name=name,
+        hour_ms=HOUR,
+        revision=1,
+        part_bytes=part_bytes,
+        compress_level=1,
+        tmp_dir=tmp_path / "tmp",
+        memory_limit="256MB",
+        threads=2,
+    )
+
+
+def read_part(path: Path) -> list[list[str]]:
+    with gzip.open(path, "rb") as raw:
+        text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
+        return list(csv.reader(text, quotechar='"', escapechar="\\"))
+
+
+def enc(value: Any) -> str:
+    """Reference encoder of one field (GrowingIO dialect)."""
+    if value is None:
+        return ""
+    s = str(value)
+    if any(ch in s for ch in ',"\\\n\r'):
+        return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return s
+
+
+NASTY = [
+    "a,b",
+    'q"q',
+    "back\\",
+    '\\"',
+    "x\\y",
+    "l1\nl2",
+    "w\r\nz",
+    "cr\ronly",
+    "中文",
+    "😀",
+    "  pad  ",
+    "00123",
+    "1e5",
+    "",
+    "plain",
+]
+
+
+def test_gzip_round_trip_of_nasty_values(tmp_path: Path) -> None:
+    rows = [
+        {
+            "visitUserId": f"u{i:02d}",
+            "sessionId": s,
+            "sendTime": 1000 + i,
+            "time": None,
+            "title": s,
+            "page": s[::-1],
+            "loginUserId": None if i % 2 else s,
+            "appVariable": json.dumps(
+                {"k": s, "n": str(i)}, separators=(",", ":"), ensure_ascii=False
+            ),
+        }
+        for i, s in enumerate(NASTY)
+    ]
+    res = export(tmp_path, [write_parquet(tmp_path / "a.parquet", "page", rows)])
+    assert res.rows == len(rows) and len(res.files) == 1
+    got = read_part(tmp_path / "blobs" / res.files[0].key)
+    names = list(DATA_TYPES["page"].column_names)
+    assert got[0] == names
+    for row, line in zip(rows, got[1:], strict=True):
+        assert line == ["" if row.get(n) is None else str(row[n]) for n in names]
+
+
+def page_rows(n: int, seed: int = 5) -> list[dict[str, Any]]:
+    rnd = random.Random(seed)
+    users = [f"{rnd.getrandbits(64):016x}" for _ in range(300)]
+    rows: list[dict[str, Any]] = []
+    for i in range(n):
+        u = rnd.choice(users)
+        row: dict[str, Any] = {
+            "visitUserId": u,
+            "sessionId": u[:8] + str(rnd.randrange(3)),
+            "sendTime": HOUR + rnd.randrange(3_600_000) // 1000 * 1000,  # many equal keys
+            "time": HOUR + rnd.randrange(3_600_000),
+            "platform": rnd.choice(["web", "iOS", "Android"]),
+            "domain": "shop.example.com",
+            "page": f"/p/{rnd.randrange(200)}",
+            "queryParameters": rnd.choice([None, "a=1&b=2", "q=x,y", 'q="z"']),
+            "title": rnd.choice(["首页", 'Say "hi"', "back\\slash", "multi\nline", "Cart"]),
+            "loginUserId": rnd.choice([None, f"user{rnd.randrange(100)}"]),
+            "appVariable": rnd.choice([None, '{"k":"v"}', '{"city":"北京","n":"1"}']),
+            "pageRequestId": f"{rnd.getrandbits(60):015x}",
+        }
+        if i % 50 == 0 and rows:
+            row = dict(rows[-1])  # exact duplicates must survive too
+        rows.append(row)
+    return rows
+
+
+def test_small_parts_over_an_hour_of_rows(tmp_path: Path) -> None:
+    rows = page_rows(50_000)
+    files = [write_parquet(tmp_path / f"{i}.parquet", "page", rows[i::3]) for i in range(3)]
+    store = RecordingStore(tmp_path / "blobs")
+    res = export(tmp_path, files, part_bytes=65536, store=store)
+    names = list(DATA_TYPES["page"].column_names)
+    assert len(res.files) > 5
+    assert store.order[-1] == res.manifest_key
+    assert store.order[:-1] == [p.key for p in res.files]
+    got: list[list[str]] = []
+    for p in res.files:
+        path = store.path(p.key)
+        assert path.stat().st_size == p.bytes <= 65536
+        assert gzip.decompress(path.read_bytes()).startswith((",".join(names) + "\n").encode())
+        part = read_part(path)
+        assert part[0] == names and len(part) - 1 == p.rows
+        got.extend(part[1:])
+    assert res.rows == sum(p.rows for p in res.files) == len(rows) == len(got)
+    assert res.bytes == sum(p.bytes for p in res.files)
+
+    def line(r: dict[str, Any]) -> list[str]:
+        return [enc(r.get(n)) for n in names]
+
+    expected = sorted(
+        rows,
+        key=lambda r: (r["visitUserId"], r["sessionId"], r["sendTime"], ",".join(line(r)).encode()),
+    )
+    assert got == [[("" if r.get(n) is None else str(r[n])) for n in names] for r in expected]
+
+
+def test_manifest(tmp_path: Path) -> None:
+    f = write_parquet(tmp_path / "a.parquet", "action_tag", [{"sendTime": 5, "ruleId": "中"}])
+    res = export(tmp_path, [f], name="action_tag")
+    raw = (tmp_path / "blobs" / res.manifest_key).read_bytes()
+    assert b" " not in raw  # compact separators
+    m = json.loads(raw)
+    assert m["ai"] == AI and m["version"] == "v2" and m["dataType"] == "action_tag"
+    assert m["exportHour"] == "2024030112" and m["hourStartMs"] == HOUR and m["revision"] == 1
+    assert m["columns"] == ["sendTime", "actionRequestId", "ruleId"]
+    assert m["rows"] == 1 and m["bytes"] == res.bytes and m["createdMs"] > 0
+    (p,) = res.files
+    assert m["parts"] == [
+        {"key": p.key, "part": 0, "rows": 1, "bytes": p.bytes, "sha256": p.sha256, "md5": p.md5}
+    ]
+    assert re.fullmatch(r"[0-9a-f]{4}_0123456789abcdef_action_tag_v2_202403010400", res.prefix)
+    assert res.manifest_key == f"{res.prefix}/_manifest.json"
+
+
+def test_no_files_and_no_rows(tmp_path: Path) -> None:
+    res = export(tmp_path, [])
+    assert res.files == [] and res.rows == 0 and res.bytes == 0
+    m = json.loads((tmp_path / "blobs" / res.manifest_key).read_bytes())
+    assert m["parts"] == [] and m["rows"] == 0
+    empty = write_parquet(tmp_path / "e.parquet", "page", [])
+    res = export(tmp_path, [empty])
+    assert res.files == [] and res.rows == 0
+    assert [b.key for b in LocalBlobStore(tmp_path / "blobs").list("")] == [res.manifest_key]
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_rerun_is_byte_identical(tmp_path: Path) -> None:
+    rows = page_rows(3000, seed=9)
+    a = [write_parquet(tmp_path / "a.parquet", "page", rows)]
+    b = [write_parquet(tmp_path / f"b{i}.parquet", "page", rows[i::2]) for i in (1, 0)]
+    first = export(tmp_path / "one", a, part_bytes=65536)
+    second = export(tmp_path / "two", b, part_bytes=65536)
+    assert [(p.key, p.sha256, p.rows) for p in first.files] == [
+        (p.key, p.sha256, p.rows) for p in second.files
+    ]
+
+
+def _v1_source_row(source: str) -> dict[str, Any]:
+    row: dict[str, Any] = {}
+    for i, c in enumerate(DATA_TYPES[source].store_columns):
+        row[c.name] = {
+            "string": f"{c.name},v",
+            "bigint": 1000 + i,
+            "double": 1.25 + i,
+            "map": '{"ek":"ev","_cs1":"over"}',
+        }[c.type]
+    return row
+
+
+def test_v1_export_of_every_type(tmp_path: Path) -> None:
+    for name, v1 in V1_TYPES.items():
+        src = _v1_source_row(v1.source)
+        f = write_parquet(tmp_path / f"{name}.parquet", v1.source, [src])
+        res = export(tmp_path / name, [f], version="v1", name=name)
+        assert re.fullmatch(rf"[0-9a-f]{{4}}_{AI}_{name}_202403010400", res.prefix)
+        assert res.files[0].key.endswith(".csv.gz") and "-c000" not in res.files[0].key
+        header, values = read_part(tmp_path / name / "blobs" / res.files[0].key)
+        assert header == list(v1.column_names)
+        got = dict(zip(header, values, strict=True))
+        for col in v1.columns:
+            plain = re.fullmatch(r'"(\w+)"', col.expr)
+            if plain:
+                assert got[col.name] == str(src[plain.group(1)]), (name, col.name)
+        special = {
+            "eventType": {"visit": "vst", "page": "page"},
+            "countryName": {"visit": ""},
+            "resolution": {"visit": f"{src.get('screenWidth')}x{src.get('screenHeight')}"},
+        }
+        for col_name, per_type in special.items():
+            if name in per_type:
+                assert got[col_name] == per_type[name]
+        if name == "custom_attr":
+            attr = json.loads(got["attribute"])
+            assert attr == {
+                "_userId": src["visitUserId"],
+                "_sessionId": src["sessionId"],
+                "_eventTime": src["time"],
+                "_domain": src["domain"],
+                "_path": src["page"],
+                "_query": src["queryParameters"],
+                "_cs1": "over",
+                "ek": "ev",
+            }
+
+
+def test_parse_size() -> None:
+    assert parse_size("1GB") == 10**9
+    assert parse_size("512MiB") == 512 << 20
+    assert parse_size("1.5 gb") == 1_500_000_000
+    assert parse_size("12345") == 12345
+    with pytest.raises(ValueError):
+        parse_size("lots")
