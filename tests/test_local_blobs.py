@@ -148,3 +148,21 @@ def test_escaping_keys_rejected(tmp_path: Path, key: str) -> None:
         store.delete(key)
     assert src.exists()
     assert not (tmp_path / "x").exists()
+
+
+def test_put_survives_a_concurrent_prune(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = LocalBlobStore(tmp_path / "root")
+    src = _src(tmp_path, b"data")
+    real_replace = os.replace
+    calls: list[str | Path] = []
+
+    def replace(a: str | Path, b: str | Path) -> None:
+        if not calls:  # a delete() elsewhere prunes the fresh, still empty directory
+            os.rmdir(Path(b).parent)
+        calls.append(b)
+        real_replace(a, b)
+
+    monkeypatch.setattr(os, "replace", replace)
+    store.put("p/q.bin", src)
+    assert len(calls) == 2
+    assert store.path("p/q.bin").read_bytes() == b"data"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rawexport.schema import DATA_TYPES, V1_TYPES, ColumnType
 
-# Characters that force quoting: separator, quote, escape and line breaks.
+# Characters that force quoting: separator, quote, escape and both line-break bytes.
 _SPECIAL = ("','", "'\"'", "'\\'", "chr(10)", "chr(13)")
 
 
@@ -26,9 +26,9 @@ def field_sql(expr: str, type_: ColumnType) -> str:
     if type_ == "double":
         # Shortest round-trip text; inf/nan have no portable CSV spelling, so they are null.
         return f"CASE WHEN isfinite({expr}) THEN CAST({expr} AS VARCHAR) END"
-    needs_quote = " OR ".join(f"contains({expr}, {ch})" for ch in _SPECIAL)
+    special = " OR ".join(f"contains({expr}, {ch})" for ch in _SPECIAL)
     escaped = f"replace(replace({expr}, '\\', '\\\\'), '\"', '\\\"')"
-    return f"CASE WHEN {needs_quote} THEN concat('\"', {escaped}, '\"') ELSE {expr} END"
+    return f"CASE WHEN {special} THEN concat('\"', {escaped}, '\"') ELSE {expr} END"
 
 
 def _plan(

@@ -20,12 +20,12 @@ from rawexport.timeutil import beijing_hour_label, now_ms
 from rawexport.types import ExportResult, PartInfo
 from rawexport.writer import PartWriter, write_parts
 
-# ~15 MB of CSV per batch: big enough to keep per-call overhead low, small enough that the
+# ~15-20 MB of CSV per batch: big enough to keep per-call overhead low, small enough that the
 # compressor queue stays a few tens of MB.
 BATCH_ROWS = 65536
 # DuckDB's limit covers its buffer pool only; Arrow batches, the compressor queue, the
-# interpreter and allocator slack come on top (measured ~250 MB at 5 M rows).
-DUCKDB_SHARE = 0.7
+# interpreter and allocator slack come on top (measured ~230 MiB at 5 M rows).
+DUCKDB_SHARE = 0.6
 
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b|b)?\s*", re.IGNORECASE)
 _UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}

@@ -18,6 +18,7 @@ from rawexport.schema import DATA_TYPES, V1_TYPES
 from rawexport.settings import Settings
 from rawexport.store import EventStore
 from rawexport.timeutil import now_ms
+from rawexport.writer import RowTooLarge
 
 log = logging.getLogger("rawexport.worker")
 
@@ -100,7 +101,7 @@ class Exporter:
 
     def _record_failure(self, job: Job, owner: str, e: Exception) -> str:
         message = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-        permanent = isinstance(e, PermanentExportError)
+        permanent = isinstance(e, PermanentExportError | RowTooLarge)
         now = self.clock()
         retry_at = None
         if not permanent and job.attempts < self.settings.max_attempts:

@@ -55,6 +55,8 @@ def line_buffers(lines: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray[Any, Any
         lines = lines.combine_chunks()
     if lines.null_count:
         raise ValueError("CSV line arrays may not contain nulls")
+    if len(lines) == 0:
+        return np.zeros(1, dtype=np.int64), memoryview(b"")
     if lines.type in (pa.string(), pa.binary()):
         dtype: type[np.signedinteger[Any]] = np.int32
     elif lines.type in (pa.large_string(), pa.large_binary()):
@@ -64,7 +66,10 @@ def line_buffers(lines: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray[Any, Any
         dtype = np.int64
     _, offsets_buf, data_buf = lines.buffers()
     offsets = np.frombuffer(
-        offsets_buf, dtype=dtype, count=len(lines) + 1, offset=lines.offset * dtype().itemsize
+        offsets_buf,
+        dtype=dtype,
+        count=len(lines) + 1,
+        offset=lines.offset * np.dtype(dtype).itemsize,
     ).astype(np.int64)
     data = memoryview(data_buf) if data_buf is not None else memoryview(b"")
     return offsets, data
@@ -94,7 +99,6 @@ class PartWriter:
         self.blobs = blobs
         self.key_for = key_for
         self.parts: list[PartInfo] = []
-        self.raw_bytes = 0  # uncompressed CSV bytes written, headers included
         self._file: IO[bytes] | None = None
         self._path: Path | None = None
         self._comp: Any = None
@@ -111,9 +115,8 @@ class PartWriter:
         self._written += len(out)
 
     def _compress(self, raw: memoryview | bytes) -> None:
-        comp = self._comp
-        self._emit(comp.compress(raw) + comp.flush(isal_zlib.Z_SYNC_FLUSH))
-        self.raw_bytes += len(raw)
+        self._emit(self._comp.compress(raw))
+        self._emit(self._comp.flush(isal_zlib.Z_SYNC_FLUSH))
         if self._written + FINISH_RESERVE > self.part_bytes:
             raise RuntimeError("compressed part exceeded its bound; deflate_bound is wrong")
 
@@ -169,7 +172,6 @@ class PartWriter:
                     )
                 self._close_part()
                 continue
-            j = min(j, n)
             self._compress(data[offsets[i] : offsets[j]])
             self._rows += j - i
             i = j

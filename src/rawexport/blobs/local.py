@@ -6,6 +6,7 @@ import errno
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from stat import S_ISREG
 
@@ -69,34 +70,42 @@ class LocalBlobStore:
         os.replace(staged, target)
         _fsync_path(target.parent)
 
+    def _retry_if_dir_vanished(self, target: Path, action: Callable[[], None]) -> None:
+        # delete() prunes empty directories; one racing with us is recreated once.
+        for attempt in (0, 1):
+            self._target_dir(target)
+            try:
+                action()
+                return
+            except FileNotFoundError:
+                if attempt or target.parent.is_dir():
+                    raise
+
     def put(self, key: str, src: Path) -> None:
         target = self.path(key)
-        self._target_dir(target)
         _fsync_path(src)
         try:
-            self._commit(src, target)
+            self._retry_if_dir_vanished(target, lambda: self._commit(src, target))
             return
         except OSError as e:
             if e.errno != errno.EXDEV:
                 raise
-        staged = self._staging(target)
-        try:
-            with open(src, "rb") as fin, open(staged, "xb") as fout:
-                shutil.copyfileobj(fin, fout, 1 << 20)
-                fout.flush()
-                os.fsync(fout.fileno())
-            self._commit(staged, target)
-        finally:
-            staged.unlink(missing_ok=True)
+        self._retry_if_dir_vanished(target, lambda: self._write_staged(target, src=src))
         src.unlink()
 
     def put_bytes(self, key: str, data: bytes) -> None:
         target = self.path(key)
-        self._target_dir(target)
+        self._retry_if_dir_vanished(target, lambda: self._write_staged(target, data=data))
+
+    def _write_staged(self, target: Path, *, src: Path | None = None, data: bytes = b"") -> None:
         staged = self._staging(target)
         try:
             with open(staged, "xb") as f:
-                f.write(data)
+                if src is None:
+                    f.write(data)
+                else:
+                    with open(src, "rb") as fin:
+                        shutil.copyfileobj(fin, f, 1 << 20)
                 f.flush()
                 os.fsync(f.fileno())
             self._commit(staged, target)
