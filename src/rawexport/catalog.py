@@ -30,6 +30,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.elements import ColumnElement
 
 from rawexport.tables import (
     api_tokens,
@@ -42,7 +43,7 @@ from rawexport.tables import (
     projects,
 )
 from rawexport.timeutil import DAY_MS, now_ms
-from rawexport.types import ExportResult
+from rawexport.types import ExportResult, PartInfo
 
 ALNUM = string.ascii_letters + string.digits
 
@@ -119,14 +120,7 @@ class Job:
     finished_ms: int | None
 
 
-@dataclass(frozen=True)
-class FileRow:
-    part: int
-    key: str
-    rows: int
-    bytes: int
-    md5: str
-    sha256: str
+FileRow = PartInfo  # a committed part, as the catalog lists it
 
 
 PENDING = ("queued", "running", "retrying")
@@ -488,28 +482,22 @@ class Catalog:
                 .all()
             )
         for job_id in candidates:
-            with self.tx() as c:
-                res = c.execute(
-                    update(export_jobs)
-                    .where(export_jobs.c.id == job_id, runnable)
-                    .values(
-                        status="running",
-                        attempts=export_jobs.c.attempts + 1,
-                        lease_owner=owner,
-                        lease_expires_ms=now + lease_ms,
-                        started_ms=now,
-                    )
-                )
-                claimed = res.rowcount == 1
-            if claimed:
-                return self.job(job_id)
+            job = self._take(job_id, runnable, owner, now, lease_ms)
+            if job is not None:
+                return job
         return None
 
     def claim_id(self, job_id: int, owner: str, now: int, lease_ms: int) -> Job | None:
-        """Take one given job if it is runnable now (see claim)."""
+        """Take one given job if it is runnable now, due or not (CLI `export run`)."""
         runnable = (export_jobs.c.status.in_(("queued", "retrying"))) | (
             (export_jobs.c.status == "running") & (export_jobs.c.lease_expires_ms < now)
         )
+        return self._take(job_id, runnable, owner, now, lease_ms)
+
+    def _take(
+        self, job_id: int, runnable: ColumnElement[bool], owner: str, now: int, lease_ms: int
+    ) -> Job | None:
+        """Lease a job if it still matches `runnable` (a conditional update: one winner)."""
         with self.tx() as c:
             res = c.execute(
                 update(export_jobs)
