@@ -36,9 +36,10 @@ def test_envelope_fields_in_order(world: World) -> None:
     r = world.client.get(url, headers=world.headers())
     assert r.status_code == 200 and r.headers["content-type"] == "application/json"
     assert re.findall(r'"(\w+)":', r.text)[:1] == ["status"]
-    assert keys_in_order(r.text) == ENVELOPE
+    assert keys_in_order(r.text) == [*ENVELOPE, "manifest"]
     body = r.json()
     assert body["status"] == "FINISHED" and len(body["downloadLinks"]) == 1
+    assert len(body["manifest"]) == 1 and "/_manifest.json?expires=" in body["manifest"][0]
     assert body["exportType"] == "hour" and body["dataType"] == "page"
     assert body["exportDate"] == "2025011009" and body["exportVersion"] == "v2"
     assert body["requestTime"] == "2025-01-10 12:30" and body["errorMsg"] == ""
@@ -122,8 +123,9 @@ def test_v1(world: World) -> None:
     for t in V1_TYPE_NAMES:
         world.finish(t, PAST, version="v1")
     r = world.client.get(f"/insights/{ai}/2025011009.json", headers=headers)
-    assert keys_in_order(r.text) == ["status", "downlinks"]
+    assert keys_in_order(r.text) == ["status", "downlinks", "manifest"]
     assert r.json()["status"] == "FINISHED" and len(r.json()["downlinks"]) == 7
+    assert len(r.json()["manifest"]) == 7
     assert world.client.get(f"/insights/{ai}/20250109.json", headers=headers).json() == {
         "status": "RUNNING",
         "downlinks": [],

@@ -105,8 +105,11 @@ def test_finished_hour_links_in_part_order(world: World) -> None:
 
 
 def test_exported_empty_hour_is_finished_without_links(world: World) -> None:
-    world.finish("page", PAST, [])
-    assert answer(world, ("page",), hour_window(PAST)) == ins.Answer(ins.FINISHED, {"page": []})
+    job, _ = world.finish("page", PAST, [])
+    a = answer(world, ("page",), hour_window(PAST))
+    assert (a.status, a.links) == (ins.FINISHED, {"page": []})
+    # the empty hour's manifest is still linked: it is what says "0 rows"
+    assert [urlsplit(u).path.lstrip("/") for u in a.manifests["page"]] == [job.manifest_key]
 
 
 def test_running_error_and_not_exists_windows(world: World) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import html
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
@@ -18,8 +19,10 @@ from starlette.routing import Route
 
 from rawexport import auth, openapi
 from rawexport.catalog import Catalog, Project
+from rawexport.collect import collector_routes, make_ingestor
 from rawexport.downloads import Downloads, FilePaths
-from rawexport.insights import ERROR, NOT_EXISTS, Answer, Insights
+from rawexport.ingestor import Ingestor
+from rawexport.insights import ERROR, FINISHED, NOT_EXISTS, Answer, Insights
 from rawexport.links import SECRET_NAME
 from rawexport.ratelimit import RateLimiter
 from rawexport.schema import DATA_TYPE_NAMES, DATA_TYPES, V1_TYPE_NAMES
@@ -167,6 +170,12 @@ class Api:
                 "requestTime": request_time(now),
                 "errorMsg": answer.error,
             }
+            if answer.status == FINISHED:
+                body["manifest"] = (
+                    {t: answer.manifests.get(t, []) for t in DATA_TYPE_NAMES}
+                    if data_type is None
+                    else answer.manifests.get(data_type, [])
+                )
             return JSON(body, code)
 
         try:
@@ -198,6 +207,8 @@ class Api:
         body: dict[str, Any] = {"status": answer.status, "downlinks": answer.flat()}
         if answer.error:
             body["errorMsg"] = answer.error
+        if answer.status == FINISHED:
+            body["manifest"] = answer.flat_manifests()
         return JSON(body)
 
     # ---- service ---------------------------------------------------------------------
@@ -256,9 +267,11 @@ def create_app(
     *,
     clock: Callable[[], int] = now_ms,
     limiter: RateLimiter | None = None,
+    ingestor: Ingestor | None = None,
 ) -> Starlette:
     """The ASGI app. `blobs` is the local blob store its download links point at."""
     limiter = limiter or RateLimiter(settings.rate_limit, settings.rate_burst)
+    collector = ingestor or make_ingestor(settings, catalog)
     api = Api(settings, catalog, limiter, clock)
     downloads = Downloads(catalog, blobs, catalog.secret(SECRET_NAME), clock)
     routes = [
@@ -273,10 +286,18 @@ def create_app(
         Route("/healthz", api.healthz, methods=["GET"]),
         Route("/openapi.json", api.openapi_json, methods=["GET"]),
         Route("/docs", api.docs, methods=["GET"]),
+        *collector_routes(settings, catalog, collector),
         # Last, and only matching export keys: it must not shadow the routes above.
         Route("/{key:exportkey}", downloads.serve, methods=["GET", "HEAD"]),
     ]
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with collector:  # on shutdown, commits what is queued, then stops the writer
+            yield
+
     return Starlette(
         routes=routes,
         exception_handlers={HTTPException: _http_error, Exception: _server_error},
+        lifespan=lifespan,
     )

@@ -103,15 +103,18 @@ def run_server(settings: Settings) -> None:
     import uvicorn
 
     from rawexport.api import create_app
+    from rawexport.compaction import Compactor
     from rawexport.scheduler import Scheduler
     from rawexport.worker import WorkerPool
 
     logging.basicConfig(level=settings.log_level.upper(), format="%(message)s")
     services = open_services(settings)
     scheduler = Scheduler(services.catalog, settings)
+    compactor = Compactor(services.store, settings)
     pool = WorkerPool(services.exporter, settings.workers)
     app = create_app(settings, services.catalog, services.blobs)
     scheduler.start()
+    compactor.start()
     pool.start()
     try:
         uvicorn.run(
@@ -119,6 +122,7 @@ def run_server(settings: Settings) -> None:
         )
     finally:
         scheduler.stop()
+        compactor.stop()
         pool.stop()
         services.close()
 
@@ -394,6 +398,13 @@ def jobs_list(
     finally:
         services.close()
 
+
+# Commands in their own modules import the helpers above, so they are registered last.
+from rawexport.ingest_cli import ingest  # noqa: E402
+from rawexport.pull_cli import pull  # noqa: E402
+
+main.add_command(ingest)
+main.add_command(pull)
 
 if __name__ == "__main__":
     main()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rawexport import links
 from rawexport.catalog import PENDING, Catalog, Job, Project
@@ -58,14 +58,22 @@ def hour_status(
 
 @dataclass(frozen=True)
 class Answer:
-    """What a request gets: the window status and, when FINISHED, links per data type."""
+    """What a request gets: the window status and, when FINISHED, links per data type.
+
+    `manifests` holds, per data type, signed links to the `_manifest.json` of every
+    revision the answer links (empty hours included: their manifest says 0 rows).
+    """
 
     status: str
     links: dict[str, list[str]]
     error: str = ""
+    manifests: dict[str, list[str]] = field(default_factory=dict)
 
     def flat(self) -> list[str]:
         return [link for type_links in self.links.values() for link in type_links]
+
+    def flat_manifests(self) -> list[str]:
+        return [link for type_links in self.manifests.values() for link in type_links]
 
 
 def fingerprint(keys: Sequence[str]) -> str:
@@ -111,7 +119,8 @@ class Insights:
         if any(hs.status != FINISHED for _, _, hs in kept):
             return Answer(RUNNING, empty)
         served = [(t, h, hs.job) for t, h, hs in kept if hs.job is not None]
-        return Answer(FINISHED, self._links(project, served, types, expire_minutes, scope, now))
+        parts, manifests = self._links(project, served, types, expire_minutes, scope, now)
+        return Answer(FINISHED, parts, manifests=manifests)
 
     def _links(
         self,
@@ -121,22 +130,34 @@ class Insights:
         expire_minutes: int,
         scope: str,
         now: int,
-    ) -> dict[str, list[str]]:
+    ) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+        """Part links and manifest links per data type, reused while the cached ones live."""
         files = self.catalog.files_of(job.id for _, _, job in served)
         ordered = sorted(served, key=lambda s: (types.index(s[0]), s[1]))
         entries = [(t, h, f.key) for t, h, job in ordered for f in files[job.id]]
+        manifest_entries = [(t, h, job.manifest_key) for t, h, job in ordered if job.manifest_key]
         out: dict[str, list[str]] = {t: [] for t in types}
-        if not entries:
-            return out
-        fp = fingerprint([key for _, _, key in entries])
+        manifests: dict[str, list[str]] = {t: [] for t in types}
+        if not entries and not manifest_entries:
+            return out, manifests
+        # The marker keeps rows cached before manifests existed (part links only) unmatched.
+        fp = fingerprint(
+            ["manifest:1"] + [k for _, _, k in entries] + ["m:" + k for _, _, k in manifest_entries]
+        )
         cached = self.catalog.issued(project.id, scope, fp, now)
-        if cached is not None and isinstance(cached[0], dict):
-            return {t: list(cached[0].get(t, [])) for t in types}
+        if cached is not None and isinstance(cached[0], dict) and "links" in cached[0]:
+            saved_links, saved_manifests = cached[0]["links"], cached[0]["manifest"]
+            return (
+                {t: list(saved_links.get(t, [])) for t in types},
+                {t: list(saved_manifests.get(t, [])) for t in types},
+            )
         until = None
-        for t, hour, key in entries:
-            expires = links.expiry(now, expire_minutes, hour, project.retention_days)
-            until = expires if until is None else min(until, expires)
-            out[t].append(links.make_link(self.base_url, self.secret, key, expires))
+        for target, group in ((out, entries), (manifests, manifest_entries)):
+            for t, hour, key in group:
+                expires = links.expiry(now, expire_minutes, hour, project.retention_days)
+                until = expires if until is None else min(until, expires)
+                target[t].append(links.make_link(self.base_url, self.secret, key, expires))
         assert until is not None
-        self.catalog.save_issued(project.id, scope, fp, out, until, now)
-        return out
+        payload = {"links": out, "manifest": manifests}
+        self.catalog.save_issued(project.id, scope, fp, payload, until, now)
+        return out, manifests

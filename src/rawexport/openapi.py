@@ -128,6 +128,13 @@ def _schemas() -> dict[str, Any]:
         "required": list(DATA_TYPE_NAMES),
     }
     required = ["status", "downloadLinks", "exportType", "exportDate", "exportVersion"]
+    manifest_help = (
+        "rawexport extension, only when status is FINISHED, after the documented fields: "
+        "signed links (same expiry as downloadLinks) to the _manifest.json of every linked "
+        "revision, empty hours included (columns, per-part rows, bytes, sha256, md5)"
+    )
+    manifest = {**links, "description": manifest_help}
+    all_manifest = {**all_links, "description": manifest_help + "; keyed by data type"}
     return {
         "Error": {
             "type": "object",
@@ -136,12 +143,17 @@ def _schemas() -> dict[str, Any]:
         },
         "Envelope": {
             "type": "object",
-            "properties": {**common, "downloadLinks": links, "dataType": {"type": "string"}},
+            "properties": {
+                **common,
+                "downloadLinks": links,
+                "dataType": {"type": "string"},
+                "manifest": manifest,
+            },
             "required": [*required, "dataType", "requestTime", "errorMsg"],
         },
         "AllTypesEnvelope": {
             "type": "object",
-            "properties": {**common, "downloadLinks": all_links},
+            "properties": {**common, "downloadLinks": all_links, "manifest": all_manifest},
             "required": [*required, "requestTime", "errorMsg"],
         },
         "V1Answer": {
@@ -150,6 +162,7 @@ def _schemas() -> dict[str, Any]:
                 "status": {"type": "string", "enum": STATUSES},
                 "downlinks": links,
                 "errorMsg": {"type": "string", "description": "on a bad parameter or ERROR"},
+                "manifest": manifest,
             },
             "required": ["status", "downlinks"],
         },

@@ -49,6 +49,13 @@ class Settings:
     duckdb_memory_limit: str = _f("1GB", "memory budget of one export job (DuckDB gets 60%)")
     duckdb_threads: int = _f(2, "DuckDB threads of one export job")
     max_body_bytes: int = _f(16 * 1024 * 1024, "largest request body accepted")
+    max_batch_events: int = _f(50_000, "most events one collector request may carry")
+    collect_require_key: bool = _f(False, "collectors refuse requests without X-Client-Id")
+    group_commit_ms: float = _f(2.0, "ms the ingest writer waits to group batches in one fsync")
+    group_commit_rows: int = _f(100_000, "rows that end a group commit early")
+    compact_small_bytes: int = _f(32 * 1024 * 1024, "event files below this size get compacted")
+    compact_min_files: int = _f(8, "small files that make `serve` compact a closed hour")
+    compact_interval: float = _f(60.0, "seconds between two compaction passes of `serve`")
     log_level: str = _f("info", "log level: debug, info, warning, error")
 
     def __post_init__(self) -> None:
@@ -58,6 +65,10 @@ class Settings:
             raise SettingsError("rate_limit must be > 0 and rate_burst >= 1")
         if self.workers < 1:
             raise SettingsError(f"workers must be >= 1, got {self.workers}")
+        if self.max_batch_events < 1 or self.group_commit_rows < 1:
+            raise SettingsError("max_batch_events and group_commit_rows must be >= 1")
+        if self.group_commit_ms < 0 or self.compact_min_files < 2:
+            raise SettingsError("group_commit_ms must be >= 0 and compact_min_files >= 2")
         if not 0 <= self.compress_level <= 3:
             raise SettingsError(f"compress_level must be 0..3, got {self.compress_level}")
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
 import shutil
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -87,7 +89,19 @@ def _is_event_file(path: Path) -> bool:
     return path.suffix == ".parquet" and not path.name.startswith(".")
 
 
-def _fsync_dir(path: Path) -> None:
+JOURNAL_SUFFIX = ".journal"
+
+
+def read_journal(path: Path) -> tuple[str, list[str]] | None:
+    """(merged file name, input names) of a compaction journal; None if unreadable."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return str(data["merged"]), [str(n) for n in data["inputs"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -104,7 +118,7 @@ def _makedirs(path: Path) -> None:
         p = p.parent
     for d in reversed(missing):
         d.mkdir(exist_ok=True)
-        _fsync_dir(d.parent)
+        fsync_dir(d.parent)
 
 
 class EventStore:
@@ -180,14 +194,38 @@ class EventStore:
             raise
         for tmp, final in staged:
             os.replace(tmp, final)
-            _fsync_dir(final.parent)
+            fsync_dir(final.parent)
         return {hour: group.num_rows for hour, group in groups.items()}
 
     def hour_files(self, ai: str, data_type: str, hour_ms: int) -> list[Path]:
+        """The hour's committed files; inputs of a finished compaction are left out."""
         d = self.hour_dir(ai, data_type, hour_ms)
         if not d.is_dir():
             return []
-        return sorted(p for p in d.iterdir() if _is_event_file(p))
+        names = {p.name for p in d.iterdir()}
+        merged_away: set[str] = set()
+        for name in names:
+            if name.endswith(JOURNAL_SUFFIX):
+                journal = read_journal(d / name)
+                if journal is not None and journal[0] in names:
+                    merged_away.update(journal[1])
+        return sorted(d / n for n in names if n not in merged_away and _is_event_file(d / n))
+
+    @contextmanager
+    def hour_lock(
+        self, ai: str, data_type: str, hour_ms: int, *, exclusive: bool
+    ) -> Iterator[None]:
+        """Readers share it, compaction holds it alone (across processes of this host)."""
+        d = self.hour_dir(ai, data_type, hour_ms)
+        if not d.is_dir():
+            yield
+            return
+        fd = os.open(d / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)
 
     def hours(self, ai: str, data_type: str) -> list[int]:
         d = self.type_dir(ai, data_type)
@@ -207,5 +245,5 @@ class EventStore:
             return
         doomed = d.with_name(f".{d.name}.{uuid.uuid4().hex}.deleting")
         os.replace(d, doomed)
-        _fsync_dir(d.parent)
+        fsync_dir(d.parent)
         shutil.rmtree(doomed)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from rawexport.blobs import BlobStore
 from rawexport.catalog import Catalog, Job, LeaseLost
+from rawexport.compaction import compact_hour
 from rawexport.runner import run_export
 from rawexport.schema import DATA_TYPES, V1_TYPES
 from rawexport.settings import Settings
@@ -68,21 +69,31 @@ class Exporter:
             if self.fail_hook is not None:
                 self.fail_hook(job)
             project = self.catalog.project_by_id(job.project_id)
-            files = self.store.hour_files(project.ai, self.source_type(job), job.hour_ms)
-            result = run_export(
-                files=files,
-                blobs=self.blobs,
-                ai=project.ai,
-                version=job.version,
-                name=job.data_type,
-                hour_ms=job.hour_ms,
-                revision=job.revision,
-                part_bytes=self.settings.part_bytes,
-                compress_level=self.settings.compress_level,
-                tmp_dir=self.settings.tmp_dir,
-                memory_limit=self.settings.duckdb_memory_limit,
-                threads=self.settings.duckdb_threads,
+            source = self.source_type(job)
+            # Many small files read slowly; merge them first, then keep them while reading.
+            compact_hour(
+                self.store,
+                project.ai,
+                source,
+                job.hour_ms,
+                small_bytes=self.settings.compact_small_bytes,
             )
+            with self.store.hour_lock(project.ai, source, job.hour_ms, exclusive=False):
+                files = self.store.hour_files(project.ai, source, job.hour_ms)
+                result = run_export(
+                    files=files,
+                    blobs=self.blobs,
+                    ai=project.ai,
+                    version=job.version,
+                    name=job.data_type,
+                    hour_ms=job.hour_ms,
+                    revision=job.revision,
+                    part_bytes=self.settings.part_bytes,
+                    compress_level=self.settings.compress_level,
+                    tmp_dir=self.settings.tmp_dir,
+                    memory_limit=self.settings.duckdb_memory_limit,
+                    threads=self.settings.duckdb_threads,
+                )
             stop.set()
             self.catalog.complete(job.id, owner, result, self.clock())
             log.info(

@@ -1,0 +1,251 @@
+"""HTTP collectors: growingio-tracker, SaaS custom events and the native event API."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+import zlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import cramjam
+import numpy as np
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from rawexport import ingest, trackerpb
+from rawexport.auth import bearer
+from rawexport.catalog import Catalog, Project
+from rawexport.ingestor import Ingestor
+from rawexport.settings import Settings
+from rawexport.store import EventStore
+from rawexport.timeutil import now_ms
+
+log = logging.getLogger("rawexport.collect")
+
+CACHE_SECONDS = 5.0
+
+
+class Refused(Exception):
+    def __init__(self, status: int, message: str, errors: list[Any] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.errors = errors or []
+
+
+def _json(content: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(content), status, media_type="application/json")
+
+
+class Gate:
+    """Who may send to a project: looks projects and keys up, caching them for a few seconds."""
+
+    def __init__(self, catalog: Catalog, require_key: bool) -> None:
+        self.catalog = catalog
+        self.require_key = require_key
+        self._projects: dict[str, tuple[float, Project | None]] = {}
+        self._keys: dict[str, tuple[float, int | None]] = {}
+
+    def _cached(
+        self, cache: dict[str, tuple[float, Any]], key: str, load: Callable[[], Any]
+    ) -> Any:
+        now = time.monotonic()
+        hit = cache.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        value = load()
+        if len(cache) > 10_000:
+            cache.clear()
+        cache[key] = (now + CACHE_SECONDS, value)
+        return value
+
+    def project(self, ai: str) -> Project | None:
+        return self._cached(self._projects, ai, lambda: self.catalog.project(ai))  # type: ignore[no-any-return]
+
+    def key_project(self, secret: str) -> int | None:
+        def load() -> int | None:
+            kp = self.catalog.key_pair(secret)
+            return kp.project_id if kp is not None else self.catalog.project_for_token(secret)
+
+        return self._cached(self._keys, secret, load)  # type: ignore[no-any-return]
+
+    def check(self, ai: str, client_id: str | None, authorization: str | None) -> Project:
+        """The project events may be written to; raises Refused with 404 or 403."""
+        project = self.project(ai)
+        if project is None:
+            raise Refused(404, f"no project {ai}")
+        if not project.export_enabled:
+            raise Refused(403, "export is disabled for this project")
+        secrets = [s for s in (client_id, bearer(authorization)) if s]
+        if not secrets:
+            if self.require_key:
+                raise Refused(403, "X-Client-Id required")
+            return project
+        for secret in secrets:
+            owner = self.key_project(secret)
+            if owner is None or not hmac.compare_digest(str(owner), str(project.id)):
+                raise Refused(403, "wrong key for this project")
+        return project
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, gunzipped when Content-Encoding says gzip; 413 past `limit`."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise Refused(413, f"body larger than {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise Refused(413, f"body larger than {limit} bytes")
+    encoding = request.headers.get("content-encoding", "").strip().lower()
+    if encoding in ("", "identity"):
+        return bytes(body)
+    if encoding not in ("gzip", "x-gzip"):
+        raise Refused(400, f"unsupported Content-Encoding {encoding}")
+    d = zlib.decompressobj(wbits=31)
+    try:
+        data = d.decompress(bytes(body), limit + 1)
+    except zlib.error as e:
+        raise Refused(400, f"bad gzip body: {e}") from None
+    if len(data) > limit or d.unconsumed_tail:
+        raise Refused(413, f"body larger than {limit} bytes once decompressed")
+    if not d.eof:
+        raise Refused(400, "truncated gzip body")
+    return data
+
+
+def unsnappy(body: bytes, limit: int) -> bytes:
+    """A snappy body: raw block (python-snappy's compress, snappyjs) or framed stream."""
+    try:
+        data = bytes(cramjam.snappy.decompress_raw(body))
+    except Exception:
+        try:
+            data = bytes(cramjam.snappy.decompress(body))
+        except Exception:
+            raise Refused(400, "body is not valid snappy") from None
+    if len(data) > limit:
+        raise Refused(413, f"body larger than {limit} bytes once decompressed")
+    return data
+
+
+def parse_events(body: bytes, ndjson: bool = False) -> list[Any]:
+    """A JSON array of events, or (native API) NDJSON / a single object."""
+    text = body.strip()
+    if not text:
+        raise Refused(400, "empty body")
+    if text[:1] == b"[":
+        try:
+            parsed = orjson.loads(text)
+        except orjson.JSONDecodeError as e:
+            raise Refused(400, f"body is not valid JSON: {e}") from None
+        return parsed  # type: ignore[no-any-return]
+    if not ndjson:
+        raise Refused(400, "body must be a JSON array of events")
+    events = []
+    for n, line in enumerate(text.split(b"\n"), 1):
+        if line.strip():
+            try:
+                events.append(orjson.loads(line))
+            except orjson.JSONDecodeError as e:
+                raise Refused(400, f"line {n} is not valid JSON: {e}") from None
+    return events
+
+
+Convert = Callable[[Request, bytes, Project, int], ingest.Batch]
+
+
+class Collectors:
+    def __init__(self, settings: Settings, catalog: Catalog, ingestor: Ingestor) -> None:
+        self.settings = settings
+        self.ingestor = ingestor
+        self.gate = Gate(catalog, settings.collect_require_key)
+        self.rejected_total = 0
+
+    def _events(self, events: list[Any]) -> list[Any]:
+        if len(events) > self.settings.max_batch_events:
+            raise Refused(413, f"more than {self.settings.max_batch_events} events in one batch")
+        return events
+
+    def tracker(self, request: Request, body: bytes, project: Project, now: int) -> ingest.Batch:
+        headers = request.headers
+        if headers.get("x-crypt-codec") == "1":
+            stm = request.query_params.get("stm", "")
+            if not stm.isdigit():
+                raise Refused(400, "X-Crypt-Codec 1 needs the stm query parameter")
+            key = int(stm) & 0xFF
+            body = (np.frombuffer(body, np.uint8) ^ np.uint8(key)).tobytes()
+        if headers.get("x-compress-codec") == "2":
+            body = unsnappy(body, self.settings.max_body_bytes)
+        if "protobuf" in headers.get("content-type", ""):
+            try:
+                return ingest.tracker(self._events(trackerpb.decode_events(body)), now)
+            except trackerpb.BadProtobuf as e:
+                raise Refused(400, f"body is not a valid EventV3List: {e}") from None
+        return ingest.tracker(self._events(parse_events(body)), now)
+
+    def saas(self, request: Request, body: bytes, project: Project, now: int) -> ingest.Batch:
+        if body.lstrip()[:1] not in (b"[", b"{"):
+            body = unsnappy(body, self.settings.max_body_bytes)
+        return ingest.saas(self._events(parse_events(body)), project.ai, now)
+
+    def native(self, request: Request, body: bytes, project: Project, now: int) -> ingest.Batch:
+        return ingest.native(self._events(parse_events(body, ndjson=True)), now)
+
+    def handler(self, convert: Convert) -> Callable[[Request], Awaitable[Response]]:
+        async def handle(request: Request) -> Response:
+            now = now_ms()
+            try:
+                headers = request.headers
+                project = self.gate.check(
+                    request.path_params["ai"],
+                    headers.get("x-client-id"),
+                    headers.get("authorization"),
+                )
+                body = await read_body(request, self.settings.max_body_bytes)
+                batch = convert(request, body, project, now)
+            except Refused as e:
+                return _json({"message": e.message, "errors": e.errors}, e.status)
+            if batch.tables:
+                try:
+                    await self.ingestor.write(project.id, project.ai, batch.tables)
+                except Exception:
+                    log.exception("could not store a batch of %s", project.ai)
+                    return _json({"message": "could not store the events", "errors": []}, 503)
+            if batch.rejected:
+                self.rejected_total += len(batch.rejected)
+                log.warning(
+                    "%s: rejected %d of %d events (%d since start)",
+                    project.ai,
+                    len(batch.rejected),
+                    len(batch.rejected) + batch.accepted,
+                    self.rejected_total,
+                )
+            rejected = [r.public() for r in batch.rejected]
+            return _json({"accepted": batch.accepted, "rejected": rejected})
+
+        return handle
+
+
+def collector_routes(settings: Settings, catalog: Catalog, ingestor: Ingestor) -> list[Route]:
+    """The collector routes; `ingestor` must be started before the app serves."""
+    c = Collectors(settings, catalog, ingestor)
+    return [
+        Route("/v3/projects/{ai}/collect", c.handler(c.tracker), methods=["POST"]),
+        Route("/custom/{ai}/events", c.handler(c.saas), methods=["POST"]),
+        Route("/api/v1/projects/{ai}/events", c.handler(c.native), methods=["POST"]),
+    ]
+
+
+def make_ingestor(settings: Settings, catalog: Catalog) -> Ingestor:
+    """The Ingestor `serve` uses: the settings' event store and group-commit limits."""
+    return Ingestor(
+        EventStore(settings.events_dir),
+        catalog,
+        window_ms=settings.group_commit_ms,
+        max_rows=settings.group_commit_rows,
+    )
