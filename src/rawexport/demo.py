@@ -86,4 +86,8 @@ GrowingIO's flow with curl (HMAC auth code, then the day's links for `page`):
 
 With the static API token:
   curl -s -H 'Authorization: {token}' '{base}/v2/insights/day/{ai}/{day}.json?expire=60'
+
+Pull the whole day, verified, into Parquet and DuckDB (from the repo: .venv/bin/rawexport):
+  rawexport pull --base-url {base} --ai {ai} --token {token} \\
+       --type day --date {day} --to gio-data --parquet --duckdb gio.duckdb
 """
