@@ -13,14 +13,13 @@ from typing import Any, TypeVar
 import click
 
 from rawexport.catalog import CatalogError, Project
-from rawexport.ops import OpsError, export_now
+from rawexport.ops import OpsError, export_now, job_row
 from rawexport.schema import DATA_TYPE_NAMES
 from rawexport.services import Services, open_services
 from rawexport.settings import Settings, SettingsError, load_settings
 from rawexport.timeutil import (
     HOUR_MS,
     BadDate,
-    beijing,
     now_ms,
     parse_day_arg,
     parse_hour_arg,
@@ -32,7 +31,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 USER_ERRORS = (SettingsError, OpsError, CatalogError, BadDate)
 
 
-def _echo_json(data: Any) -> None:
+def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, ensure_ascii=False, indent=2))
 
 
@@ -192,7 +191,7 @@ def project_create(ctx: click.Context, /, home: Path | None, **o: Any) -> None:
             retention_days=o["retention_days"] or settings.retention_days,
             v1_enabled=not o["no_v1"],
         )
-        _echo_json(p.public())
+        echo_json(p.public())
     finally:
         services.close()
 
@@ -205,7 +204,7 @@ def project_list(ctx: click.Context, home: Path | None) -> None:
     """List projects as JSON."""
     services = open_services(settings_from(ctx, home=home))
     try:
-        _echo_json([p.public() for p in services.catalog.projects()])
+        echo_json([p.public() for p in services.catalog.projects()])
     finally:
         services.close()
 
@@ -217,7 +216,7 @@ def _set_export(
     try:
         need_project(services, ai)
         since_ms = parse_hour_arg(since) if since else None
-        _echo_json(services.catalog.set_export(ai, on, since_ms).public())
+        echo_json(services.catalog.set_export(ai, on, since_ms).public())
     finally:
         services.close()
 
@@ -259,7 +258,7 @@ def key_create(ctx: click.Context, home: Path | None, ai: str) -> None:
     try:
         p = need_project(services, ai)
         kp = services.catalog.create_key_pair(p.id)
-        _echo_json({"ai": p.ai, "public_key": kp.public_key, "private_key": kp.private_key})
+        echo_json({"ai": p.ai, "public_key": kp.public_key, "private_key": kp.private_key})
     finally:
         services.close()
 
@@ -280,7 +279,7 @@ def token_create(ctx: click.Context, home: Path | None, ai: str, description: st
     services = open_services(settings_from(ctx, home=home))
     try:
         p = need_project(services, ai)
-        _echo_json({"ai": p.ai, "token": services.catalog.create_api_token(p.id, description)})
+        echo_json({"ai": p.ai, "token": services.catalog.create_api_token(p.id, description)})
     finally:
         services.close()
 
@@ -307,7 +306,7 @@ def generate(ctx: click.Context, /, home: Path | None, ai: str, **o: Any) -> Non
         counts = gen(
             services.store, ai, start, o["hours"], o["events_per_hour"], types, seed=o["seed"]
         )
-        _echo_json({"ai": ai, "rows": counts, "total": sum(counts.values())})
+        echo_json({"ai": ai, "rows": counts, "total": sum(counts.values())})
     finally:
         services.close()
 
@@ -346,7 +345,7 @@ def export_run(
     try:
         p = need_project(services, ai)
         report = export_now(services, p, hours, data_type, now)
-        _echo_json(report)
+        echo_json(report)
         if any(r["status"] == "error" for r in report):
             sys.exit(1)
     finally:
@@ -363,46 +362,44 @@ def jobs() -> None:
 @click.option("--project", "ai", default=None, help="project ai")
 @click.option(
     "--status",
-    type=click.Choice(["queued", "running", "retrying", "finished", "error"]),
+    type=click.Choice(["queued", "running", "retrying", "finished", "error", "superseded"]),
     default=None,
 )
+@click.option("--since", default=None, help="first Beijing hour yyyyMMddHH")
 @click.option("--limit", type=int, default=1000, show_default=True)
 @click.pass_context
 @user_errors
 def jobs_list(
-    ctx: click.Context, home: Path | None, ai: str | None, status: str | None, limit: int
+    ctx: click.Context,
+    home: Path | None,
+    ai: str | None,
+    status: str | None,
+    since: str | None,
+    limit: int,
 ) -> None:
-    """List export jobs as JSON."""
+    """List export jobs as JSON: status, attempts, rows, bytes, errors."""
+    since_ms = parse_hour_arg(since) if since else None
     services = open_services(settings_from(ctx, home=home))
     try:
         pid = need_project(services, ai).id if ai else None
-        rows = []
-        for j in services.catalog.jobs(pid, status, None, limit):
-            rows.append(
-                {
-                    "id": j.id,
-                    "hour": beijing(j.hour_ms).strftime("%Y%m%d%H"),
-                    "hour_utc": utc(j.hour_ms).strftime("%Y%m%d%H"),
-                    "version": j.version,
-                    "data_type": j.data_type,
-                    "revision": j.revision,
-                    "preview": j.preview,
-                    "status": j.status,
-                    "attempts": j.attempts,
-                    "rows": j.rows,
-                    "bytes": j.bytes,
-                    "error": j.error,
-                }
-            )
-        _echo_json(rows)
+        rows = [
+            {**job_row(j), "hour_utc": utc(j.hour_ms).strftime("%Y%m%d%H")}
+            for j in services.catalog.jobs(pid, status, since_ms, limit)
+        ]
+        echo_json(rows)
     finally:
         services.close()
 
 
 # Commands in their own modules import the helpers above, so they are registered last.
+from rawexport.export_cli import backfill, jobs_show, rerun, sweep  # noqa: E402
 from rawexport.ingest_cli import ingest  # noqa: E402
 from rawexport.pull_cli import pull  # noqa: E402
 
+export.add_command(rerun)
+export.add_command(backfill)
+jobs.add_command(jobs_show)
+main.add_command(sweep)
 main.add_command(ingest)
 main.add_command(pull)
 

@@ -6,7 +6,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from rawexport.catalog import Project
+from rawexport.catalog import Job, Project
 from rawexport.scheduler import versions
 from rawexport.schema import DATA_TYPES, V1_TYPES, types_for
 from rawexport.services import Services
@@ -67,20 +67,54 @@ def export_now(
                     )
             if job.status != "finished":
                 exporter.run_job_now(job.id, owner)
-            job = catalog.job(job.id)
-            report.append(
-                {
-                    "hour": beijing_hour_label(hour),
-                    "version": target.version,
-                    "data_type": target.data_type,
-                    "revision": job.revision,
-                    "preview": job.preview,
-                    "status": job.status,
-                    "rows": job.rows,
-                    "bytes": job.bytes,
-                    "error": job.error,
-                }
+            report.append(job_row(catalog.job(job.id)))
+    return report
+
+
+def job_row(job: Job) -> dict[str, Any]:
+    """The JSON shape the CLI prints for a job."""
+    return {
+        "id": job.id,
+        "hour": beijing_hour_label(job.hour_ms),
+        "version": job.version,
+        "data_type": job.data_type,
+        "revision": job.revision,
+        "preview": job.preview,
+        "status": job.status,
+        "attempts": job.attempts,
+        "rows": job.rows,
+        "bytes": job.bytes,
+        "error": job.error,
+    }
+
+
+def reexport(
+    services: Services,
+    project: Project,
+    hours: list[int],
+    data_type: str | None,
+    now: int,
+    *,
+    wait: bool = True,
+) -> list[dict[str, Any]]:
+    """A new revision of each closed hour (rerun and backfill share this path).
+
+    The API keeps linking the previous revision until the new one has committed. With
+    wait=False the revisions are only queued, for the workers of `rawexport serve`.
+    """
+    current = hour_floor(now)
+    if any(h >= current for h in hours):
+        raise OpsError("only closed hours can be exported again; the open hour is still running")
+    owner = owner_id()
+    report: list[dict[str, Any]] = []
+    for hour in hours:
+        for target in targets(project, data_type):
+            job = services.catalog.new_revision(
+                project.id, target.version, target.data_type, hour, preview=False, now=now
             )
+            if wait:
+                services.exporter.run_job_now(job.id, owner)
+            report.append(job_row(services.catalog.job(job.id)))
     return report
 
 
