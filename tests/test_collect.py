@@ -183,7 +183,7 @@ def test_native_ndjson_array_and_gzip(site: Site) -> None:
     assert {r["latitude"] for r in site.rows("visit")} == {3.0}
 
 
-def test_partial_rejection_keeps_valid_events(site: Site) -> None:
+def test_partial_rejection_keeps_valid_events(site: Site, caplog: pytest.LogCaptureFixture) -> None:
     events = [
         {"type": "page", "visitUserId": "ok-1"},
         {"type": "nope", "visitUserId": "x"},
@@ -216,6 +216,7 @@ def test_partial_rejection_keeps_valid_events(site: Site) -> None:
         ],
     }
     assert sorted(r["visitUserId"] for r in site.rows("page")) == ["ok-1", "ok-2"]
+    assert f"{site.project.ai}: rejected 8 of 10 events (8 since start)" in caplog.text
 
 
 @pytest.mark.parametrize(
@@ -356,3 +357,36 @@ def test_bad_protobuf_is_400(site: Site) -> None:
     r = site.post(TRACKER, b"\x0a\xff\xff", content_type="application/protobuf")
     assert r.status_code == 400 and "EventV3List" in r.json()["message"]
     assert site.rows("custom_event") == []
+
+
+def test_saas_snappy_that_starts_like_json(site: Site) -> None:
+    ai = site.project.ai
+    event = {"tm": 1, "u": "v", "t": "cstm", "n": "x" * 20, "ai": ai}
+    raw = json.dumps([event]).encode()
+    raw = raw[:-2] + b" " * (91 - len(raw)) + raw[-2:]  # 91 bytes: the snappy header is "["
+    assert len(raw) == 91
+    body = bytes(cramjam.snappy.compress_raw(raw))
+    assert body[:1] == b"["
+    assert site.post(SAAS, body).json() == {"accepted": 1, "rejected": []}
+    assert site.post(SAAS, body, x_compress_codec="2").json()["accepted"] == 1
+
+
+def test_crypted_body_needs_stm(site: Site) -> None:
+    raw = bytes(cramjam.snappy.compress_raw(json.dumps(TRACKER_EVENTS).encode()))
+    path = "/v3/projects/{ai}/collect"
+    r = site.post(path, raw, x_compress_codec="2", x_crypt_codec="1")
+    assert r.status_code == 400 and "stm" in r.json()["message"]
+    r = site.post(path + "?stm=5", raw, x_compress_codec="2", x_crypt_codec="1")
+    assert r.status_code == 400  # XOR with the wrong key: not snappy any more
+    assert site.rows("custom_event") == []
+
+
+def test_a_body_over_the_offload_size_is_stored(site: Site) -> None:
+    pad = "p" * 1000
+    events = [{"type": "page", "visitUserId": f"v{i}", "title": pad} for i in range(1200)]
+    events.append({"type": "page"})
+    body = json.dumps(events)
+    assert len(body) > 1 << 20
+    r = site.post(NATIVE, body)
+    assert r.json()["accepted"] == 1200 and r.json()["rejected"][0]["index"] == 1200
+    assert len(site.rows("page")) == 1200

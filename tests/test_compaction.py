@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -115,3 +117,16 @@ def test_export_compacts_the_hour_first(tmp_path: Path) -> None:
     assert row["status"] == "finished" and row["rows"] == 200
     assert len(svc.store.hour_files(AI, "page", T0)) == 1
     svc.close()
+
+
+def test_recovery_removes_stale_staged_appends_only(tmp_path: Path) -> None:
+    store = EventStore(tmp_path)
+    want = fill(store, 2)
+    d = store.hour_dir(AI, "page", T0)
+    old, fresh = d / ".aaaa.parquet.tmp", d / ".bbbb.parquet.tmp"
+    old.write_bytes(b"partial")
+    fresh.write_bytes(b"in flight")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    recover_hour(d)
+    assert not old.exists() and fresh.exists()
+    assert rows_of(store) == want

@@ -250,3 +250,28 @@ def test_the_api_links_the_new_revision_after_a_backfill(world: World) -> None:
     [url2] = second
     data = world.client.get(url2.removeprefix(BASE_URL)).content
     assert gzip.decompress(data).count(b"\n") == 1 + 5
+
+
+class Crash(BaseException):
+    pass
+
+
+class DiesAfterAppend(EventStore):
+    def append(self, ai: str, data_type: str, table: pa.Table) -> dict[int, int]:
+        super().append(ai, data_type, table)
+        raise Crash  # the process dies right after the rows became durable
+
+
+def test_a_crash_right_after_a_backfill_still_reexports(services: Services) -> None:
+    catalog = services.catalog
+    p = catalog.create_project("a", export_since_ms=T0, v1_enabled=False)
+    now = T0 + 3 * HOUR_MS
+    commit(services.store, catalog, p.id, p.ai, {"custom_event": _custom(3, T0)}, now)
+    export_now(services, p, [T0], "custom_event", now)
+    dying = DiesAfterAppend(services.store.root)
+    with pytest.raises(Crash):
+        commit(dying, catalog, p.id, p.ai, {"custom_event": _custom(2, T0 + 10)}, now)
+    [queued] = [j for j in catalog.jobs(p.id) if j.status == "queued"]
+    assert (queued.data_type, queued.hour_ms, queued.revision) == ("custom_event", T0, 2)
+    services.exporter.drain("w")
+    assert catalog.job(queued.id).rows == 5

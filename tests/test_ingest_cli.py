@@ -136,7 +136,7 @@ def test_csv_escapes_and_nulls(services: Services, tmp_path: Path) -> None:
         (
             "b.ndjson",
             '{"type":"page","visitUserId":"v"}\n{"type":"page"}\n',
-            "event 1: visitUserId",
+            "line 2: visitUserId",
         ),
         ("c.csv", "visitUserId,bogus\nv,1\n", "columns not of page: bogus"),
         ("d.csv", "visitUserId,deviceOrientation\nv,xxxxxxxxxxx\n", "longer than 10"),
@@ -167,3 +167,32 @@ def test_keep_send_time_needs_send_time(services: Services, tmp_path: Path) -> N
     assert code == 1 and "sendTime: required" in msg
     code, msg = run(services, "--project", "0000000000000000", str(f))
     assert code == 1 and "no project" in msg
+
+
+def test_type_of_export_folders() -> None:
+    from rawexport.ingest_cli import BadFile, type_of
+
+    for ai, t in [("0123456789abcdef", "ads_track_click"), ("00000000000abcde", "action_tag")]:
+        path = Path(f"/x/abcd_{ai}_{t}_v2_202501010000/part-00000-u-c000.csv.gz")
+        assert type_of(path, None) == t
+    assert type_of(Path("/e/0123456789abcdef/page/2025010100/f.parquet"), None) == "page"
+    with pytest.raises(BadFile):
+        type_of(Path("/x/abcd_0123456789abcdef_custom_attr_202501010000/p.csv.gz"), None)
+
+
+def test_ndjson_in_chunks_reports_the_right_line(
+    services: Services, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import rawexport.ingest_cli as ic
+
+    monkeypatch.setattr(ic, "CHUNK_LINES", 3)
+    p = services.catalog.create_project("a")
+    good = '{"type":"page","visitUserId":"v"}\n'
+    f = tmp_path / "e.ndjson"
+    f.write_text(good * 4 + "\n" + good * 2)
+    code, out = run(services, "--project", p.ai, str(f))
+    assert code == 0 and out["total"] == 6
+    f.write_text(good * 4 + "\n" + good + '{"type":"page"}\n' + good)
+    code, msg = run(services, "--project", p.ai, str(f))
+    assert code == 1 and "line 7: visitUserId: required" in msg
+    assert len(all_rows(services, p.ai, "page")) == 6

@@ -13,6 +13,7 @@ from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
@@ -24,6 +25,8 @@ from rawexport.downloads import Downloads, FilePaths
 from rawexport.ingestor import Ingestor
 from rawexport.insights import ERROR, FINISHED, NOT_EXISTS, Answer, Insights
 from rawexport.links import SECRET_NAME
+from rawexport.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from rawexport.metrics import Metrics, RequestMetrics
 from rawexport.ratelimit import RateLimiter
 from rawexport.schema import DATA_TYPE_NAMES, DATA_TYPES, V1_TYPE_NAMES
 from rawexport.settings import Settings
@@ -268,10 +271,17 @@ def create_app(
     clock: Callable[[], int] = now_ms,
     limiter: RateLimiter | None = None,
     ingestor: Ingestor | None = None,
+    metrics: Metrics | None = None,
 ) -> Starlette:
     """The ASGI app. `blobs` is the local blob store its download links point at."""
     limiter = limiter or RateLimiter(settings.rate_limit, settings.rate_burst)
     collector = ingestor or make_ingestor(settings, catalog)
+    metrics = metrics or Metrics(catalog)
+
+    async def metrics_endpoint(request: Request) -> Response:
+        body = await run_in_threadpool(metrics.render)
+        return Response(body, media_type=METRICS_CONTENT_TYPE)
+
     api = Api(settings, catalog, limiter, clock)
     downloads = Downloads(catalog, blobs, catalog.secret(SECRET_NAME), clock)
     routes = [
@@ -284,6 +294,7 @@ def create_app(
         Route("/v2/insights/{export_type}/{ai}/{export_date}.json", api.v2_all, methods=["GET"]),
         Route("/insights/{ai}/{date}.json", api.v1, methods=["GET"]),
         Route("/healthz", api.healthz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route("/openapi.json", api.openapi_json, methods=["GET"]),
         Route("/docs", api.docs, methods=["GET"]),
         *collector_routes(settings, catalog, collector),
@@ -300,4 +311,5 @@ def create_app(
         routes=routes,
         exception_handlers={HTTPException: _http_error, Exception: _server_error},
         lifespan=lifespan,
+        middleware=[Middleware(RequestMetrics, metrics=metrics)],
     )

@@ -2,77 +2,28 @@
 
 from __future__ import annotations
 
-import functools
-import json
-import logging
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
-from rawexport.catalog import CatalogError, Project
-from rawexport.ops import OpsError, export_now, job_row
+from rawexport.clikit import echo_json, home_option, need_project, settings_from, user_errors
+from rawexport.export_cli import backfill, jobs_show, rerun, sweep
+from rawexport.ingest_cli import ingest
+from rawexport.logs import setup_logging
+from rawexport.ops import export_now, job_row
+from rawexport.pull_cli import pull
 from rawexport.schema import DATA_TYPE_NAMES
-from rawexport.services import Services, open_services
-from rawexport.settings import Settings, SettingsError, load_settings
+from rawexport.services import open_services
+from rawexport.settings import Settings
 from rawexport.timeutil import (
     HOUR_MS,
-    BadDate,
     now_ms,
     parse_day_arg,
     parse_hour_arg,
     utc,
 )
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-USER_ERRORS = (SettingsError, OpsError, CatalogError, BadDate)
-
-
-def echo_json(data: Any) -> None:
-    click.echo(json.dumps(data, ensure_ascii=False, indent=2))
-
-
-def home_option(f: F) -> F:
-    return click.option(
-        "--home",
-        type=click.Path(path_type=Path, file_okay=False),
-        default=None,
-        help="data directory (env RAWEXPORT_HOME, default ./rawexport-data)",
-    )(f)
-
-
-def settings_from(ctx: click.Context, **overrides: Any) -> Settings:
-    merged = dict(ctx.obj or {})
-    merged.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return load_settings(merged)
-    except SettingsError as e:
-        raise click.ClickException(str(e)) from None
-
-
-def user_errors(f: F) -> F:
-    """Turn user mistakes into one-line messages with exit code 1, never tracebacks."""
-
-    @functools.wraps(f)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return f(*args, **kwargs)
-        except BadDate as e:
-            raise click.ClickException(f"bad date or hour: {e}") from None
-        except USER_ERRORS as e:
-            raise click.ClickException(str(e)) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def need_project(services: Services, ai: str) -> Project:
-    project = services.catalog.project(ai)
-    if project is None:
-        raise OpsError(f"no project with ai {ai!r} in {services.settings.home}")
-    return project
 
 
 @click.group()
@@ -106,18 +57,23 @@ def run_server(settings: Settings) -> None:
     from rawexport.scheduler import Scheduler
     from rawexport.worker import WorkerPool
 
-    logging.basicConfig(level=settings.log_level.upper(), format="%(message)s")
+    setup_logging(settings.log_level)
     services = open_services(settings)
     scheduler = Scheduler(services.catalog, settings)
     compactor = Compactor(services.store, settings)
     pool = WorkerPool(services.exporter, settings.workers)
-    app = create_app(settings, services.catalog, services.blobs)
+    app = create_app(settings, services.catalog, services.blobs, metrics=services.metrics)
     scheduler.start()
     compactor.start()
     pool.start()
     try:
         uvicorn.run(
-            app, host=settings.host, port=settings.port, log_level=settings.log_level.lower()
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level.lower(),
+            access_log=False,  # RequestMetrics writes one JSON line per request instead
+            log_config=None,
         )
     finally:
         scheduler.stop()
@@ -390,11 +346,6 @@ def jobs_list(
     finally:
         services.close()
 
-
-# Commands in their own modules import the helpers above, so they are registered last.
-from rawexport.export_cli import backfill, jobs_show, rerun, sweep  # noqa: E402
-from rawexport.ingest_cli import ingest  # noqa: E402
-from rawexport.pull_cli import pull  # noqa: E402
 
 export.add_command(rerun)
 export.add_command(backfill)

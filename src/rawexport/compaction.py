@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +35,7 @@ from rawexport.store import (
 log = logging.getLogger("rawexport.compaction")
 
 ROW_GROUP_ROWS = 262_144
+STALE_APPEND_SECONDS = 3600  # no append stays staged this long unless its process died
 Step = Callable[[str], None]
 
 
@@ -54,9 +56,18 @@ def recover_hour(d: Path) -> None:
             fsync_dir(d)
         (d / name).unlink()
         fsync_dir(d)
-    for name in names:  # staged merges and journals of a compaction that never got in place
-        if name.startswith(".compact-") and name.endswith(".tmp"):
+    stale = time.time() - STALE_APPEND_SECONDS
+    for name in names:
+        # A compaction's staged file never got in place; an append crashed before its rename.
+        if name.endswith(".tmp") and (name.startswith(".compact-") or _mtime(d / name) < stale):
             (d / name).unlink(missing_ok=True)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return float("inf")
 
 
 def _write_merged(data_type: str, inputs: list[Path], target: Path) -> int:

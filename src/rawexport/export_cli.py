@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from rawexport.cli import (
+from rawexport.clikit import (
     echo_json,
     home_option,
     need_project,

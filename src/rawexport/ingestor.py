@@ -12,11 +12,12 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from rawexport.catalog import Catalog
 from rawexport.schema import V1_TYPES
 from rawexport.store import EventStore
-from rawexport.timeutil import HOUR_MS, now_ms
+from rawexport.timeutil import HOUR_MS, hour_floor, now_ms
 
 log = logging.getLogger("rawexport.ingest")
 
@@ -49,6 +50,15 @@ def requeue_exported(
     return queued
 
 
+def closed_hours(table: pa.Table, now: int) -> list[int]:
+    """The closed hours a table's sendTime values fall in (only imports reach those)."""
+    send = pc.drop_null(table.column("sendTime"))
+    if len(send) == 0 or pc.min(send).as_py() + HOUR_MS > hour_floor(now):
+        return []
+    hours = pc.unique(pc.subtract(send, pc.modulo(send, HOUR_MS)))
+    return sorted(h for h in hours.to_pylist() if h + HOUR_MS <= now)
+
+
 def commit(
     store: EventStore,
     catalog: Catalog,
@@ -57,18 +67,23 @@ def commit(
     tables: dict[str, pa.Table],
     now: int,
 ) -> int:
-    """Store tables durably, then re-export touched hours already exported; returns rows.
+    """Store tables durably and re-export touched hours already exported; returns rows.
 
-    The rows are durable once append returns, so a failure to queue a re-export is logged
-    rather than raised: raising would make the client resend rows that are stored.
+    Re-exports of closed hours are queued before the append too, so a crash between the
+    append and the check after it still leaves one queued. The rows are durable once the
+    append returns, so a failure of that later check is logged rather than raised: raising
+    would make the client resend rows that are stored.
     """
+    for data_type, table in tables.items():
+        early = closed_hours(table, now)
+        if early and requeue_exported(catalog, project_id, data_type, early, now):
+            log.info("rows for exported hours of %s/%s: re-export queued", ai, data_type)
     touched: dict[str, list[int]] = {}
     for data_type, table in tables.items():
         touched[data_type] = sorted(store.append(ai, data_type, table))
     for data_type, hours in touched.items():
         try:
-            if requeue_exported(catalog, project_id, data_type, hours, now):
-                log.info("late rows for exported hours of %s/%s: re-export queued", ai, data_type)
+            requeue_exported(catalog, project_id, data_type, hours, now)
         except Exception:
             log.exception("could not queue the re-export of %s/%s %s", ai, data_type, hours)
     return sum(t.num_rows for t in tables.values())
@@ -185,8 +200,8 @@ class Ingestor:
             for p in pending:
                 for data_type, table in p.tables.items():
                     per_type.setdefault(data_type, []).append(table)
-            tables = {t: pa.concat_tables(ts) for t, ts in per_type.items()}
             try:
+                tables = {t: pa.concat_tables(ts) for t, ts in per_type.items()}
                 commit(self.store, self.catalog, project_id, ai, tables, self.clock())
             except Exception as e:  # every waiter hears of it; none is acknowledged
                 log.exception("group commit of %d batches of %s failed", len(pending), ai)

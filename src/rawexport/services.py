@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from rawexport.blobs.local import LocalBlobStore
 from rawexport.catalog import Catalog
+from rawexport.metrics import Metrics
 from rawexport.settings import Settings
 from rawexport.store import EventStore
 from rawexport.worker import Exporter
@@ -18,6 +19,7 @@ class Services:
     store: EventStore
     blobs: LocalBlobStore
     exporter: Exporter
+    metrics: Metrics
 
     def close(self) -> None:
         self.catalog.close()
@@ -29,5 +31,6 @@ def open_services(settings: Settings) -> Services:
     catalog = Catalog(settings.database_url)
     store = EventStore(settings.events_dir)
     blobs = LocalBlobStore(settings.exports_dir)
-    exporter = Exporter(settings, catalog, store, blobs)
-    return Services(settings, catalog, store, blobs, exporter)
+    metrics = Metrics(catalog)
+    exporter = Exporter(settings, catalog, store, blobs, metrics=metrics)
+    return Services(settings, catalog, store, blobs, exporter, metrics)

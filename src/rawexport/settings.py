@@ -54,7 +54,7 @@ class Settings:
     group_commit_ms: float = _f(2.0, "ms the ingest writer waits to group batches in one fsync")
     group_commit_rows: int = _f(100_000, "rows that end a group commit early")
     compact_small_bytes: int = _f(32 * 1024 * 1024, "event files below this size get compacted")
-    compact_min_files: int = _f(8, "small files that make `serve` compact a closed hour")
+    compact_min_files: int = _f(8, "small files that make `serve` compact an hour (open or closed)")
     compact_interval: float = _f(60.0, "seconds between two compaction passes of `serve`")
     log_level: str = _f("info", "log level: debug, info, warning, error")
 

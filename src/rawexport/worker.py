@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from rawexport.blobs import BlobStore
 from rawexport.catalog import Catalog, Job, LeaseLost
 from rawexport.compaction import compact_hour
+from rawexport.metrics import Metrics
 from rawexport.runner import run_export
 from rawexport.schema import DATA_TYPES, V1_TYPES
 from rawexport.settings import Settings
@@ -22,6 +23,28 @@ from rawexport.timeutil import now_ms
 from rawexport.writer import RowTooLarge
 
 log = logging.getLogger("rawexport.worker")
+
+
+def log_job(job: Job, status: str, level: int = logging.INFO, **fields: object) -> None:
+    """One structured log line per job state change."""
+    log.log(
+        level,
+        "job %s %s",
+        job.id,
+        status,
+        extra={
+            "event": "job",
+            "job_id": job.id,
+            "project_id": job.project_id,
+            "version": job.version,
+            "data_type": job.data_type,
+            "hour_ms": job.hour_ms,
+            "revision": job.revision,
+            "attempt": job.attempts,
+            "status": status,
+            **fields,
+        },
+    )
 
 
 class PermanentExportError(Exception):
@@ -47,6 +70,7 @@ class Exporter:
     blobs: BlobStore
     clock: Callable[[], int] = now_ms
     fail_hook: Callable[[Job], None] | None = None  # tests inject failures here
+    metrics: Metrics | None = None
 
     def source_type(self, job: Job) -> str:
         if job.version == "v2":
@@ -65,6 +89,8 @@ class Exporter:
             target=self._keep_lease, args=(job.id, owner, lease_ms, stop), daemon=True
         )
         keeper.start()
+        started = time.monotonic()
+        log_job(job, "running", owner=owner)
         try:
             if self.fail_hook is not None:
                 self.fail_hook(job)
@@ -95,17 +121,30 @@ class Exporter:
                     threads=self.settings.duckdb_threads,
                 )
             stop.set()
-            self.catalog.complete(job.id, owner, result, self.clock())
-            log.info(
-                "job finished",
-                extra={"job": job.id, "rows": result.rows, "bytes": result.bytes},
-            )
+            done = self.clock()
+            self.catalog.complete(job.id, owner, result, done)
+            seconds = time.monotonic() - started
+            if self.metrics is not None:
+                self.metrics.job_finished(
+                    job.version,
+                    job.data_type,
+                    job.hour_ms,
+                    result.rows,
+                    result.bytes,
+                    done,
+                    seconds,
+                    job.preview,
+                )
+            log_job(job, "finished", rows=result.rows, bytes=result.bytes, seconds=seconds)
             return "finished"
         except LeaseLost:
-            log.warning("job %s: lease lost, another worker owns it now", job.id)
+            log_job(job, "lost", level=logging.WARNING)
             return "lost"
         except Exception as e:  # every failure is recorded on the job, none kills the pool
-            return self._record_failure(job, owner, e)
+            status = self._record_failure(job, owner, e)
+            if self.metrics is not None:
+                self.metrics.job_failed(status, time.monotonic() - started)
+            return status
         finally:
             stop.set()
             keeper.join()
@@ -119,11 +158,12 @@ class Exporter:
             retry_at = now + backoff_ms(
                 job.attempts, self.settings.retry_base_seconds, self.settings.retry_max_seconds
             )
-        log.warning("job %s attempt %s failed: %s", job.id, job.attempts, message)
         try:
-            return self.catalog.fail(job.id, owner, message, retry_at=retry_at, now=now)
+            status = self.catalog.fail(job.id, owner, message, retry_at=retry_at, now=now)
         except LeaseLost:
-            return "lost"
+            status = "lost"
+        log_job(job, status, level=logging.WARNING, error=message, retry_at_ms=retry_at)
+        return status
 
     def _keep_lease(self, job_id: int, owner: str, lease_ms: int, stop: threading.Event) -> None:
         while not stop.wait(max(0.5, lease_ms / 3000)):
