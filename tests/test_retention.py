@@ -121,3 +121,26 @@ def test_backfill_cli_and_retention(env: tuple[Services, TestClient, Clock, str,
     assert links(client, ai, token, T0)["status"] == "NOT_EXISTS"
     assert services.store.hour_files(ai, "page", T0) == []
     assert links(client, ai, token, T0 + HOUR_MS)["status"] == "FINISHED"
+
+
+def test_permanent_failure_shows_in_error_msg(
+    env: tuple[Services, TestClient, Clock, str, str],
+) -> None:
+    from rawexport.catalog import Job
+    from rawexport.worker import PermanentExportError
+
+    services, client, clock, ai, token = env
+    project = services.catalog.project(ai)
+    assert project is not None
+
+    def broken(job: Job) -> None:
+        raise PermanentExportError("store file is unreadable: bad magic")
+
+    services.exporter.fail_hook = broken
+    hour = T0 + 2 * HOUR_MS
+    clock.now = hour + HOUR_MS + 1000
+    services.catalog.plan(project.id, "v2", ["page"], [hour], clock.now)
+    services.exporter.drain("w")
+    body = links(client, ai, token, hour)
+    assert body["status"] == "ERROR" and body["downloadLinks"] == []
+    assert body["errorMsg"] == "PermanentExportError: store file is unreadable: bad magic"
