@@ -131,3 +131,16 @@ def test_migrations_match_tables_and_downgrade(tmp_path: Path) -> None:
     command.upgrade(cfg, "head")
     command.check(cfg)  # raises when tables.py and the migrations disagree
     command.downgrade(cfg, "base")
+
+
+def test_claim_is_fair_across_projects(catalog: Catalog) -> None:
+    big = catalog.create_project("big")
+    small = catalog.create_project("small")
+    catalog.plan(big.id, "v2", ["page"], [i * H for i in range(20)], 0)
+    catalog.plan(small.id, "v2", ["page"], [0], 5)  # queued later than all of big's
+    first = catalog.claim("w1", 10, 1000)
+    assert first is not None and first.project_id == big.id
+    second = catalog.claim("w2", 10, 1000)  # big has one running: small goes next
+    assert second is not None and second.project_id == small.id
+    third = catalog.claim("w3", 10, 1000)
+    assert third is not None and third.project_id == big.id

@@ -463,28 +463,53 @@ class Catalog:
         return [Job(**r._asdict()) for r in rows]
 
     def claim(self, owner: str, now: int, lease_ms: int) -> Job | None:
-        """Take the next runnable job (queued, due retry, or lost lease) under a lease."""
+        """Take the next runnable job (queued, due retry, or lost lease) under a lease.
+
+        Fair across projects: the project with the fewest running jobs goes first (then the
+        one waiting longest), so one huge project or backfill cannot starve the others.
+        """
         runnable = (
             (export_jobs.c.status.in_(("queued", "retrying")))
             & (export_jobs.c.next_attempt_ms <= now)
         ) | ((export_jobs.c.status == "running") & (export_jobs.c.lease_expires_ms < now))
         with self.tx() as c:
-            candidates = (
-                c.execute(
-                    select(export_jobs.c.id)
-                    .where(runnable)
-                    .order_by(
-                        export_jobs.c.next_attempt_ms, export_jobs.c.hour_ms, export_jobs.c.id
+            waiting = c.execute(
+                select(export_jobs.c.project_id, func.min(export_jobs.c.next_attempt_ms))
+                .where(runnable)
+                .group_by(export_jobs.c.project_id)
+            ).all()
+            running = {
+                int(pid): int(n)
+                for pid, n in c.execute(
+                    select(export_jobs.c.project_id, func.count())
+                    .where(
+                        export_jobs.c.status == "running",
+                        export_jobs.c.lease_expires_ms >= now,
                     )
-                    .limit(8)
+                    .group_by(export_jobs.c.project_id)
                 )
-                .scalars()
-                .all()
-            )
-        for job_id in candidates:
-            job = self._take(job_id, runnable, owner, now, lease_ms)
-            if job is not None:
-                return job
+            }
+        order = sorted(waiting, key=lambda r: (running.get(int(r[0]), 0), int(r[1]), int(r[0])))
+        for project_id, _ in order[:8]:
+            with self.tx() as c:
+                candidates = (
+                    c.execute(
+                        select(export_jobs.c.id)
+                        .where(runnable, export_jobs.c.project_id == project_id)
+                        .order_by(
+                            export_jobs.c.next_attempt_ms,
+                            export_jobs.c.hour_ms,
+                            export_jobs.c.id,
+                        )
+                        .limit(4)
+                    )
+                    .scalars()
+                    .all()
+                )
+            for job_id in candidates:
+                job = self._take(job_id, runnable, owner, now, lease_ms)
+                if job is not None:
+                    return job
         return None
 
     def claim_id(self, job_id: int, owner: str, now: int, lease_ms: int) -> Job | None:

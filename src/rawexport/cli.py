@@ -54,6 +54,7 @@ def run_server(settings: Settings) -> None:
 
     from rawexport.api import create_app
     from rawexport.compaction import Compactor
+    from rawexport.retention import Sweeper
     from rawexport.scheduler import Scheduler
     from rawexport.worker import WorkerPool
 
@@ -61,10 +62,12 @@ def run_server(settings: Settings) -> None:
     services = open_services(settings)
     scheduler = Scheduler(services.catalog, settings)
     compactor = Compactor(services.store, settings)
+    sweeper = Sweeper(services.catalog, services.store, services.blobs, settings.sweep_interval)
     pool = WorkerPool(services.exporter, settings.workers)
     app = create_app(settings, services.catalog, services.blobs, metrics=services.metrics)
     scheduler.start()
     compactor.start()
+    sweeper.start()
     pool.start()
     try:
         uvicorn.run(
@@ -78,6 +81,7 @@ def run_server(settings: Settings) -> None:
     finally:
         scheduler.stop()
         compactor.stop()
+        sweeper.stop()
         pool.stop()
         services.close()
 

@@ -56,6 +56,7 @@ class Settings:
     compact_small_bytes: int = _f(32 * 1024 * 1024, "event files below this size get compacted")
     compact_min_files: int = _f(8, "small files that make `serve` compact an hour (open or closed)")
     compact_interval: float = _f(60.0, "seconds between two compaction passes of `serve`")
+    sweep_interval: float = _f(600.0, "seconds between two retention sweeps of `serve`")
     log_level: str = _f("info", "log level: debug, info, warning, error")
 
     def __post_init__(self) -> None:
