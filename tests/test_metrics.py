@@ -49,6 +49,13 @@ def test_metrics_after_a_known_workload(tmp_path: Path) -> None:
         assert client.get(url, headers={"Authorization": token}).status_code == 200
         assert client.get(url, headers={"Authorization": token}).status_code == 429
         assert client.get("/nope").status_code == 404
+        events = (
+            b'{"type":"vstr","visitUserId":"u1","sessionId":"s1","time":1}\n'
+            b'{"type":"vstr","visitUserId":"u2","sessionId":"s2","time":2}\n'
+            b'{"type":"nonsense","visitUserId":"u3"}'
+        )
+        r = client.post(f"/api/v1/projects/{p.ai}/events", content=events)
+        assert r.status_code == 200 and r.json()["accepted"] == 2
         body = client.get("/metrics")
     assert body.status_code == 200 and body.headers["content-type"].startswith("text/plain")
     m = samples(body.text)
@@ -78,6 +85,8 @@ def test_metrics_after_a_known_workload(tmp_path: Path) -> None:
     assert m[("rawexport_export_lag_seconds_bucket", (("le", "60.0"),))] == 0
     assert m[("rawexport_export_lag_seconds_bucket", (("le", "120.0"),))] == 2
     assert m[("rawexport_rate_limited_total", ())] == 1
+    assert m[("rawexport_ingest_events_total", (("outcome", "accepted"),))] == 2
+    assert m[("rawexport_ingest_events_total", (("outcome", "rejected"),))] == 1
     route = "/v2/insights/{export_type}/{data_type}/{ai}/{export_date}.json"
     key = (
         "rawexport_http_request_duration_seconds_count",

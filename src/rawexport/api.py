@@ -297,7 +297,7 @@ def create_app(
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route("/openapi.json", api.openapi_json, methods=["GET"]),
         Route("/docs", api.docs, methods=["GET"]),
-        *collector_routes(settings, catalog, collector),
+        *collector_routes(settings, catalog, collector, metrics),
         # Last, and only matching export keys: it must not shadow the routes above.
         Route("/{key:exportkey}", downloads.serve, methods=["GET", "HEAD"]),
     ]

@@ -20,6 +20,7 @@ from rawexport import ingest, trackerpb
 from rawexport.auth import bearer
 from rawexport.catalog import Catalog, Project
 from rawexport.ingestor import Ingestor
+from rawexport.metrics import Metrics
 from rawexport.settings import Settings
 from rawexport.store import EventStore
 from rawexport.timeutil import now_ms
@@ -161,9 +162,16 @@ Convert = Callable[[Request, bytes, Project, int], ingest.Batch]
 
 
 class Collectors:
-    def __init__(self, settings: Settings, catalog: Catalog, ingestor: Ingestor) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        catalog: Catalog,
+        ingestor: Ingestor,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.settings = settings
         self.ingestor = ingestor
+        self.metrics = metrics
         self.gate = Gate(catalog, settings.collect_require_key)
         self.rejected_total = 0
 
@@ -229,6 +237,9 @@ class Collectors:
                 except Exception:
                     log.exception("could not store a batch of %s", project.ai)
                     return _json({"message": "could not store the events", "errors": []}, 503)
+            if self.metrics is not None:
+                self.metrics.ingest.labels("accepted").inc(batch.accepted)
+                self.metrics.ingest.labels("rejected").inc(len(batch.rejected))
             if batch.rejected:
                 self.rejected_total += len(batch.rejected)
                 log.warning(
@@ -244,9 +255,11 @@ class Collectors:
         return handle
 
 
-def collector_routes(settings: Settings, catalog: Catalog, ingestor: Ingestor) -> list[Route]:
+def collector_routes(
+    settings: Settings, catalog: Catalog, ingestor: Ingestor, metrics: Metrics | None = None
+) -> list[Route]:
     """The collector routes; `ingestor` must be started before the app serves."""
-    c = Collectors(settings, catalog, ingestor)
+    c = Collectors(settings, catalog, ingestor, metrics)
     return [
         Route("/v3/projects/{ai}/collect", c.handler(c.tracker), methods=["POST"]),
         Route("/custom/{ai}/events", c.handler(c.saas), methods=["POST"]),
