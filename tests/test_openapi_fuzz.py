@@ -12,7 +12,12 @@ from rawexport.timeutil import HOUR_MS
 from tests.conftest import CURRENT_HOUR, World
 
 EXAMPLES = 40
-CONTENT_TYPES = ("application/json", "application/gzip", "text/html; charset=utf-8")
+CONTENT_TYPES = (
+    "application/json",
+    "application/gzip",
+    "text/html; charset=utf-8",
+    "text/plain; version=0.0.4; charset=utf-8",
+)
 
 
 def test_no_generated_request_gets_a_server_error(world: World) -> None:
@@ -33,7 +38,7 @@ def test_no_generated_request_gets_a_server_error(world: World) -> None:
     ]
     schema = schemathesis.openapi.from_asgi("/openapi.json", world.client.app)
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 8  # every route but /openapi.json itself
+    assert len(operations) == 12  # every route but /openapi.json itself
     for operation in operations:
         raw = operation.definition.raw
         modes = [GenerationMode.POSITIVE]

@@ -169,6 +169,47 @@ def _schemas() -> dict[str, Any]:
     }
 
 
+def _collector(operation: str, summary: str, media: str) -> dict[str, Any]:
+    accepted = {
+        "type": "object",
+        "required": ["accepted", "rejected"],
+        "properties": {
+            "accepted": {"type": "integer"},
+            "rejected": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "index": {"type": "integer"},
+                        "field": {"type": "string"},
+                        "reason": {"type": "string"},
+                    },
+                },
+            },
+        },
+    }
+    return {
+        "operationId": operation,
+        "summary": summary,
+        "parameters": [
+            _AI,
+            *_HEADERS,
+            {"name": "stm", "in": "query", "required": False, "schema": {"type": "string"}},
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {media: {"schema": {"type": "string", "format": "binary"}}},
+        },
+        "responses": {
+            "200": _json(accepted, "Stored (durably) the valid events; lists the rejected ones"),
+            "400": _json(_ERROR, "Body is not valid JSON, NDJSON or snappy"),
+            "403": _json(_ERROR, "Export disabled, or a wrong key"),
+            "404": _json(_ERROR, "No such project"),
+            "413": _json(_ERROR, "Body or batch over the size limits"),
+        },
+    }
+
+
 def _auth_token() -> dict[str, Any]:
     fields = {
         "type": "object",
@@ -286,6 +327,34 @@ def document(base_url: str) -> dict[str, Any]:
                     "summary": "API documentation page",
                     "responses": {"200": plain},
                 }
+            },
+            "/metrics": {
+                "get": {
+                    "operationId": "metrics",
+                    "summary": "Prometheus metrics",
+                    "responses": {"200": plain},
+                }
+            },
+            "/v3/projects/{ai}/collect": {
+                "post": _collector(
+                    "tracker_collect",
+                    "GrowingIO tracker events (JSON, snappy, protobuf)",
+                    "application/json",
+                )
+            },
+            "/custom/{ai}/events": {
+                "post": _collector(
+                    "saas_custom_events",
+                    "SaaS custom events (JSON array or snappy)",
+                    "application/json",
+                )
+            },
+            "/api/v1/projects/{ai}/events": {
+                "post": _collector(
+                    "native_events",
+                    'Native events: NDJSON or a JSON array of {"type": <data_type>, <column>: ...}',
+                    "application/octet-stream",
+                )
             },
             "/{prefix}/{file}": {"get": _download("get"), "head": _download("head")},
         },
