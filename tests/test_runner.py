@@ -286,3 +286,94 @@ def test_parse_size() -> None:
     assert parse_size("12345") == 12345
     with pytest.raises(ValueError):
         parse_size("lots")
+
+
+def test_key_ranges_give_the_bytes_of_one_sort(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import rawexport.runner as runner
+
+    rows = page_rows(20_000, seed=11)
+    for i, row in enumerate(rows):
+        if i % 7 == 0:
+            row["visitUserId"] = None  # null first keys sort last, as in one ORDER BY
+        if i % 13 == 0:
+            row["sessionId"] = None
+    a = [write_parquet(tmp_path / "a.parquet", "page", rows)]
+    b = [write_parquet(tmp_path / f"b{i}.parquet", "page", rows[i::3]) for i in (2, 0, 1)]
+    split = runner._split
+    calls: list[int] = []
+
+    def counting_split(*args: Any, **kwargs: Any) -> list[Path]:
+        paths = split(*args, **kwargs)
+        calls.append(len(paths))
+        return paths
+
+    monkeypatch.setattr(runner, "_split", counting_split)
+
+    def run(name: str, files: list[Path], range_bytes: int) -> ExportResult:
+        return run_export(
+            files=files,
+            blobs=LocalBlobStore(tmp_path / name / "blobs"),
+            ai=AI,
+            version="v2",
+            name="page",
+            hour_ms=HOUR,
+            revision=1,
+            part_bytes=65536,
+            compress_level=1,
+            tmp_dir=tmp_path / name / "tmp",
+            memory_limit="256MB",
+            threads=2,
+            range_bytes=range_bytes,
+        )
+
+    whole = run("whole", a, 1 << 40)
+    assert calls == []
+    ranged = [run("ranged-a", a, 100_000), run("ranged-b", b, 300_000)]
+    assert len(calls) == 2 and all(n > 5 for n in calls)
+    for res in ranged:
+        assert [(p.sha256, p.rows) for p in res.files] == [(p.sha256, p.rows) for p in whole.files]
+        assert list((tmp_path / "ranged-a" / "tmp").iterdir()) == []
+    names = list(DATA_TYPES["page"].column_names)
+    got = [r for p in whole.files for r in read_part(tmp_path / "whole" / "blobs" / p.key)[1:]]
+    assert got[-1][0] == "" and got[0][0] != ""
+    keys = [(r[0] == "", r[0], r[1] == "", r[1], int(r[names.index("sendTime")])) for r in got]
+    assert keys == sorted(keys)
+
+
+def test_integer_key_ranges(tmp_path: Path) -> None:
+    rnd = random.Random(3)
+    rows = [
+        {"sendTime": rnd.choice([None, rnd.randrange(500)]), "ruleId": f"r{rnd.randrange(9)}"}
+        for _ in range(20_000)
+    ]
+    f = [write_parquet(tmp_path / "a.parquet", "action_tag", rows)]
+    got = []
+    for name, range_bytes in (("whole", 1 << 40), ("ranged", 20_000)):
+        res = run_export(
+            files=f,
+            blobs=LocalBlobStore(tmp_path / name / "blobs"),
+            ai=AI,
+            version="v2",
+            name="action_tag",
+            hour_ms=HOUR,
+            revision=1,
+            part_bytes=65536,
+            compress_level=1,
+            tmp_dir=tmp_path / name / "tmp",
+            memory_limit="256MB",
+            threads=2,
+            range_bytes=range_bytes,
+        )
+        got.append([p.sha256 for p in res.files])
+    assert got[0] == got[1]
+
+
+def test_rebatch_cuts_fixed_chunks() -> None:
+    from rawexport.runner import _rebatch
+
+    arrays = [pa.array([f"{i}\n" for i in range(a, b)]) for a, b in ((0, 3), (3, 3), (3, 11))]
+    out = list(_rebatch(arrays, 4))
+    assert [len(x) for x in out] == [4, 4, 3]
+    assert [v for x in out for v in x.to_pylist()] == [f"{i}\n" for i in range(11)]

@@ -58,12 +58,24 @@ def header_line(version: str, name: str) -> bytes:
     return (",".join(columns(version, name)) + "\n").encode()
 
 
-def export_query(version: str, name: str, files: Sequence[Path | str]) -> str:
-    """`SELECT line ... ORDER BY sort keys, line` over the given Parquet files.
+def sort_columns(version: str, name: str) -> list[str]:
+    """Output names of the sort keys in keyed_lines_query, first key first."""
+    return [f"k{i}" for i in range(len(_plan(version, name)[2]))]
 
-    Each line is a whole CSV row ending in a newline. The line itself breaks ties between
-    equal sort keys: equal lines are interchangeable, so a rerun writes the same bytes
-    whatever the file layout.
+
+def order_by(version: str, name: str) -> str:
+    """The export order over keyed_lines_query's columns; DuckDB's default NULLS LAST.
+
+    The line itself breaks ties between equal sort keys: equal lines are interchangeable,
+    so a rerun writes the same bytes whatever the file layout.
+    """
+    return ", ".join([*sort_columns(version, name), "line"])
+
+
+def keyed_lines_query(version: str, name: str, files: Sequence[Path | str]) -> str:
+    """`SELECT line, k0, k1, ...` (unsorted) over the given Parquet files.
+
+    Each line is a whole CSV row ending in a newline; k0... are the raw sort keys.
     """
     if not files:
         raise ValueError("export_query needs at least one file")
@@ -73,9 +85,26 @@ def export_query(version: str, name: str, files: Sequence[Path | str]) -> str:
     fields = [field_sql(f"c{i}", type_) for i, (_, _, type_) in enumerate(cols)]
     line = "concat(" + ", ',', ".join(fields) + ", chr(10))"
     paths = "[" + ", ".join(literal(str(f)) for f in files) + "]"
-    order = ", ".join([*(f"k{i}" for i in range(len(sort_keys))), "line"])
+    keys = "".join(f", k{i}" for i in range(len(sort_keys)))
     return (
-        f"SELECT {line} AS line FROM ("
-        f"SELECT {', '.join(inner)} FROM read_parquet({paths}, union_by_name = true)"
-        f") ORDER BY {order}"
+        f"SELECT {line} AS line{keys} FROM ("
+        f"SELECT {', '.join(inner)} FROM read_parquet({paths}, union_by_name = true))"
+    )
+
+
+def export_query(version: str, name: str, files: Sequence[Path | str]) -> str:
+    """`SELECT line ... ORDER BY sort keys, line` over the given Parquet files."""
+    inner = keyed_lines_query(version, name, files)
+    return f"SELECT line FROM ({inner}) ORDER BY {order_by(version, name)}"
+
+
+def first_key_sample_query(version: str, name: str, files: Sequence[Path | str], rows: int) -> str:
+    """A sorted, repeatable reservoir sample of the non-null first sort key (for ranges)."""
+    _, _, sort_keys = _plan(version, name)
+    paths = "[" + ", ".join(literal(str(f)) for f in files) + "]"
+    key = ident(sort_keys[0])
+    return (
+        f"SELECT k FROM (SELECT {key} AS k FROM read_parquet({paths}, union_by_name = true) "
+        f"WHERE {key} IS NOT NULL USING SAMPLE reservoir({int(rows)} ROWS) REPEATABLE (7)) "
+        "ORDER BY k"
     )

@@ -9,7 +9,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -196,12 +196,22 @@ _DONE = object()
 _ABORT = object()
 
 
-def write_parts(
-    chunks: Iterable[pa.Array], writer: PartWriter, queue_size: int = 4
-) -> list[PartInfo]:
-    """Feed chunks to writer in a second thread, so reading and compressing overlap.
+class Sink(Protocol):
+    """What feed() drives from its thread: write each item, then close, or abort."""
 
-    isal, hashlib and file writes release the GIL, so the two threads use two cores.
+    def write(self, item: Any, /) -> None: ...
+
+    def close(self) -> object: ...
+
+    def abort(self) -> None: ...
+
+
+def feed(chunks: Iterable[object], sink: Sink, queue_size: int = 4) -> None:
+    """Feed chunks to sink in a second thread, so producing and consuming overlap.
+
+    isal, hashlib, Arrow kernels and file writes release the GIL, so the two threads use
+    two cores; DuckDB only runs while its result is being fetched, so the fetching thread
+    must not do the heavy work itself.
     """
     q: queue.Queue[object] = queue.Queue(maxsize=queue_size)
     errors: list[BaseException] = []
@@ -213,18 +223,18 @@ def write_parts(
                 break
             if not errors:
                 try:
-                    writer.write(item)
+                    sink.write(item)
                 except BaseException as e:
                     errors.append(e)
         try:
             if item is _DONE and not errors:
-                writer.close()
+                sink.close()
             else:
-                writer.abort()
+                sink.abort()
         except BaseException as e:
             errors.append(e)
 
-    worker = threading.Thread(target=consume, name="rawexport-compress", daemon=True)
+    worker = threading.Thread(target=consume, name="rawexport-sink", daemon=True)
     worker.start()
     end: object = _ABORT
     try:
@@ -239,4 +249,11 @@ def write_parts(
         worker.join()
     if errors:
         raise errors[0]
+
+
+def write_parts(
+    chunks: Iterable[pa.Array], writer: PartWriter, queue_size: int = 4
+) -> list[PartInfo]:
+    """Compress chunks into writer's parts in a second thread (see feed)."""
+    feed(chunks, writer, queue_size)
     return writer.parts
