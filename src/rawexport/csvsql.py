@@ -66,10 +66,11 @@ def sort_columns(version: str, name: str) -> list[str]:
 def order_by(version: str, name: str) -> str:
     """The export order over keyed_lines_query's columns; DuckDB's default NULLS LAST.
 
-    The line itself breaks ties between equal sort keys: equal lines are interchangeable,
-    so a rerun writes the same bytes whatever the file layout.
+    The line breaks ties between equal sort keys (equal lines are interchangeable), so a
+    rerun writes the same bytes whatever the file layout; its hash goes first because
+    comparing 8-byte hashes is cheaper than comparing whole lines (~10 % at 5 M rows).
     """
-    return ", ".join([*sort_columns(version, name), "line"])
+    return ", ".join([*sort_columns(version, name), "hash(line)", "line"])
 
 
 def keyed_lines_query(version: str, name: str, files: Sequence[Path | str]) -> str:
