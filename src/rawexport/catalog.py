@@ -126,6 +126,24 @@ FileRow = PartInfo  # a committed part, as the catalog lists it
 PENDING = ("queued", "running", "retrying")
 
 
+def _held(job_id: int, owner: str) -> tuple[ColumnElement[bool], ...]:
+    """The job is running under this owner's lease."""
+    return (
+        export_jobs.c.id == job_id,
+        export_jobs.c.status == "running",
+        export_jobs.c.lease_owner == owner,
+    )
+
+
+def _runnable(now: int, due_only: bool) -> ColumnElement[bool]:
+    """Queued or retrying (and due, unless due_only is False), or running on a lost lease."""
+    waiting: ColumnElement[bool] = export_jobs.c.status.in_(("queued", "retrying"))
+    if due_only:
+        waiting = waiting & (export_jobs.c.next_attempt_ms <= now)
+    lost = (export_jobs.c.status == "running") & (export_jobs.c.lease_expires_ms < now)
+    return waiting | lost
+
+
 def _pk(result: CursorResult[Any]) -> int:
     key = result.inserted_primary_key
     assert key is not None
@@ -468,10 +486,7 @@ class Catalog:
         Fair across projects: the project with the fewest running jobs goes first (then the
         one waiting longest), so one huge project or backfill cannot starve the others.
         """
-        runnable = (
-            (export_jobs.c.status.in_(("queued", "retrying")))
-            & (export_jobs.c.next_attempt_ms <= now)
-        ) | ((export_jobs.c.status == "running") & (export_jobs.c.lease_expires_ms < now))
+        runnable = _runnable(now, due_only=True)
         with self.tx() as c:
             waiting = c.execute(
                 select(export_jobs.c.project_id, func.min(export_jobs.c.next_attempt_ms))
@@ -514,9 +529,7 @@ class Catalog:
 
     def claim_id(self, job_id: int, owner: str, now: int, lease_ms: int) -> Job | None:
         """Take one given job if it is runnable now, due or not (CLI `export run`)."""
-        runnable = (export_jobs.c.status.in_(("queued", "retrying"))) | (
-            (export_jobs.c.status == "running") & (export_jobs.c.lease_expires_ms < now)
-        )
+        runnable = _runnable(now, due_only=False)
         return self._take(job_id, runnable, owner, now, lease_ms)
 
     def _take(
@@ -542,11 +555,7 @@ class Catalog:
         with self.tx() as c:
             res = c.execute(
                 update(export_jobs)
-                .where(
-                    export_jobs.c.id == job_id,
-                    export_jobs.c.status == "running",
-                    export_jobs.c.lease_owner == owner,
-                )
+                .where(*_held(job_id, owner))
                 .values(lease_expires_ms=now + lease_ms)
             )
             return res.rowcount == 1
@@ -556,11 +565,7 @@ class Catalog:
         with self.tx() as c:
             res = c.execute(
                 update(export_jobs)
-                .where(
-                    export_jobs.c.id == job_id,
-                    export_jobs.c.status == "running",
-                    export_jobs.c.lease_owner == owner,
-                )
+                .where(*_held(job_id, owner))
                 .values(
                     status="finished",
                     rows=result.rows,

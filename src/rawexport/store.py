@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from rawexport.fsutil import fsync_path
 from rawexport.schema import DATA_TYPES, ColumnType
 from rawexport.timeutil import HOUR_MS, utc_partition
 
@@ -101,12 +102,7 @@ def read_journal(path: Path) -> tuple[str, list[str]] | None:
         return None
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+fsync_dir = fsync_path
 
 
 def _makedirs(path: Path) -> None:

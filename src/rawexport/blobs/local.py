@@ -11,18 +11,11 @@ from pathlib import Path
 from stat import S_ISREG
 
 from rawexport.blobs import BlobInfo
+from rawexport.fsutil import fsync_path
 
 # Staging files live next to their target (same filesystem, so os.replace is atomic);
 # keys may not use this prefix and listings skip it.
 _STAGING = ".staging-"
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def check_key(key: str) -> str:
@@ -61,14 +54,14 @@ class LocalBlobStore:
                 d.mkdir()
             except FileExistsError:
                 continue
-            _fsync_path(d.parent)
+            fsync_path(d.parent)
 
     def _staging(self, target: Path) -> Path:
         return target.with_name(f"{_STAGING}{uuid.uuid4().hex}")
 
     def _commit(self, staged: Path, target: Path) -> None:
         os.replace(staged, target)
-        _fsync_path(target.parent)
+        fsync_path(target.parent)
 
     def _retry_if_dir_vanished(self, target: Path, action: Callable[[], None]) -> None:
         # delete() prunes empty directories; one racing with us is recreated once.
@@ -83,7 +76,7 @@ class LocalBlobStore:
 
     def put(self, key: str, src: Path) -> None:
         target = self.path(key)
-        _fsync_path(src)
+        fsync_path(src)
         try:
             self._retry_if_dir_vanished(target, lambda: self._commit(src, target))
             return
