@@ -16,7 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rawexport.csvsql import columns, export_query, header_line, source_type
+from rawexport.csvsql import columns, fields_query, header_line, source_type
+from rawexport.runner import sorted_lines
 from rawexport.schema import DATA_TYPES, V1_TYPES
 
 _ARROW = {"string": pa.string(), "map": pa.string(), "bigint": pa.int64(), "double": pa.float64()}
@@ -63,10 +64,9 @@ def write_parquet(path: Path, data_type: str, rows: list[dict[str, Any]]) -> Pat
 def run_lines(version: str, name: str, files: list[Path]) -> list[str]:
     con = duckdb.connect()
     try:
-        table = con.sql(export_query(version, name, files)).to_arrow_table()
+        return [str(x) for a in sorted_lines(con, version, name, files) for x in a.to_pylist()]
     finally:
         con.close()
-    return [str(x) for x in table.column("line").to_pylist()]
 
 
 def parse(lines: list[str]) -> list[list[str]]:
@@ -248,4 +248,4 @@ def test_file_paths_are_quoted(tmp_path: Path) -> None:
     f = write_parquet(d / "a.parquet", "action_tag", [{"sendTime": 1, "ruleId": "r"}])
     assert parse(run_lines("v2", "action_tag", [f])) == [["1", "", "r"]]
     with pytest.raises(ValueError):
-        export_query("v2", "action_tag", [])
+        fields_query("v2", "action_tag", [])

@@ -307,15 +307,15 @@ def test_key_ranges_give_the_bytes_of_one_sort(
             row["sessionId"] = None
     a = [write_parquet(tmp_path / "a.parquet", "page", rows)]
     b = [write_parquet(tmp_path / f"b{i}.parquet", "page", rows[i::3]) for i in (2, 0, 1)]
-    split = runner._split
+    files = runner._RangeFiles.files
     calls: list[int] = []
 
-    def counting_split(*args: Any, **kwargs: Any) -> list[Path]:
-        paths = split(*args, **kwargs)
+    def counting_files(self: Any) -> list[Path]:
+        paths = files(self)
         calls.append(len(paths))
         return paths
 
-    monkeypatch.setattr(runner, "_split", counting_split)
+    monkeypatch.setattr(runner._RangeFiles, "files", counting_files)
 
     def run(name: str, files: list[Path], range_bytes: int) -> ExportResult:
         return run_export(

@@ -1,4 +1,4 @@
-"""The DuckDB query that turns stored rows into sorted GrowingIO-dialect CSV lines."""
+"""The DuckDB queries of an export: stored rows as text fields plus sort keys, key samples."""
 
 from __future__ import annotations
 
@@ -6,9 +6,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rawexport.schema import DATA_TYPES, V1_TYPES, ColumnType
-
-# Characters that force quoting: separator, quote, escape and both line-break bytes.
-_SPECIAL = ("','", "'\"'", "'\\'", "chr(10)", "chr(13)")
 
 
 def ident(name: str) -> str:
@@ -20,15 +17,11 @@ def literal(text: str) -> str:
 
 
 def field_sql(expr: str, type_: ColumnType) -> str:
-    """One CSV field of expr; NULL stays NULL (concat() writes it as an empty field)."""
-    if type_ == "bigint":
-        return f"CAST({expr} AS VARCHAR)"
+    """One field of expr as text, not yet quoted; NULL stays NULL (an empty field)."""
     if type_ == "double":
         # Shortest round-trip text; inf/nan have no portable CSV spelling, so they are null.
         return f"CASE WHEN isfinite({expr}) THEN CAST({expr} AS VARCHAR) END"
-    special = " OR ".join(f"contains({expr}, {ch})" for ch in _SPECIAL)
-    escaped = f"replace(replace({expr}, '\\', '\\\\'), '\"', '\\\"')"
-    return f"CASE WHEN {special} THEN concat('\"', {escaped}, '\"') ELSE {expr} END"
+    return f"CAST({expr} AS VARCHAR)"
 
 
 def _plan(
@@ -58,45 +51,39 @@ def header_line(version: str, name: str) -> bytes:
     return (",".join(columns(version, name)) + "\n").encode()
 
 
+def quoted(version: str, name: str) -> tuple[bool, ...]:
+    """Per field of fields_query: may it need quoting (text) or never (numbers)."""
+    return tuple(t in ("string", "map") for _, _, t in _plan(version, name)[1])
+
+
+def sort_keys(version: str, name: str) -> list[str]:
+    """The stored columns an export is sorted by, first key first."""
+    return list(_plan(version, name)[2])
+
+
 def sort_columns(version: str, name: str) -> list[str]:
-    """Output names of the sort keys in keyed_lines_query, first key first."""
+    """Output names of the sort keys in fields_query, first key first."""
     return [f"k{i}" for i in range(len(_plan(version, name)[2]))]
 
 
-def order_by(version: str, name: str) -> str:
-    """The export order over keyed_lines_query's columns; DuckDB's default NULLS LAST.
+def fields_query(version: str, name: str, files: Sequence[Path | str]) -> str:
+    """`SELECT f0, f1, ..., k0, k1, ...` (unsorted) over the given Parquet files.
 
-    The line breaks ties between equal sort keys (equal lines are interchangeable), so a
-    rerun writes the same bytes whatever the file layout; its hash goes first because
-    comparing 8-byte hashes is cheaper than comparing whole lines (~10 % at 5 M rows).
-    """
-    return ", ".join([*sort_columns(version, name), "hash(line)", "line"])
-
-
-def keyed_lines_query(version: str, name: str, files: Sequence[Path | str]) -> str:
-    """`SELECT line, k0, k1, ...` (unsorted) over the given Parquet files.
-
-    Each line is a whole CSV row ending in a newline; k0... are the raw sort keys.
+    f0... are the export's fields as text, unquoted (csvline quotes and joins them);
+    k0... are the raw sort keys.
     """
     if not files:
-        raise ValueError("export_query needs at least one file")
+        raise ValueError("fields_query needs at least one file")
     _, cols, sort_keys = _plan(version, name)
     inner = [f"{expr} AS c{i}" for i, (_, expr, _) in enumerate(cols)]
     inner += [f"{ident(k)} AS k{i}" for i, k in enumerate(sort_keys)]
-    fields = [field_sql(f"c{i}", type_) for i, (_, _, type_) in enumerate(cols)]
-    line = "concat(" + ", ',', ".join(fields) + ", chr(10))"
+    fields = [f"{field_sql(f'c{i}', type_)} AS f{i}" for i, (_, _, type_) in enumerate(cols)]
     paths = "[" + ", ".join(literal(str(f)) for f in files) + "]"
     keys = "".join(f", k{i}" for i in range(len(sort_keys)))
     return (
-        f"SELECT {line} AS line{keys} FROM ("
+        f"SELECT {', '.join(fields)}{keys} FROM ("
         f"SELECT {', '.join(inner)} FROM read_parquet({paths}, union_by_name = true))"
     )
-
-
-def export_query(version: str, name: str, files: Sequence[Path | str]) -> str:
-    """`SELECT line ... ORDER BY sort keys, line` over the given Parquet files."""
-    inner = keyed_lines_query(version, name, files)
-    return f"SELECT line FROM ({inner}) ORDER BY {order_by(version, name)}"
 
 
 def first_key_sample_query(version: str, name: str, files: Sequence[Path | str], rows: int) -> str:

@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,16 +17,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rawexport.blobs import BlobStore
+from rawexport.csvline import build_lines, gather_lines, key_ranges
 from rawexport.csvsql import (
     columns,
+    fields_query,
     first_key_sample_query,
     header_line,
-    keyed_lines_query,
     literal,
-    order_by,
+    quoted,
     sort_columns,
+    sort_keys,
+    source_type,
 )
 from rawexport.keys import export_prefix, manifest_key, part_key
+from rawexport.store import arrow_schema
 from rawexport.timeutil import beijing_hour_label, now_ms
 from rawexport.types import ExportResult, PartInfo
 from rawexport.writer import PartWriter, feed, write_parts
@@ -33,21 +38,26 @@ from rawexport.writer import PartWriter, feed, write_parts
 # ~15-20 MB of CSV per batch: big enough to keep per-call overhead low, small enough that the
 # compressor queue stays a few tens of MB.
 BATCH_ROWS = 65536
-# DuckDB's limit covers its buffer pool only; Arrow batches, the compressor queue, the
-# interpreter and allocator slack come on top (measured ~230 MiB at 5 M rows).
-DUCKDB_SHARE = 0.6
-# Most CSV bytes sorted at once, as a share of DuckDB's budget: the sort needs its keys and
-# working space on top of the rows, so a group must stay well below the limit to not spill.
-RANGE_SHARE = 0.25
+# DuckDB's limit covers its buffer pool only (Parquet reads and the sort of keys); the lines
+# of a group (held twice while they are put in order), the compressor queue, the interpreter
+# and allocator slack come on top.
+DUCKDB_SHARE = 0.4
+# Most CSV bytes sorted at once, as a share of the budget: a group's lines are held twice.
+RANGE_SHARE = 0.2
 # Ranges planned per range_bytes of estimated CSV (the estimate is rough; see
-# _sorted_ranges), the cap on ranges (one open file each; past it, groups grow and DuckDB
-# spills within its limit), and sampled keys per range.
+# _sorted_ranges), the cap on ranges (one open file each; past it, groups grow), and sampled
+# keys per range.
 RANGE_SPLIT = 4
 MAX_RANGES = 256
-# Sorted batches queued for the compressor (~20 MB each): deep enough that DuckDB sorts the
-# next group while the compressor drains the last one.
-SORTED_QUEUE = 10
+# Sorted batches queued for the compressor (~20 MB each): deep enough that the next group is
+# read and sorted while the compressor drains the last one.
+SORTED_QUEUE = 6
 SAMPLE_PER_RANGE = 64
+# Threads building lines while the main thread reads (csvline releases the GIL); the
+# order of built batches does not matter, the sort after them fixes it.
+BUILD_THREADS = 2
+# Largest (compressed) dictionary page of a column read as an Arrow dictionary.
+DICTIONARY_PAGE_BYTES = 128 << 10
 # Parquet plain bytes -> CSV bytes: numbers as text, separators, quoting (measured ~1.9).
 CSV_PER_PLAIN_BYTE = 2
 
@@ -62,11 +72,6 @@ def parse_size(text: str) -> int:
     if not m:
         raise ValueError(f"bad memory size {text!r}")
     return int(float(m.group(1)) * _UNITS[(m.group(2) or "b").lower()])
-
-
-def _lines(reader: pa.RecordBatchReader) -> Iterator[pa.Array]:
-    for batch in reader:
-        yield batch.column(0)
 
 
 def _rebatch(arrays: Iterable[pa.Array], rows: int) -> Iterator[pa.Array]:
@@ -110,48 +115,151 @@ def _estimated_csv_bytes(files: list[Path]) -> int:
     return total * CSV_PER_PLAIN_BYTE
 
 
-def _bounds(con: duckdb.DuckDBPyConnection, sql: str, ranges: int) -> list[str]:
-    """ranges-1 increasing SQL literals splitting the sampled first key into equal counts."""
+def _bounds(con: duckdb.DuckDBPyConnection, sql: str, ranges: int) -> list[str | int]:
+    """ranges-1 increasing values splitting the sampled first key into equal counts."""
     sample = [row[0] for row in con.execute(sql).fetchall()]
-    out: list[str] = []
+    out: list[str | int] = []
     last: Any = None
     for i in range(1, ranges):
         v = sample[len(sample) * i // ranges] if sample else None
         if v is None or v == last:
             continue
         if isinstance(v, bool) or not isinstance(v, (str, int)):
-            return []  # only text and integer keys have an exact SQL literal here
-        out.append(literal(v) if isinstance(v, str) else str(int(v)))
+            return []  # only text and integer keys are split into ranges
+        out.append(v)
         last = v
     return out
 
 
-def _range_of(key: str, bounds: list[str], lo: int, hi: int) -> str:
-    """Range number of key among bounds[lo:hi] as a balanced CASE tree (log2 compares)."""
-    if hi == lo:
-        return str(lo)
-    mid = (lo + hi) // 2
-    below, above = _range_of(key, bounds, lo, mid), _range_of(key, bounds, mid + 1, hi)
-    return f"CASE WHEN {key} < {bounds[mid]} THEN {below} ELSE {above} END"
+def _dictionary_columns(pf: pq.ParquetFile, names: list[str]) -> list[str]:
+    """Text columns whose every row group is dictionary-encoded with a small dictionary.
+
+    Read as Arrow dictionaries, their values are decoded and quoted once per entry instead
+    of once per row; a column whose dictionary overflowed (the writer then falls back to
+    plain pages) is read as plain text.
+    """
+    meta = pf.metadata
+    index = {meta.schema.column(i).path: i for i in range(meta.num_columns)}
+    out = []
+    for name in names:
+        i = index.get(name)
+        if i is None or meta.num_row_groups == 0:
+            continue
+        chunks = [meta.row_group(g).column(i) for g in range(meta.num_row_groups)]
+        if all(
+            c.has_dictionary_page
+            and c.dictionary_page_offset is not None
+            and c.data_page_offset - c.dictionary_page_offset <= DICTIONARY_PAGE_BYTES
+            for c in chunks
+        ):
+            out.append(name)
+    return out
+
+
+def _store_batches(version: str, name: str, files: list[Path]) -> Iterator[pa.RecordBatch]:
+    """Batches of (f0..., k0...) read from the store's Parquet files with pyarrow (v2).
+
+    A v2 export writes the stored columns as they are, so no SQL is needed: small-dictionary
+    columns stay dictionary-encoded and numbers are formatted by csvline. Columns a file
+    lacks are nulls (as DuckDB's union_by_name).
+    """
+    fields = list(columns(version, name))
+    keys = sort_keys(version, name)
+    types = {f.name: f.type for f in arrow_schema(source_type(version, name))}
+    wanted = list(dict.fromkeys([*fields, *keys]))
+    out_names = [f"f{i}" for i in range(len(fields))] + [f"k{i}" for i in range(len(keys))]
+    for path in files:
+        pf = pq.ParquetFile(path)
+        present = [c for c in wanted if c in pf.schema_arrow.names]
+        strings = [c for c in present if pa.types.is_string(types[c])]
+        pf = pq.ParquetFile(path, read_dictionary=_dictionary_columns(pf, strings))
+        for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=present, use_threads=False):
+            n = batch.num_rows
+            by_name = {c: batch.column(i) for i, c in enumerate(batch.schema.names)}
+            arrays = [by_name.get(c, pa.nulls(n, types[c])) for c in [*fields, *keys]]
+            yield pa.RecordBatch.from_arrays(arrays, out_names)
+
+
+def _source(
+    con: duckdb.DuckDBPyConnection, version: str, name: str, files: list[Path]
+) -> Iterable[pa.RecordBatch]:
+    """Unsorted (f0..., k0...) batches of an export: v2 straight from Parquet, v1 by SQL."""
+    if version == "v2":
+        return _store_batches(version, name, files)
+    reader: Iterable[pa.RecordBatch] = con.sql(fields_query(version, name, files)).to_arrow_reader(
+        BATCH_ROWS
+    )
+    return reader
+
+
+class _Keyed:
+    """Turns (f0..., k0...) batches into (line, k0..., h) batches: lines built natively."""
+
+    def __init__(self, version: str, name: str) -> None:
+        self.quoted = quoted(version, name)
+        self.keys = sort_columns(version, name)
+
+    def __call__(
+        self, batch: pa.RecordBatch, order: np.ndarray[Any, Any] | None = None
+    ) -> pa.RecordBatch:
+        """Keyed rows of batch, in the given order (a permutation) if any."""
+        n = len(self.quoted)
+        keys = [batch.column(n + i) for i in range(len(self.keys))]
+        keys = [k.dictionary_decode() if pa.types.is_dictionary(k.type) else k for k in keys]
+        if order is None:
+            lines, hashes = build_lines(batch.columns[:n], self.quoted)
+        else:
+            dest = np.empty(len(order), dtype=np.int64)
+            dest[order] = np.arange(len(order))
+            lines, hashes = build_lines(batch.columns[:n], self.quoted, dest)
+            taken = pa.array(order)
+            keys = [k.take(taken) for k in keys]
+        return pa.RecordBatch.from_arrays([lines, *keys, hashes], ["line", *self.keys, "h"])
+
+
+class _Collect:
+    """Keeps every keyed batch in memory (a feed() sink, for hours that fit)."""
+
+    def __init__(self, keyed: _Keyed) -> None:
+        self.keyed = keyed
+        self.batches: list[pa.RecordBatch] = []
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        self.batches.append(self.keyed(batch))
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        self.batches.clear()
 
 
 class _RangeFiles:
-    """Appends each batch's rows to the Arrow IPC file of their key range (a feed() sink)."""
+    """Appends each keyed batch's rows to the Arrow IPC file of their key range (a sink).
 
-    def __init__(self, work: Path, ranges: int) -> None:
-        self.paths = [work / f"range-{i:05d}.arrow" for i in range(ranges)]
+    Range i holds bounds[i-1] <= k0 < bounds[i]; null keys get the last range because the
+    export order is NULLS LAST.
+    """
+
+    def __init__(self, work: Path, bounds: list[str | int], keyed: _Keyed) -> None:
+        self.paths = [work / f"range-{i:05d}.arrow" for i in range(len(bounds) + 2)]
         self.writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
+        self.bounds = bounds
+        self.keyed = keyed
+        self.lock = threading.Lock()  # write() runs in several threads
 
     def write(self, batch: pa.RecordBatch) -> None:
-        r = batch.column(batch.num_columns - 1).to_numpy()
-        grouped = batch.drop_columns(["r"]).take(pa.array(np.argsort(r, kind="stable")))
+        r = key_ranges(batch.column(len(self.keyed.quoted)), self.bounds)
+        # Lines are built straight into range order: no second copy to group them.
+        grouped = self.keyed(batch, np.argsort(r, kind="stable"))
         counts = np.bincount(r, minlength=len(self.paths))
         start = 0
-        for i in map(int, np.flatnonzero(counts)):
-            if i not in self.writers:
-                self.writers[i] = pa.ipc.new_stream(str(self.paths[i]), grouped.schema)
-            self.writers[i].write_batch(grouped.slice(start, int(counts[i])))
-            start += int(counts[i])
+        with self.lock:
+            for i in map(int, np.flatnonzero(counts)):
+                if i not in self.writers:
+                    self.writers[i] = pa.ipc.new_stream(str(self.paths[i]), grouped.schema)
+                self.writers[i].write_batch(grouped.slice(start, int(counts[i])))
+                start += int(counts[i])
 
     def close(self) -> None:
         for w in self.writers.values():
@@ -165,39 +273,86 @@ class _RangeFiles:
         return [self.paths[i] for i in sorted(self.writers)]
 
 
-def _split(
-    con: duckdb.DuckDBPyConnection, sql: str, key: str, bounds: list[str], work: Path
-) -> list[Path]:
-    """Stream the unsorted keyed lines once into one Arrow IPC file per key range.
-
-    Range i holds bounds[i-1] <= key < bounds[i]; null keys get the last range because
-    the export order is NULLS LAST. Files are returned in export order, empty ones left out.
-    """
-    n = len(bounds) + 1
-    rng = f"CASE WHEN {key} IS NULL THEN {n} ELSE {_range_of(key, bounds, 0, n - 1)} END"
-    reader = con.sql(f"SELECT *, CAST({rng} AS USMALLINT) AS r FROM ({sql})").to_arrow_reader(
-        BATCH_ROWS
-    )
-    files = _RangeFiles(work, n + 1)
-    feed(reader, files)
-    return files.files()
-
-
-def _read(paths: list[Path]) -> Iterator[pa.RecordBatch]:
+def _read(paths: list[Path]) -> list[pa.RecordBatch]:
     """The batches of Arrow IPC stream files, each file deleted once read."""
+    out: list[pa.RecordBatch] = []
     for p in paths:
         with pa.ipc.open_stream(str(p)) as stream:
-            yield from stream
+            out.extend(stream)
         p.unlink()
+    return out
+
+
+def _settle_ties(
+    perm: np.ndarray[Any, Any], hashes: np.ndarray[Any, Any], keys: pa.Table, lines: pa.Array
+) -> np.ndarray[Any, Any]:
+    """perm with rows of equal sort keys and equal hashes ordered by their bytes.
+
+    DuckDB orders by the keys, then the line's hash; equal hashes of different lines are
+    rare but possible, and its sort is not stable, so such runs get a fixed order here.
+    """
+    dup = np.flatnonzero(hashes[1:] == hashes[:-1])
+    if not len(dup):
+        return perm
+    perm = perm.copy()
+    i = 0
+    while i < len(dup):
+        a = b = int(dup[i])
+        while i < len(dup) and int(dup[i]) == b:
+            b += 1
+            i += 1
+        rows = [int(j) for j in perm[a : b + 1]]
+        key_of = {j: tuple(keys.column(k)[j].as_py() for k in keys.column_names) for j in rows}
+        run: list[int] = []
+        settled: list[int] = []
+        for j in [*rows, -1]:
+            if run and (j < 0 or key_of[j] != key_of[run[0]]):
+                settled += sorted(run, key=lambda x: str(lines[x].as_py()).encode())
+                run = []
+            run.append(j)
+        perm[a : b + 1] = settled
+    return perm
+
+
+def _sort_group(
+    con: duckdb.DuckDBPyConnection, batches: list[pa.RecordBatch], keys: list[str]
+) -> Iterator[pa.Array]:
+    """The lines of keyed batches in export order, BATCH_ROWS at a time.
+
+    DuckDB sorts only the keys, the line hashes and row numbers (moving whole lines
+    through its sort costs ~5x more); the lines are then gathered in that order.
+    """
+    if not batches:
+        return
+    table = pa.Table.from_batches(batches)
+    batches.clear()
+    lines = table.column("line").chunks
+    n = table.num_rows
+    sort = table.select([*keys, "h"]).append_column("i", pa.array(np.arange(n)))
+    order = ", ".join(f"{k} ASC NULLS LAST" for k in [*keys, "h"])
+    con.register("group_keys", sort)
+    try:
+        got = con.sql(f"SELECT i, h FROM group_keys ORDER BY {order}").to_arrow_table()
+    finally:
+        con.unregister("group_keys")
+    perm = _settle_ties(
+        got.column("i").to_numpy(),
+        got.column("h").to_numpy(),
+        table.select(keys),
+        table.column("line"),
+    )
+    del got, sort
+    for start in range(0, n, BATCH_ROWS):
+        yield gather_lines(lines, perm[start : start + BATCH_ROWS])
 
 
 def _sorted_ranges(
-    con: duckdb.DuckDBPyConnection, paths: list[Path], order: str, group_bytes: int
+    con: duckdb.DuckDBPyConnection, paths: list[Path], keys: list[str], group_bytes: int
 ) -> Iterator[pa.Array]:
     """Sorted lines of consecutive range files, read and sorted group_bytes at a time.
 
     Ranges are disjoint and in key order, so sorting each group alone gives the same bytes
-    as one global sort; a group small enough never spills.
+    as one global sort.
     """
     i = 0
     while i < len(paths):
@@ -208,18 +363,17 @@ def _sorted_ranges(
             size += paths[i].stat().st_size
             group.append(paths[i])
             i += 1
-        with pa.ipc.open_stream(str(group[0])) as first:
-            schema = first.schema
-        # A stream, not a table: DuckDB copies the rows into its sort anyway, so holding
-        # them in Arrow too would double the memory (and a skewed range can be large).
-        con.register("range_rows", pa.RecordBatchReader.from_batches(schema, _read(group)))
-        try:
-            reader = con.sql(f"SELECT line FROM range_rows ORDER BY {order}").to_arrow_reader(
-                BATCH_ROWS
-            )
-            yield from _lines(reader)
-        finally:
-            con.unregister("range_rows")
+        yield from _sort_group(con, _read(group), keys)
+
+
+def sorted_lines(
+    con: duckdb.DuckDBPyConnection, version: str, name: str, files: list[Path]
+) -> Iterator[pa.Array]:
+    """Every line of files in export order, all held in memory (for hours that fit)."""
+    keyed = _Keyed(version, name)
+    sink = _Collect(keyed)
+    feed(_source(con, version, name, files), sink, workers=BUILD_THREADS)
+    yield from _sort_group(con, sink.batches, keyed.keys)
 
 
 def _query_into(
@@ -232,35 +386,33 @@ def _query_into(
     threads: int,
     range_bytes: int | None = None,
 ) -> list[PartInfo]:
-    """Sorted lines into writer: one DuckDB sort when it fits, else range-partitioned.
+    """Sorted lines into writer: sorted in memory when they fit, else range-partitioned.
 
-    DuckDB's spilling sort of the whole hour runs mostly on one core; instead the lines are
-    built once (in parallel), split by ranges of the first sort key into files, and each
-    range is sorted in memory and streamed to the compressor.
+    DuckDB reads the rows (in parallel) while a second thread builds their lines; a big
+    hour's lines are split by ranges of the first sort key into files, and each group of
+    ranges is sorted in memory and streamed to the compressor.
     """
-    duck_bytes = int(parse_size(memory_limit) * DUCKDB_SHARE)
+    budget = parse_size(memory_limit)
     if range_bytes is None:
-        range_bytes = int(duck_bytes * RANGE_SHARE)
-    con = _connect(work, duck_bytes, threads)
+        range_bytes = int(budget * RANGE_SHARE)
+    con = _connect(work, int(budget * DUCKDB_SHARE), threads)
     try:
-        order = order_by(version, name)
-        keyed = keyed_lines_query(version, name, files)
+        keyed = _Keyed(version, name)
         est = _estimated_csv_bytes(files)
-        bounds: list[str] = []
+        bounds: list[str | int] = []
         if est > range_bytes:
             # Over-split: the estimate is rough, and small neighbours are sorted together.
-            ranges = min(MAX_RANGES, -(-est * RANGE_SPLIT // range_bytes))
-            sample = first_key_sample_query(version, name, files, ranges * SAMPLE_PER_RANGE)
-            bounds = _bounds(con, sample, ranges)
+            count = min(MAX_RANGES, -(-est * RANGE_SPLIT // range_bytes))
+            sample = first_key_sample_query(version, name, files, count * SAMPLE_PER_RANGE)
+            bounds = _bounds(con, sample, count)
         if not bounds:
-            reader = con.sql(f"SELECT line FROM ({keyed}) ORDER BY {order}").to_arrow_reader(
-                BATCH_ROWS
-            )
-            return write_parts(_rebatch(_lines(reader), BATCH_ROWS), writer)
+            lines = sorted_lines(con, version, name, files)
+            return write_parts(_rebatch(lines, BATCH_ROWS), writer, SORTED_QUEUE)
         split = work / "ranges"
         split.mkdir()
-        paths = _split(con, keyed, sort_columns(version, name)[0], bounds, split)
-        lines = _sorted_ranges(con, paths, order, range_bytes)
+        ranges = _RangeFiles(split, bounds, keyed)
+        feed(_source(con, version, name, files), ranges, workers=BUILD_THREADS)
+        lines = _sorted_ranges(con, ranges.files(), keyed.keys, range_bytes)
         return write_parts(_rebatch(lines, BATCH_ROWS), writer, SORTED_QUEUE)
     finally:
         con.close()
@@ -285,8 +437,8 @@ def run_export(
     """Export one (project, version, type, hour, revision); a rerun rewrites the same keys.
 
     memory_limit is the budget of the whole run; DuckDB gets DUCKDB_SHARE of it and spills
-    the sort to a temp directory under tmp_dir beyond that. range_bytes (default: a share
-    of DuckDB's budget) is the most CSV sorted in one piece; tests set it small.
+    to a temp directory under tmp_dir beyond that. range_bytes (default: RANGE_SHARE of the
+    budget) is the most CSV sorted in one piece; tests set it small.
     """
     cols = columns(version, name)
     prefix = export_prefix(ai, version, name, hour_ms, revision)

@@ -193,7 +193,6 @@ class PartWriter:
 
 
 _DONE = object()
-_ABORT = object()
 
 
 class Sink(Protocol):
@@ -206,12 +205,13 @@ class Sink(Protocol):
     def abort(self) -> None: ...
 
 
-def feed(chunks: Iterable[object], sink: Sink, queue_size: int = 4) -> None:
-    """Feed chunks to sink in a second thread, so producing and consuming overlap.
+def feed(chunks: Iterable[object], sink: Sink, queue_size: int = 4, workers: int = 1) -> None:
+    """Feed chunks to sink in other threads, so producing and consuming overlap.
 
-    isal, hashlib, Arrow kernels and file writes release the GIL, so the two threads use
-    two cores; DuckDB only runs while its result is being fetched, so the fetching thread
-    must not do the heavy work itself.
+    isal, hashlib, Arrow kernels, csvline and file writes release the GIL, so the threads
+    use several cores; DuckDB only runs while its result is being fetched, so the fetching
+    thread must not do the heavy work itself. With workers > 1, sink.write is called from
+    several threads at once, in no fixed order (the sink must allow both).
     """
     q: queue.Queue[object] = queue.Queue(maxsize=queue_size)
     errors: list[BaseException] = []
@@ -219,34 +219,40 @@ def feed(chunks: Iterable[object], sink: Sink, queue_size: int = 4) -> None:
     def consume() -> None:
         while True:
             item = q.get()
-            if item is _DONE or item is _ABORT:
-                break
+            if item is _DONE:
+                return
             if not errors:
                 try:
                     sink.write(item)
                 except BaseException as e:
                     errors.append(e)
-        try:
-            if item is _DONE and not errors:
-                sink.close()
-            else:
-                sink.abort()
-        except BaseException as e:
-            errors.append(e)
 
-    worker = threading.Thread(target=consume, name="rawexport-sink", daemon=True)
-    worker.start()
-    end: object = _ABORT
+    threads = [
+        threading.Thread(target=consume, name=f"rawexport-sink-{i}", daemon=True)
+        for i in range(workers)
+    ]
+    for t in threads:
+        t.start()
+    finished = False
     try:
         for chunk in chunks:
             q.put(chunk)
             if errors:
                 break
         else:
-            end = _DONE
+            finished = True
     finally:
-        q.put(end)
-        worker.join()
+        for _ in threads:
+            q.put(_DONE)
+        for t in threads:
+            t.join()
+        try:
+            if finished and not errors:
+                sink.close()
+            else:
+                sink.abort()
+        except BaseException as e:
+            errors.append(e)
     if errors:
         raise errors[0]
 
