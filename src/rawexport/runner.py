@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import queue
 import re
 import shutil
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ from rawexport.csvsql import (
     source_type,
 )
 from rawexport.keys import export_prefix, manifest_key, part_key
+from rawexport.spill import SpillWriter, read_spill
 from rawexport.store import arrow_schema
 from rawexport.timeutil import beijing_hour_label, now_ms
 from rawexport.types import ExportResult, PartInfo
@@ -42,8 +45,9 @@ BATCH_ROWS = 65536
 # of a group (held twice while they are put in order), the compressor queue, the interpreter
 # and allocator slack come on top.
 DUCKDB_SHARE = 0.4
-# Most CSV bytes sorted at once, as a share of the budget: a group's lines are held twice.
-RANGE_SHARE = 0.2
+# Most CSV bytes sorted at once, as a share of the budget: a group is held while the next
+# one is read, and its lines are gathered into order.
+RANGE_SHARE = 0.15
 # Ranges planned per range_bytes of estimated CSV (the estimate is rough; see
 # _sorted_ranges), the cap on ranges (one open file each; past it, groups grow), and sampled
 # keys per range.
@@ -53,6 +57,10 @@ MAX_RANGES = 256
 # read and sorted while the compressor drains the last one.
 SORTED_QUEUE = 6
 SAMPLE_PER_RANGE = 64
+# Staging buffer of one range's spill file (whole blocks go out with O_DIRECT).
+SPILL_STAGING = 256 << 10
+# Built batches (~20 MB each) waiting for the spill writer thread.
+SPILL_QUEUE = 4
 # Threads building lines while the main thread reads (csvline releases the GIL); the
 # order of built batches does not matter, the sort after them fixes it.
 BUILD_THREADS = 2
@@ -235,50 +243,75 @@ class _Collect:
 
 
 class _RangeFiles:
-    """Appends each keyed batch's rows to the Arrow IPC file of their key range (a sink).
+    """Appends each keyed batch's rows to the spill file of their key range (a sink).
 
     Range i holds bounds[i-1] <= k0 < bounds[i]; null keys get the last range because the
-    export order is NULLS LAST.
+    export order is NULLS LAST. write() builds lines in the calling threads; one writer
+    thread does the (direct, blocking) file writes, so builders never wait for the disk.
     """
 
     def __init__(self, work: Path, bounds: list[str | int], keyed: _Keyed) -> None:
-        self.paths = [work / f"range-{i:05d}.arrow" for i in range(len(bounds) + 2)]
-        self.writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
+        self.paths = [work / f"range-{i:05d}.spill" for i in range(len(bounds) + 2)]
+        self.writers: dict[int, SpillWriter] = {}
         self.bounds = bounds
         self.keyed = keyed
-        self.lock = threading.Lock()  # write() runs in several threads
+        self.schema: pa.Schema | None = None
+        self.queue: queue.Queue[tuple[pa.RecordBatch, np.ndarray[Any, Any]] | None] = queue.Queue(
+            maxsize=SPILL_QUEUE
+        )
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._drain, name="rawexport-spill", daemon=True)
+        self.thread.start()
+
+    def _drain(self) -> None:
+        while (item := self.queue.get()) is not None:
+            if self.error is not None:
+                continue
+            grouped, counts = item
+            try:
+                start = 0
+                for i in map(int, np.flatnonzero(counts)):
+                    if i not in self.writers:
+                        self.writers[i] = SpillWriter(self.paths[i], SPILL_STAGING)
+                    self.writers[i].write_batch(grouped.slice(start, int(counts[i])))
+                    start += int(counts[i])
+            except BaseException as e:
+                self.error = e
 
     def write(self, batch: pa.RecordBatch) -> None:
+        if self.error is not None:
+            raise self.error
         r = key_ranges(batch.column(len(self.keyed.quoted)), self.bounds)
         # Lines are built straight into range order: no second copy to group them.
         grouped = self.keyed(batch, np.argsort(r, kind="stable"))
-        counts = np.bincount(r, minlength=len(self.paths))
-        start = 0
-        with self.lock:
-            for i in map(int, np.flatnonzero(counts)):
-                if i not in self.writers:
-                    self.writers[i] = pa.ipc.new_stream(str(self.paths[i]), grouped.schema)
-                self.writers[i].write_batch(grouped.slice(start, int(counts[i])))
-                start += int(counts[i])
+        self.schema = grouped.schema
+        self.queue.put((grouped, np.bincount(r, minlength=len(self.paths))))
 
-    def close(self) -> None:
+    def _finish(self) -> None:
+        if self.thread.is_alive():
+            self.queue.put(None)
+            self.thread.join()
         for w in self.writers.values():
             w.close()
 
+    def close(self) -> None:
+        self._finish()
+        if self.error is not None:
+            raise self.error
+
     def abort(self) -> None:
-        self.close()  # the files are removed with the work directory
+        self._finish()  # the files are removed with the work directory
 
     def files(self) -> list[Path]:
         """The non-empty range files, in export order."""
         return [self.paths[i] for i in sorted(self.writers)]
 
 
-def _read(paths: list[Path]) -> list[pa.RecordBatch]:
-    """The batches of Arrow IPC stream files, each file deleted once read."""
+def _read(paths: list[Path], schema: pa.Schema) -> list[pa.RecordBatch]:
+    """The batches of spill files, each file deleted once read."""
     out: list[pa.RecordBatch] = []
     for p in paths:
-        with pa.ipc.open_stream(str(p)) as stream:
-            out.extend(stream)
+        out.extend(read_spill(p, schema))
         p.unlink()
     return out
 
@@ -347,23 +380,34 @@ def _sort_group(
 
 
 def _sorted_ranges(
-    con: duckdb.DuckDBPyConnection, paths: list[Path], keys: list[str], group_bytes: int
+    con: duckdb.DuckDBPyConnection,
+    paths: list[Path],
+    schema: pa.Schema,
+    keys: list[str],
+    group_bytes: int,
 ) -> Iterator[pa.Array]:
     """Sorted lines of consecutive range files, read and sorted group_bytes at a time.
 
     Ranges are disjoint and in key order, so sorting each group alone gives the same bytes
-    as one global sort.
+    as one global sort. The next group is read while this one is sorted.
     """
-    i = 0
-    while i < len(paths):
-        group = [paths[i]]
-        size = paths[i].stat().st_size
-        i += 1
-        while i < len(paths) and size + paths[i].stat().st_size <= group_bytes:
-            size += paths[i].stat().st_size
-            group.append(paths[i])
-            i += 1
-        yield from _sort_group(con, _read(group), keys)
+    groups: list[list[Path]] = []
+    size = 0
+    for p in paths:
+        n = p.stat().st_size
+        if groups and size + n <= group_bytes:
+            groups[-1].append(p)
+            size += n
+        else:
+            groups.append([p])
+            size = n
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rawexport-spill") as pool:
+        ahead = pool.submit(_read, groups[0], schema) if groups else None
+        for i in range(len(groups)):
+            assert ahead is not None
+            batches = ahead.result()
+            ahead = pool.submit(_read, groups[i + 1], schema) if i + 1 < len(groups) else None
+            yield from _sort_group(con, batches, keys)
 
 
 def sorted_lines(
@@ -412,7 +456,9 @@ def _query_into(
         split.mkdir()
         ranges = _RangeFiles(split, bounds, keyed)
         feed(_source(con, version, name, files), ranges, workers=BUILD_THREADS)
-        lines = _sorted_ranges(con, ranges.files(), keyed.keys, range_bytes)
+        if ranges.schema is None:
+            return []
+        lines = _sorted_ranges(con, ranges.files(), ranges.schema, keyed.keys, range_bytes)
         return write_parts(_rebatch(lines, BATCH_ROWS), writer, SORTED_QUEUE)
     finally:
         con.close()

@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import queue
-import tempfile
 import threading
+import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
 from isal import isal_zlib
 
 from rawexport.blobs import BlobStore
+from rawexport.spill import DirectWriter
 from rawexport.types import PartInfo
 
 MIN_PART_BYTES = 65536
+# Staging buffer of a part file written with O_DIRECT.
+PART_STAGING = 1 << 20
 # A final empty block (at most one dynamic Huffman header, <= 328 bytes) and the
 # 8-byte gzip trailer: what Z_FINISH may still add once everything is sync-flushed.
 FINISH_RESERVE = 512
@@ -99,7 +101,7 @@ class PartWriter:
         self.blobs = blobs
         self.key_for = key_for
         self.parts: list[PartInfo] = []
-        self._file: IO[bytes] | None = None
+        self._file: DirectWriter | None = None
         self._path: Path | None = None
         self._comp: Any = None
         self._md5: Any = None
@@ -122,9 +124,9 @@ class PartWriter:
 
     def _open(self) -> None:
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix="part-", suffix=".csv.gz", dir=self.tmp_dir)
-        self._file = os.fdopen(fd, "wb")
-        self._path = Path(name)
+        # Parts bypass the page cache where the file system allows (see spill.py).
+        self._path = self.tmp_dir / f"part-{uuid.uuid4().hex}.csv.gz"
+        self._file = DirectWriter(self._path, PART_STAGING)
         self._comp = isal_zlib.compressobj(self.level, isal_zlib.DEFLATED, 31)
         self._md5, self._sha = hashlib.md5(), hashlib.sha256()
         self._written = self._rows = 0
@@ -133,9 +135,7 @@ class PartWriter:
     def _close_part(self) -> None:
         assert self._file is not None and self._path is not None
         self._emit(self._comp.flush(isal_zlib.Z_FINISH))
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
+        self._file.close(fsync=True)
         self._file = None
         if self._written > self.part_bytes:
             raise RuntimeError(f"part of {self._written} bytes exceeds {self.part_bytes}")
