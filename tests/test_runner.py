@@ -383,3 +383,37 @@ def test_rebatch_cuts_fixed_chunks() -> None:
     out = list(_rebatch(arrays, 4))
     assert [len(x) for x in out] == [4, 4, 3]
     assert [v for x in out for v in x.to_pylist()] == [f"{i}\n" for i in range(11)]
+
+
+def test_equal_hashes_of_equal_keys_are_ordered_by_line() -> None:
+    import numpy as np
+
+    from rawexport.runner import _settle_ties
+
+    # Rows 0-3 share a hash; rows 0, 2, 3 also share their keys, row 1 does not.
+    keys = pa.table({"k0": ["u", "v", "u", "u", "w"], "k1": [1, 1, 1, 1, 2]})
+    lines = pa.chunked_array([["c\n", "a\n"], ["b\n", "é\n", "z\n"]])
+    hashes = np.array([7, 7, 7, 7, 9], dtype=np.uint64)
+    perm = np.array([3, 0, 2, 1, 4])  # as an unstable sort might leave them
+    got = _settle_ties(perm, hashes, keys, lines)
+    # u-rows by their bytes (b < c < é), then the v-row, then the rest untouched.
+    assert got.tolist() == [2, 0, 3, 1, 4]
+    assert _settle_ties(perm, np.arange(5, dtype=np.uint64), keys, lines) is perm
+
+
+def test_v2_reads_files_missing_columns_and_dictionaries(tmp_path: Path) -> None:
+    full = page_rows(500, seed=3)
+    a = write_parquet(tmp_path / "a.parquet", "page", full)
+    partial = [{"visitUserId": f"z{i}", "sessionId": "s", "sendTime": i} for i in range(50)]
+    b = tmp_path / "b.parquet"
+    pq.write_table(pa.Table.from_pylist(partial), b)  # most page columns absent
+    res = export(tmp_path, [a, b])
+    rows = [r for p in res.files for r in read_part(tmp_path / "blobs" / p.key)[1:]]
+    names = list(DATA_TYPES["page"].column_names)
+    assert len(rows) == 550
+    tail = [dict(zip(names, r, strict=True)) for r in rows if r[0].startswith("z")]
+    assert len(tail) == 50
+    assert all(r["domain"] == "" and r["appVariable"] == "" for r in tail)
+    assert [r["sendTime"] for r in tail] == [
+        str(i) for i in sorted(range(50), key=lambda i: f"z{i}")
+    ]

@@ -61,9 +61,6 @@ SAMPLE_PER_RANGE = 64
 SPILL_STAGING = 256 << 10
 # Built batches (~20 MB each) waiting for the spill writer thread.
 SPILL_QUEUE = 4
-# Threads building lines while the main thread reads (csvline releases the GIL); the
-# order of built batches does not matter, the sort after them fixes it.
-BUILD_THREADS = 2
 # Largest (compressed) dictionary page of a column read as an Arrow dictionary.
 DICTIONARY_PAGE_BYTES = 128 << 10
 # Parquet plain bytes -> CSV bytes: numbers as text, separators, quoting (measured ~1.9).
@@ -411,12 +408,16 @@ def _sorted_ranges(
 
 
 def sorted_lines(
-    con: duckdb.DuckDBPyConnection, version: str, name: str, files: list[Path]
+    con: duckdb.DuckDBPyConnection,
+    version: str,
+    name: str,
+    files: list[Path],
+    threads: int = 2,
 ) -> Iterator[pa.Array]:
     """Every line of files in export order, all held in memory (for hours that fit)."""
     keyed = _Keyed(version, name)
     sink = _Collect(keyed)
-    feed(_source(con, version, name, files), sink, workers=BUILD_THREADS)
+    feed(_source(con, version, name, files), sink, workers=max(1, threads))
     yield from _sort_group(con, sink.batches, keyed.keys)
 
 
@@ -450,12 +451,14 @@ def _query_into(
             sample = first_key_sample_query(version, name, files, count * SAMPLE_PER_RANGE)
             bounds = _bounds(con, sample, count)
         if not bounds:
-            lines = sorted_lines(con, version, name, files)
+            lines = sorted_lines(con, version, name, files, threads)
             return write_parts(_rebatch(lines, BATCH_ROWS), writer, SORTED_QUEUE)
         split = work / "ranges"
         split.mkdir()
         ranges = _RangeFiles(split, bounds, keyed)
-        feed(_source(con, version, name, files), ranges, workers=BUILD_THREADS)
+        # threads build lines while this one reads (csvline releases the GIL); the order
+        # of built batches does not matter, the sort after them fixes it.
+        feed(_source(con, version, name, files), ranges, workers=max(1, threads))
         if ranges.schema is None:
             return []
         lines = _sorted_ranges(con, ranges.files(), ranges.schema, keyed.keys, range_bytes)

@@ -47,7 +47,7 @@ class Settings:
     retention_days: int = _f(15, "default retention of new projects, in days")
     compress_level: int = _f(1, "gzip level of export parts (isal: 0-3)")
     duckdb_memory_limit: str = _f("1GB", "memory budget of one export job (DuckDB gets 40%)")
-    duckdb_threads: int = _f(2, "DuckDB threads of one export job")
+    duckdb_threads: int = _f(2, "threads of one export job (DuckDB, line building)")
     max_body_bytes: int = _f(16 * 1024 * 1024, "largest request body accepted")
     max_batch_events: int = _f(50_000, "most events one collector request may carry")
     collect_require_key: bool = _f(False, "collectors refuse requests without X-Client-Id")
