@@ -136,12 +136,12 @@ def run_child(pipeline: str, root: Path) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--rows", type=int, default=5_000_000)
-    ap.add_argument("--dir", type=Path, default=Path("bench-data/export"))
+    ap.add_argument("--rows", type=int, default=20_000_000)
+    ap.add_argument("--dir", type=Path, help="data directory (default bench-data/export-ROWS)")
     ap.add_argument("--json", type=Path, help="append result objects (JSON lines) to FILE")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    root: Path = args.dir.resolve()
+    root: Path = (args.dir or Path(f"bench-data/export-{args.rows}")).resolve()
 
     if args.child:
         from rawexport.store import EventStore
