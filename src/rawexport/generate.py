@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import random
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -12,12 +11,12 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from rawexport import samples
+from rawexport.samples import I64, U64
 from rawexport.schema import DATA_TYPE_NAMES
-from rawexport.store import EventStore, arrow_schema, encode_map
+from rawexport.store import EventStore, arrow_schema
 from rawexport.timeutil import HOUR_MS
 
-U64 = npt.NDArray[np.uint64]
-I64 = npt.NDArray[np.int64]
 Bools = npt.NDArray[np.bool_]
 Columns = dict[str, pa.Array]
 
@@ -145,161 +144,6 @@ def _keep(mask: Bools, values: pa.Array) -> pa.Array:
 # ---- value pools: a good share carry what the CSV dialect must escape -----------------------
 
 
-def _pool(*values: str) -> pa.Array:
-    assert all(values), "no empty strings: null says 'no value'"
-    return pa.array(values, pa.string())
-
-
-class _Grouped:
-    """One pool per platform code, concatenated; index() picks inside the row's group."""
-
-    def __init__(self, *groups: Sequence[str | None]) -> None:
-        assert all(v is None or v for g in groups for v in g)
-        self.values = pa.array([v for g in groups for v in g], pa.string())
-        self.sizes = np.array([len(g) for g in groups], dtype=np.uint64)
-        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)[:-1]]).astype(np.int64)
-
-    def index(self, group: I64, h: U64) -> I64:
-        return self.offsets[group] + (h % self.sizes[group]).view(np.int64)
-
-    def take(self, group: I64, h: U64) -> pa.Array:
-        return self.values.take(pa.array(self.index(group, h)))
-
-
-_PLATFORMS = _pool("Web", "iOS", "Android", "MinP")
-_PLATFORM_CUM = np.cumsum([40, 25, 28, 7]).astype(np.uint64)
-
-_WEB_PATHS = [
-    "/", "/index.html", "/search", "/cart", "/checkout/pay", "/商品/详情", "/活动/双十一 🎉",
-    "/help/faq,contact", '/say/"hello"', "/files\\report.pdf", "/news/2024/本地新闻",
-    "/user/profile", "/💡/ideas", "/a b/c",
-    *(f"/item/{n}" for n in (1, 7, 42, 305, 1024, 9001, 31337, 65536)),
-    *(f"/category/{c}/list" for c in ("shoes", "手机", "home,garden", "toys")),
-]  # fmt: skip
-_APP_PAGES = [
-    "MainActivity", "ProductDetailActivity", "CartViewController", "HomeViewController",
-    "订单页", "SettingsFragment", "Search, Results", 'WebView"Embedded"', "Pay\\Confirm",
-    "个人中心 👤",
-]  # fmt: skip
-_MINP_PAGES = ["pages/index/index", "pages/goods/detail", "pages/订单/list", "pages/me/me"]
-_PAGE_PATHS = _Grouped(_WEB_PATHS, _APP_PAGES, _APP_PAGES, _MINP_PAGES)
-_REFERRER_PAGES = _Grouped([None], _APP_PAGES, _APP_PAGES, _MINP_PAGES)
-_DOMAINS = _Grouped(
-    ["www.example.com", "shop.example.com", "m.example.cn", "商城.example.cn", "blog.example.org"],
-    ["com.example.shop", "com.example.news"],
-    ["com.example.shop", "cn.example.mall"],
-    ["wx1234567890abcdef"],
-)
-_QUERIES = _pool(
-    "q=手机", "q=hello,world", "utm_source=wechat&utm_medium=cpc", 'ref="banner"',
-    "path=C:\\temp", "note=line1\nline2", "note=line1\r\nline2", "emoji=😀🎉", "id=12345&sort=asc",
-    "from=首页&tab=推荐", "a=1,b=2,c=3", "page=2", "k=v",
-)  # fmt: skip
-_REFERRERS = _pool(
-    "https://www.baidu.com/s?wd=手机", "https://www.google.com/search?q=a,b",
-    'https://example.com/path?x="y"', "https://weibo.com/🔥", "https://example.com/a\\b",
-    "https://www.example.com/", "https://m.example.cn/item/42?from=share",
-    "https://example.com/?multi=1\n2",
-)  # fmt: skip
-_TITLES = _pool(
-    "首页 - 示例商城", "Sale, 50% off!", 'The "best" deals', "C:\\Users\\demo", "Multi-line\ntitle",
-    "Windows\r\nline ending", "🔥 Hot deals 🔥", "商品详情 | 示例, Inc.", "Plain title", "About us",
-    "Contact", 'Search results for "手机"', "Order #1024", "订单确认",
-)  # fmt: skip
-_REQUEST_VALUES = _pool(
-    "确定", "Add to cart", 'Buy "now"', "a,b,c", "back\\slash", "line\nbreak", "crlf\r\nbreak",
-    "立即购买 🛒", "Submit", "Next →", "Login", "1",
-)  # fmt: skip
-_HREFS = _pool(
-    "https://example.com/item/1", "/cart", "javascript:void(0)", "https://example.com/s?q=a,b",
-    "https://例子.cn/页面", '/go?to="x"', "#top",
-)  # fmt: skip
-_INFOS = _pool("banner,top", '{"pos":"1"}', "推荐位", "a\\b", "multi\nline", "🎯 target", "slot-3")
-_REQUEST_TYPES = _pool("clck", "clck", "clck", "chng", "sbmt")
-_EVENT_NAMES = _pool(
-    "add_to_cart", "pay_success", "支付成功", "share,wechat", "search", "video_play",
-    "点击banner", "register", "level_up 🎮", 'quote"event',
-)  # fmt: skip
-_ATTRIBUTES = _pool("vip", "新客", "level,3", '"gold"', "a\\b", "x\ny", "😀", "group-A", "north")
-_PAGE_GROUPS = _pool("home", "detail", "列表页", "check,out")
-_LOGIN_PREFIXES = _pool("user_", "会员", "uid:", "mail,", 'q"')
-_ORIENTATIONS = _pool("PORTRAIT", "PORTRAIT", "PORTRAIT", "LANDSCAPE")
-_LANGUAGES = _pool("zh-CN", "zh-CN", "zh-CN", "en-US", "zh-TW", "ja-JP")
-_SDK_VERSIONS = _Grouped(
-    ["web-3.3.2", "web-3.8.1"], ["2.9.4", "3.4.1"], ["2.9.0", "3.4.1-beta"], ["mp-3.3.0"]
-)
-_OS_NAMES = _Grouped(["Windows", "macOS", "Linux", "iOS", "Android"], ["iOS"], ["Android"], ["iOS"])
-_OS_VERSIONS = _Grouped(
-    ["10", "11", "14.2", "Ubuntu 22.04"], ["16.7.2", "17.1"], ["12", "13", "14"], ["8.0.40"]
-)
-_CLIENT_VERSIONS = _Grouped([None], ["5.2.0", "5.3.1 (1024)"], ["5.2.0", "5.3.0,hotfix"], [None])
-_CHANNELS = _Grouped([None], ["App Store"], ["华为应用市场", "Google Play", "官网, direct"], [None])
-_DEVICE_TYPES = _Grouped([None], ["1", "0"], ["1", "1", "0"], ["1"])
-_BRAND_MODELS = (
-    [(None, None)],
-    [("Apple", "iPhone15,2"), ("Apple", "iPhone 13 Pro"), ("Apple", "iPad13,4")],
-    [("Huawei", "Mate 60 Pro"), ("Xiaomi", "Redmi K70"), ("Samsung", "SM-G9910"),
-     ("荣耀", "PCT-AL10")],
-    [("Apple", "iPhone 14"), ("OPPO", "PDEM10")],
-)  # fmt: skip
-_BRANDS = _Grouped(*([b for b, _ in g] for g in _BRAND_MODELS))
-_MODELS = _Grouped(*([m for _, m in g] for g in _BRAND_MODELS))
-_SCREENS = (
-    [("1080", "1920"), ("900", "1440"), ("768", "1366")],
-    [("2532", "1170"), ("2796", "1290")],
-    [("2400", "1080"), ("3200", "1440")],
-    [("844", "390")],
-)
-_SCREEN_HEIGHTS = _Grouped(*([h for h, _ in g] for g in _SCREENS))
-_SCREEN_WIDTHS = _Grouped(*([w for _, w in g] for g in _SCREENS))
-_USER_AGENTS = _Grouped(
-    [
-        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
-        "Chrome/120.0.0.0 Safari/537.36",
-        "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) "
-        "Version/17.1 Safari/605.1.15",
-    ],
-    ["ExampleShop/5.3.1 (iPhone; iOS 17.1; Scale/3.00)"],
-    ["Dalvik/2.1.0 (Linux; U; Android 13; Mate 60 Pro Build/HUAWEI)"],
-    ["Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) MicroMessenger/8.0.40"],
-)
-_LINK_NAMES = _pool(
-    "双十一大促 🎉 首页横幅", "Spring sale, banner A", '"VIP" push', "Line\nbreak link",
-    "back\\slash link", "朋友圈广告",
-)  # fmt: skip
-_CAMPAIGN_NAMES = _pool(
-    "双十一", "Spring, 2024", '"Launch" week', "拉新活动 🚀", "Retarget", "Back\\to\\school"
-)
-_CHANNEL_NAMES = _pool("微信朋友圈", "Douyin, feed", "百度搜索", 'Toutiao "news"')
-_CLICK_URL_QUERIES = _pool("?idfa=__IDFA__", "?cb=a,b", '?note="x"', "?来源=微信")
-
-
-def _map_pool(keys: Sequence[str], values: Sequence[str], n: int, salt: int) -> pa.Array:
-    r = random.Random(salt)
-    maps = []
-    for _ in range(n):
-        k = r.sample(list(keys), r.randint(1, min(4, len(keys))))
-        maps.append(encode_map({key: r.choice(values) for key in k}))
-    return pa.array(maps, pa.string())
-
-
-_MAP_VALUES = (
-    "50.0", "101", "funnel", "北京", "a,b", "line\nbreak", "crlf\r\nvalue", '"quoted"',
-    "back\\slash", "🎉", "true", "retention",
-)  # fmt: skip
-_APP_VARIABLES = _map_pool(("appChannel", "abTest", "主题", "flag,x"), _MAP_VALUES, 40, 1)
-_EVENT_VARIABLES = _map_pool(
-    ("price", "item", "category", "来源", 'say "hi"', "a\\b"), _MAP_VALUES, 200, 2
-)
-_PAGE_VARIABLES = _map_pool(("category", "pageType", "频道", "tag,1"), _MAP_VALUES, 80, 3)
-_CONVERSION_VARIABLES = _map_pool(("keyword", "campaign", "渠道", "emoji😀"), _MAP_VALUES, 80, 4)
-_VISITOR_VARIABLES = _map_pool(("openid", "unionid", "gender", "城市"), _MAP_VALUES, 80, 5)
-_ADS_VARIABLES = _map_pool(("ad_group", "creative", "关键词", "pos,x"), _MAP_VALUES, 40, 6)
-
-
-# ---- one hour's entities --------------------------------------------------------------------
-
-
 class _Hour:
     """The entities of one project hour; their attributes are functions of their index."""
 
@@ -340,8 +184,8 @@ class _Hour:
 
     # visits (one visitor per visit)
     def platform(self, v: U64) -> I64:
-        roll = self.h("visit.platform", v) % _PLATFORM_CUM[-1]
-        found: I64 = np.searchsorted(_PLATFORM_CUM, roll, side="right").astype(np.int64)
+        roll = self.h("visit.platform", v) % samples.PLATFORM_CUM[-1]
+        found: I64 = np.searchsorted(samples.PLATFORM_CUM, roll, side="right").astype(np.int64)
         return found
 
     def visitor(self, v: U64) -> pa.Array:
@@ -354,11 +198,11 @@ class _Hour:
         return _hex(16, self.h("visit.id", v))
 
     def domain(self, v: U64, platform: I64) -> pa.Array:
-        return _DOMAINS.take(platform, self.h("visit.domain", v))
+        return samples.DOMAINS.take(platform, self.h("visit.domain", v))
 
     def login(self, v: U64) -> pa.Array:
         number = _str(self.ints("visit.login.n", v, 1, 10_000_000))
-        login = _join(self.pick(_LOGIN_PREFIXES, "visit.login.prefix", v), number)
+        login = _join(self.pick(samples.LOGIN_PREFIXES, "visit.login.prefix", v), number)
         return _keep(self.chance("visit.login", v, 0.4), login)
 
     # pages (every visit has at least one: page v belongs to visit v)
@@ -369,10 +213,10 @@ class _Hour:
         return _hex(20, self.h("page.id.a", j), self.h("page.id.b", j))
 
     def page_path(self, j: U64, platform: I64) -> pa.Array:
-        return _PAGE_PATHS.take(platform, self.h("page.path", j))
+        return samples.PAGE_PATHS.take(platform, self.h("page.path", j))
 
     def page_query(self, j: U64) -> pa.Array:
-        return self.pick(_QUERIES, "page.query", j, null_p=0.4)
+        return self.pick(samples.QUERIES, "page.query", j, null_p=0.4)
 
     def page_time(self, j: U64) -> I64:
         return self.client_time("page", j, self.send_time("page", j))
@@ -416,10 +260,12 @@ class _Hour:
             "linkId": _hex(10, self.h("link.id", link, project=True)),
             "campaignId": _hex(12, self.h("campaign.id", campaign, project=True)),
             "channelId": _hex(8, self.h("channel.id", channel, project=True)),
-            "linkName": _LINK_NAMES.take(pa.array(link % np.uint64(len(_LINK_NAMES)))),
-            "campaignName": _CAMPAIGN_NAMES.take(pa.array(campaign)),
-            "channelName": _CHANNEL_NAMES.take(pa.array(channel)),
-            "adsVariable": self.pick(_ADS_VARIABLES, name + ".vars", idx, null_p=0.3),
+            "linkName": samples.LINK_NAMES.take(
+                pa.array(link % np.uint64(len(samples.LINK_NAMES)))
+            ),
+            "campaignName": samples.CAMPAIGN_NAMES.take(pa.array(campaign)),
+            "channelName": samples.CHANNEL_NAMES.take(pa.array(channel)),
+            "adsVariable": self.pick(samples.ADS_VARIABLES, name + ".vars", idx, null_p=0.3),
         }
 
 
@@ -442,27 +288,27 @@ def _visit(hr: _Hour, v: U64) -> Columns:
     return {
         "visitUserId": hr.visitor(v),
         "sessionId": hr.session(v),
-        "accountVersion": _SDK_VERSIONS.take(platform, hr.h("visit.sdk", v)),
-        "platform": _PLATFORMS.take(pa.array(platform)),
+        "accountVersion": samples.SDK_VERSIONS.take(platform, hr.h("visit.sdk", v)),
+        "platform": samples.PLATFORMS.take(pa.array(platform)),
         "domain": hr.domain(v, platform),
         "page": hr.page_path(v, platform),
         "queryParameters": hr.page_query(v),
-        "referrer": hr.pick(_REFERRERS, "visit.referrer", v, null_p=0.4),
-        "language": hr.pick(_LANGUAGES, "visit.language", v),
-        "screenHeight": _SCREEN_HEIGHTS.take(platform, screen),
-        "screenWidth": _SCREEN_WIDTHS.take(platform, screen),
+        "referrer": hr.pick(samples.REFERRERS, "visit.referrer", v, null_p=0.4),
+        "language": hr.pick(samples.LANGUAGES, "visit.language", v),
+        "screenHeight": samples.SCREEN_HEIGHTS.take(platform, screen),
+        "screenWidth": samples.SCREEN_WIDTHS.take(platform, screen),
         "time": pa.array(hr.client_time("visit", v, send)),
         "sendTime": pa.array(send),
         "ip": _ip(hr, "visit", v),
-        "userAgent": _USER_AGENTS.take(platform, hr.h("visit.ua", v)),
-        "operatingSystem": _OS_NAMES.take(platform, hr.h("visit.os", v)),
-        "operatingSystemVersion": _OS_VERSIONS.take(platform, hr.h("visit.osv", v)),
-        "clientVersion": _CLIENT_VERSIONS.take(platform, hr.h("visit.client", v)),
-        "channel": _CHANNELS.take(platform, hr.h("visit.channel", v)),
-        "deviceBrand": _BRANDS.take(platform, device),
-        "deviceModel": _MODELS.take(platform, device),
-        "deviceType": _DEVICE_TYPES.take(platform, hr.h("visit.device_type", v)),
-        "deviceOrientation": _keep(mobile, hr.pick(_ORIENTATIONS, "visit.orient", v)),
+        "userAgent": samples.USER_AGENTS.take(platform, hr.h("visit.ua", v)),
+        "operatingSystem": samples.OS_NAMES.take(platform, hr.h("visit.os", v)),
+        "operatingSystemVersion": samples.OS_VERSIONS.take(platform, hr.h("visit.osv", v)),
+        "clientVersion": samples.CLIENT_VERSIONS.take(platform, hr.h("visit.client", v)),
+        "channel": samples.CHANNELS.take(platform, hr.h("visit.channel", v)),
+        "deviceBrand": samples.BRANDS.take(platform, device),
+        "deviceModel": samples.MODELS.take(platform, device),
+        "deviceType": samples.DEVICE_TYPES.take(platform, hr.h("visit.device_type", v)),
+        "deviceOrientation": _keep(mobile, hr.pick(samples.ORIENTATIONS, "visit.orient", v)),
         "latitude": pa.array(lat, mask=~located),
         "longitude": pa.array(lng, mask=~located),
         "vstRequestId": hr.visit_id(v),
@@ -479,26 +325,26 @@ def _page(hr: _Hour, j: U64) -> Columns:
     cols = {
         "visitUserId": hr.visitor(v),
         "sessionId": hr.session(v),
-        "platform": _PLATFORMS.take(pa.array(platform)),
+        "platform": samples.PLATFORMS.take(pa.array(platform)),
         "domain": hr.domain(v, platform),
         "page": hr.page_path(j, platform),
         "queryParameters": hr.page_query(j),
-        "referrer": hr.pick(_REFERRERS, "page.referrer", j, null_p=0.3),
-        "referrerPage": _REFERRER_PAGES.take(platform, hr.h("page.referrer_page", j)),
-        "title": hr.pick(_TITLES, "page.title", j, null_p=0.05),
+        "referrer": hr.pick(samples.REFERRERS, "page.referrer", j, null_p=0.3),
+        "referrerPage": samples.REFERRER_PAGES.take(platform, hr.h("page.referrer_page", j)),
+        "title": hr.pick(samples.TITLES, "page.title", j, null_p=0.05),
         "time": pa.array(hr.client_time("page", j, send)),
         "sendTime": pa.array(send),
-        "deviceOrientation": hr.pick(_ORIENTATIONS, "page.orient", j),
+        "deviceOrientation": hr.pick(samples.ORIENTATIONS, "page.orient", j),
         "loginUserId": hr.login(v),
-        "pageGroup": hr.pick(_PAGE_GROUPS, "page.group", j, null_p=0.8),
-        "appVariable": hr.pick(_APP_VARIABLES, "page.app_vars", j, null_p=0.8),
+        "pageGroup": hr.pick(samples.PAGE_GROUPS, "page.group", j, null_p=0.8),
+        "appVariable": hr.pick(samples.APP_VARIABLES, "page.app_vars", j, null_p=0.8),
         "pageRequestId": hr.page_id(j),
         "vstRequestId": hr.visit_id(v),
     }
     for i in range(2, 11):
-        cols[f"customerAttributes{i}"] = hr.pick(_ATTRIBUTES, f"page.cs{i}", j, null_p=0.85)
+        cols[f"customerAttributes{i}"] = hr.pick(samples.ATTRIBUTES, f"page.cs{i}", j, null_p=0.85)
     for i in range(1, 11):
-        cols[f"pageAttributes{i}"] = hr.pick(_ATTRIBUTES, f"page.ps{i}", j, null_p=0.85)
+        cols[f"pageAttributes{i}"] = hr.pick(samples.ATTRIBUTES, f"page.ps{i}", j, null_p=0.85)
     return cols
 
 
@@ -511,15 +357,15 @@ def _action(hr: _Hour, a: U64) -> Columns:
     return {
         "visitUserId": hr.visitor(v),
         "sessionId": hr.session(v),
-        "requestType": hr.pick(_REQUEST_TYPES, "action.type", a),
+        "requestType": hr.pick(samples.REQUEST_TYPES, "action.type", a),
         "domain": hr.domain(v, platform),
         "page": hr.page_path(j, platform),
         "sendTime": pa.array(send),
         "time": pa.array(hr.client_time("action", a, send)),
-        "href": hr.pick(_HREFS, "action.href", a, null_p=0.5),
-        "requestValue": hr.pick(_REQUEST_VALUES, "action.value", a, null_p=0.1),
+        "href": hr.pick(samples.HREFS, "action.href", a, null_p=0.5),
+        "requestValue": hr.pick(samples.REQUEST_VALUES, "action.value", a, null_p=0.1),
         "index": pa.array(index, mask=hr.chance("action.index_null", a, 0.4)),
-        "info": hr.pick(_INFOS, "action.info", a, null_p=0.7),
+        "info": hr.pick(samples.INFOS, "action.info", a, null_p=0.7),
         "pageRequestId": hr.page_id(j),
         "actionRequestId": hr.action_id(a),
     }
@@ -559,16 +405,16 @@ def _custom_event(hr: _Hour, e: U64) -> Columns:
     return {
         **cols,
         "queryParameters": hr.page_query(j),
-        "eventName": hr.pick(_EVENT_NAMES, "custom_event.name", e),
+        "eventName": hr.pick(samples.EVENT_NAMES, "custom_event.name", e),
         "eventNumber": pa.array(number, mask=hr.chance("custom_event.no_number", e, 0.3)),
-        "eventVariable": hr.pick(_EVENT_VARIABLES, "custom_event.vars", e, null_p=0.15),
+        "eventVariable": hr.pick(samples.EVENT_VARIABLES, "custom_event.vars", e, null_p=0.15),
         "loginUserId": hr.login(v),
     }
 
 
 def _pvar(hr: _Hour, e: U64) -> Columns:
     cols, _, _, _ = _page_event(hr, "pvar", e)
-    return {**cols, "pageVariable": hr.pick(_PAGE_VARIABLES, "pvar.vars", e, null_p=0.05)}
+    return {**cols, "pageVariable": hr.pick(samples.PAGE_VARIABLES, "pvar.vars", e, null_p=0.05)}
 
 
 def _visit_event(hr: _Hour, name: str, e: U64) -> tuple[Columns, U64]:
@@ -588,13 +434,16 @@ def _evar(hr: _Hour, e: U64) -> Columns:
     return {
         **cols,
         "domain": hr.domain(v, hr.platform(v)),
-        "conversionVariable": hr.pick(_CONVERSION_VARIABLES, "evar.vars", e, null_p=0.05),
+        "conversionVariable": hr.pick(samples.CONVERSION_VARIABLES, "evar.vars", e, null_p=0.05),
     }
 
 
 def _vstr(hr: _Hour, e: U64) -> Columns:
     cols, _ = _visit_event(hr, "vstr", e)
-    return {**cols, "visitorVariable": hr.pick(_VISITOR_VARIABLES, "vstr.vars", e, null_p=0.05)}
+    return {
+        **cols,
+        "visitorVariable": hr.pick(samples.VISITOR_VARIABLES, "vstr.vars", e, null_p=0.05),
+    }
 
 
 def _ads(hr: _Hour, name: str, e: U64) -> tuple[Columns, I64]:
@@ -605,9 +454,9 @@ def _ads(hr: _Hour, name: str, e: U64) -> tuple[Columns, I64]:
     cols = {
         **hr.device_ids(d),
         "ip": _ip(hr, "device", d),
-        "userAgent": _USER_AGENTS.take(platform, hr.h("device.ua", d)),
-        "platform": _PLATFORMS.take(pa.array(platform)),
-        "operatingSystemVersion": _OS_VERSIONS.take(platform, hr.h("device.osv", d)),
+        "userAgent": samples.USER_AGENTS.take(platform, hr.h("device.ua", d)),
+        "platform": samples.PLATFORMS.take(pa.array(platform)),
+        "operatingSystemVersion": samples.OS_VERSIONS.take(platform, hr.h("device.osv", d)),
         "sendTime": pa.array(send),
         **hr.link_columns(name, e),
     }
@@ -621,7 +470,7 @@ def _activation(hr: _Hour, e: U64) -> Columns:
 
 def _click(hr: _Hour, e: U64) -> Columns:
     cols, send = _ads(hr, "ads_track_click", e)
-    query = hr.pick(_CLICK_URL_QUERIES, "ads_track_click.url", e)
+    query = hr.pick(samples.CLICK_URL_QUERIES, "ads_track_click.url", e)
     return {
         **cols,
         "eventTime": pa.array(hr.client_time("ads_track_click", e, send)),
