@@ -297,7 +297,7 @@ def test_parse_size() -> None:
 def test_key_ranges_give_the_bytes_of_one_sort(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import rawexport.runner as runner
+    import rawexport.rangesort as rangesort
 
     rows = page_rows(20_000, seed=11)
     for i, row in enumerate(rows):
@@ -307,7 +307,7 @@ def test_key_ranges_give_the_bytes_of_one_sort(
             row["sessionId"] = None
     a = [write_parquet(tmp_path / "a.parquet", "page", rows)]
     b = [write_parquet(tmp_path / f"b{i}.parquet", "page", rows[i::3]) for i in (2, 0, 1)]
-    files = runner._RangeFiles.files
+    files = rangesort.RangeFiles.files
     calls: list[int] = []
 
     def counting_files(self: Any) -> list[Path]:
@@ -315,7 +315,7 @@ def test_key_ranges_give_the_bytes_of_one_sort(
         calls.append(len(paths))
         return paths
 
-    monkeypatch.setattr(runner._RangeFiles, "files", counting_files)
+    monkeypatch.setattr(rangesort.RangeFiles, "files", counting_files)
 
     def run(name: str, files: list[Path], range_bytes: int) -> ExportResult:
         return run_export(
@@ -388,17 +388,17 @@ def test_rebatch_cuts_fixed_chunks() -> None:
 def test_equal_hashes_of_equal_keys_are_ordered_by_line() -> None:
     import numpy as np
 
-    from rawexport.runner import _settle_ties
+    from rawexport.rangesort import settle_ties
 
     # Rows 0-3 share a hash; rows 0, 2, 3 also share their keys, row 1 does not.
     keys = pa.table({"k0": ["u", "v", "u", "u", "w"], "k1": [1, 1, 1, 1, 2]})
     lines = pa.chunked_array([["c\n", "a\n"], ["b\n", "é\n", "z\n"]])
     hashes = np.array([7, 7, 7, 7, 9], dtype=np.uint64)
     perm = np.array([3, 0, 2, 1, 4])  # as an unstable sort might leave them
-    got = _settle_ties(perm, hashes, keys, lines)
+    got = settle_ties(perm, hashes, keys, lines)
     # u-rows by their bytes (b < c < é), then the v-row, then the rest untouched.
     assert got.tolist() == [2, 0, 3, 1, 4]
-    assert _settle_ties(perm, np.arange(5, dtype=np.uint64), keys, lines) is perm
+    assert settle_ties(perm, np.arange(5, dtype=np.uint64), keys, lines) is perm
 
 
 def test_v2_reads_files_missing_columns_and_dictionaries(tmp_path: Path) -> None:
