@@ -482,6 +482,7 @@ build(PyObject *Py_UNUSED(self), PyObject *args)
     }
     unsigned char *kinds = NULL;
     int64_t *cursor = NULL;
+    void *lens_scratch = NULL; /* n int64: line lengths in input order (dest only) */
     out_buffer data = {NULL}, offsets = {NULL}, hashes = {NULL};
     if (n > (PY_SSIZE_T_MAX - 1) / ncols / 8) {
         PyErr_SetString(PyExc_OverflowError, "batch too large");
@@ -490,7 +491,9 @@ build(PyObject *Py_UNUSED(self), PyObject *args)
     /* Per STR value: 0 verbatim, 1 quoted, 2 quoted and escaped (column-major). */
     kinds = PyMem_Malloc((size_t)(n * ncols) + 1);
     cursor = PyMem_Malloc(BLOCK * sizeof(int64_t));
-    if (kinds == NULL || cursor == NULL) {
+    if (dest)
+        lens_scratch = PyMem_Malloc((size_t)n * sizeof(int64_t) + 1);
+    if (kinds == NULL || cursor == NULL || (dest && lens_scratch == NULL)) {
         PyErr_NoMemory();
         goto fail;
     }
@@ -515,9 +518,8 @@ build(PyObject *Py_UNUSED(self), PyObject *args)
             kind[r] = 0;
             if (!is_valid(col, i))
                 continue;
-            Py_ssize_t at = dest ? dest[r] : r;
             if (col->kind == INT64) {
-                offs[at + 1] += (int64_t)int_len(((const int64_t *)col->a.buf)[i]);
+                offs[r + 1] += (int64_t)int_len(((const int64_t *)col->a.buf)[i]);
                 continue;
             }
             const unsigned char *s;
@@ -531,8 +533,15 @@ build(PyObject *Py_UNUSED(self), PyObject *args)
                 extra = scan(s, len, avail, &escapes);
                 kind[r] = extra ? (unsigned char)(1 + escapes) : 0;
             }
-            offs[at + 1] += (int64_t)(len + extra);
+            offs[r + 1] += (int64_t)(len + extra);
         }
+    }
+    if (dest && !bad) {
+        /* lengths were summed in input order (sequential); move each to its position */
+        int64_t *lens = (int64_t *)lens_scratch;
+        memcpy(lens, offs + 1, (size_t)n * sizeof(int64_t));
+        for (Py_ssize_t r = 0; r < n; r++)
+            offs[dest[r] + 1] = lens[r];
     }
     for (Py_ssize_t r = 0; r < n; r++)
         offs[r + 1] += offs[r];
@@ -600,6 +609,7 @@ build(PyObject *Py_UNUSED(self), PyObject *args)
 
     PyMem_Free(kinds);
     PyMem_Free(cursor);
+    PyMem_Free(lens_scratch);
     release(cols, ncols);
     PyMem_Free(cols);
     if (dest)
@@ -616,6 +626,7 @@ build(PyObject *Py_UNUSED(self), PyObject *args)
 fail:
     PyMem_Free(kinds);
     PyMem_Free(cursor);
+    PyMem_Free(lens_scratch);
     drop_buffer(&data);
     drop_buffer(&offsets);
     drop_buffer(&hashes);
