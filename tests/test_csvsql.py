@@ -10,8 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -19,8 +17,7 @@ from hypothesis import strategies as st
 from rawexport.csvsql import columns, fields_query, header_line, source_type
 from rawexport.runner import sorted_lines
 from rawexport.schema import DATA_TYPES, V1_TYPES
-
-_ARROW = {"string": pa.string(), "map": pa.string(), "bigint": pa.int64(), "double": pa.float64()}
+from tests.parquet_util import write_parquet
 
 NASTY = [
     "plain",
@@ -49,16 +46,6 @@ NASTY = [
     "tab\there",
     "",
 ]
-
-
-def write_parquet(path: Path, data_type: str, rows: list[dict[str, Any]]) -> Path:
-    cols = DATA_TYPES[data_type].store_columns
-    assert not {k for r in rows for k in r} - {c.name for c in cols}
-    table = pa.table(
-        {c.name: pa.array([r.get(c.name) for r in rows], _ARROW[c.type]) for c in cols}
-    )
-    pq.write_table(table, path)
-    return path
 
 
 def run_lines(version: str, name: str, files: list[Path]) -> list[str]:

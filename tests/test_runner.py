@@ -20,10 +20,10 @@ from rawexport.runner import parse_size, run_export
 from rawexport.schema import DATA_TYPES, V1_TYPES
 from rawexport.timeutil import parse_hour_arg
 from rawexport.types import ExportResult
+from tests.parquet_util import write_parquet
 
 AI = "0123456789abcdef"
 HOUR = parse_hour_arg("2024030112")
-_ARROW = {"string": pa.string(), "map": pa.string(), "bigint": pa.int64(), "double": pa.float64()}
 
 
 class RecordingStore(LocalBlobStore):
@@ -38,16 +38,6 @@ class RecordingStore(LocalBlobStore):
     def put_bytes(self, key: str, data: bytes) -> None:
         super().put_bytes(key, data)
         self.order.append(key)
-
-
-def write_parquet(path: Path, data_type: str, rows: list[dict[str, Any]]) -> Path:
-    cols = DATA_TYPES[data_type].store_columns
-    assert not {k for r in rows for k in r} - {c.name for c in cols}
-    table = pa.table(
-        {c.name: pa.array([r.get(c.name) for r in rows], _ARROW[c.type]) for c in cols}
-    )
-    pq.write_table(table, path)
-    return path
 
 
 def export(
@@ -294,6 +284,25 @@ def test_parse_size() -> None:
         parse_size("lots")
 
 
+def ranged_export(root: Path, files: list[Path], name: str, range_bytes: int) -> ExportResult:
+    """A v2 export into root/blobs with 64 KiB parts, sorted range_bytes at a time."""
+    return run_export(
+        files=files,
+        blobs=LocalBlobStore(root / "blobs"),
+        ai=AI,
+        version="v2",
+        name=name,
+        hour_ms=HOUR,
+        revision=1,
+        part_bytes=65536,
+        compress_level=1,
+        tmp_dir=root / "tmp",
+        memory_limit="256MB",
+        threads=2,
+        range_bytes=range_bytes,
+    )
+
+
 def test_key_ranges_give_the_bytes_of_one_sort(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -318,21 +327,7 @@ def test_key_ranges_give_the_bytes_of_one_sort(
     monkeypatch.setattr(rangesort.RangeFiles, "files", counting_files)
 
     def run(name: str, files: list[Path], range_bytes: int) -> ExportResult:
-        return run_export(
-            files=files,
-            blobs=LocalBlobStore(tmp_path / name / "blobs"),
-            ai=AI,
-            version="v2",
-            name="page",
-            hour_ms=HOUR,
-            revision=1,
-            part_bytes=65536,
-            compress_level=1,
-            tmp_dir=tmp_path / name / "tmp",
-            memory_limit="256MB",
-            threads=2,
-            range_bytes=range_bytes,
-        )
+        return ranged_export(tmp_path / name, files, "page", range_bytes)
 
     whole = run("whole", a, 1 << 40)
     assert calls == []
@@ -357,21 +352,7 @@ def test_integer_key_ranges(tmp_path: Path) -> None:
     f = [write_parquet(tmp_path / "a.parquet", "action_tag", rows)]
     got = []
     for name, range_bytes in (("whole", 1 << 40), ("ranged", 20_000)):
-        res = run_export(
-            files=f,
-            blobs=LocalBlobStore(tmp_path / name / "blobs"),
-            ai=AI,
-            version="v2",
-            name="action_tag",
-            hour_ms=HOUR,
-            revision=1,
-            part_bytes=65536,
-            compress_level=1,
-            tmp_dir=tmp_path / name / "tmp",
-            memory_limit="256MB",
-            threads=2,
-            range_bytes=range_bytes,
-        )
+        res = ranged_export(tmp_path / name, f, "action_tag", range_bytes)
         got.append([p.sha256 for p in res.files])
     assert got[0] == got[1]
 

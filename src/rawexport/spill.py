@@ -27,9 +27,8 @@ _FRAME = struct.Struct("<q")
 _DIRECT = getattr(os, "O_DIRECT", 0)
 
 
-def _open_write(path: Path) -> tuple[int, bool]:
-    """(fd, direct) of a new file for writing, with O_DIRECT where the file system allows."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+def _open(path: Path, flags: int) -> tuple[int, bool]:
+    """(fd, direct) of path opened with flags, plus O_DIRECT where the file system allows."""
     if _DIRECT:
         try:
             return os.open(path, flags | _DIRECT, 0o600), True
@@ -48,7 +47,7 @@ class DirectWriter:
 
     def __init__(self, path: Path, staging: int = 1 << 20) -> None:
         self.path = path
-        self.fd, self.direct = _open_write(path)
+        self.fd, self.direct = _open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         self.size = 0
         self._staging = mmap.mmap(-1, max(ALIGN, staging - staging % ALIGN))
         self._used = 0  # bytes in staging not yet written
@@ -123,15 +122,7 @@ def read_spill(path: Path, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
     lives as long as any of them.
     """
     size = path.stat().st_size
-    fd = -1
-    if _DIRECT:
-        try:
-            fd = os.open(path, os.O_RDONLY | _DIRECT)
-        except OSError as e:
-            if e.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
-                raise
-    if fd < 0:
-        fd = os.open(path, os.O_RDONLY)
+    fd, _ = _open(path, os.O_RDONLY)
     try:
         padded = -(-size // ALIGN) * ALIGN
         raw = pa.allocate_buffer(padded + ALIGN)
