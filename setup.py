@@ -5,8 +5,8 @@ from setuptools import Extension, setup
 setup(
     ext_modules=[
         Extension(
-            "rawexport._csvline",
-            sources=["src/rawexport/_csvline.c"],
+            "rawexport.export._csvline",
+            sources=["src/rawexport/export/_csvline.c"],
             extra_compile_args=["-O3"],
         )
     ]

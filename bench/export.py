@@ -33,8 +33,8 @@ def peak_rss_mib() -> float:
 
 
 def ensure_data(root: Path, rows: int) -> list[Path]:
-    from rawexport.generate import generate
-    from rawexport.store import EventStore
+    from rawexport.ingest.generate import generate
+    from rawexport.store.events import EventStore
 
     store = EventStore(root / "events")
     meta = root / "events.json"
@@ -73,7 +73,7 @@ def child(pipeline: str, root: Path, files: list[Path]) -> dict[str, Any]:
     s = Settings()
     if pipeline == "rawexport":
         from rawexport.blobs.local import LocalBlobStore
-        from rawexport.runner import run_export
+        from rawexport.export.runner import run_export
 
         blobs = LocalBlobStore(out / "blobs")
         t = time.perf_counter()
@@ -144,7 +144,7 @@ def main() -> None:
     root: Path = (args.dir or Path(f"bench-data/export-{args.rows}")).resolve()
 
     if args.child:
-        from rawexport.store import EventStore
+        from rawexport.store.events import EventStore
 
         files = EventStore(root / "events").hour_files(AI, DATA_TYPE, HOUR_MS)
         print(json.dumps(child(args.child, root, files)))

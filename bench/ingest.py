@@ -148,7 +148,7 @@ def main() -> None:
 
     csv_parts = _export_parts(env, root, ai)
     if csv_parts:
-        from rawexport.ingest_cli import read_csv
+        from rawexport.ingest.files import read_csv
 
         rows = sum(p[1] for p in csv_parts)
         start = time.perf_counter()

@@ -19,11 +19,11 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
     from starlette.testclient import TestClient
 
-from rawexport.api import create_app
-from rawexport.auth import sign_auth
+from rawexport.api.app import create_app
+from rawexport.api.auth import sign_auth
+from rawexport.api.ratelimit import RateLimiter
 from rawexport.blobs.local import LocalBlobStore
 from rawexport.catalog import Catalog, Job, KeyPair, Project
-from rawexport.ratelimit import RateLimiter
 from rawexport.settings import Settings
 from rawexport.timeutil import DAY_MS, HOUR_MS, parse_export_date, utc_key_stamp
 from rawexport.types import ExportResult, PartInfo

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rawexport.schema import DATA_TYPES
-from rawexport.store import arrow_schema
+from rawexport.store.events import arrow_schema
 
 
 def write_parquet(path: Path, data_type: str, rows: list[dict[str, Any]]) -> Path:

@@ -13,10 +13,10 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
     from starlette.testclient import TestClient
 
-from rawexport.api import create_app
-from rawexport.generate import generate
-from rawexport.ops import export_now
-from rawexport.services import open_services
+from rawexport.api.app import create_app
+from rawexport.cli.services import open_services
+from rawexport.export.actions import export_now
+from rawexport.ingest.generate import generate
 from rawexport.settings import Settings
 from rawexport.timeutil import HOUR_MS, beijing_hour_label
 
@@ -39,8 +39,8 @@ def test_metrics_after_a_known_workload(tmp_path: Path) -> None:
     counts = generate(services.store, p.ai, T0, 1, 1000, data_types=["page", "visit"], seed=2)
     now = T0 + HOUR_MS + 90_000  # 90 s after the hour closed
     services.exporter.clock = lambda: now
-    export_now(services, p, [T0], "page", now)
-    export_now(services, p, [T0], "visit", now)
+    export_now(services.exporter, p, [T0], "page", now)
+    export_now(services.exporter, p, [T0], "visit", now)
     services.catalog.plan(p.id, "v2", ["evar"], [T0], now)  # one queued job
 
     app = create_app(settings, services.catalog, services.blobs, metrics=services.metrics)

@@ -1,20 +1,14 @@
-"""Prometheus metrics: jobs, export lag, rows and bytes, ingest, API latency, rate limits."""
+"""Prometheus metrics: export lag, rows and bytes, ingest, API latency, rate limits.
+
+The jobs gauge reads the catalog (`catalog.metrics`); request timing is `api.access`.
+"""
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Iterator
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
-from sqlalchemy import func, select
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from rawexport.catalog import Catalog
-from rawexport.tables import export_jobs
 from rawexport.timeutil import HOUR_MS
 
 access = logging.getLogger("rawexport.access")
@@ -23,30 +17,10 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 JOB_STATUSES = ("queued", "running", "retrying", "finished", "error", "superseded")
 
 
-class JobsCollector(Collector):
-    """rawexport_jobs{status}: read from the catalog at scrape time, so every node agrees."""
-
-    def __init__(self, catalog: Catalog) -> None:
-        self.catalog = catalog
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        family = GaugeMetricFamily("rawexport_jobs", "Export jobs by status", labels=["status"])
-        with self.catalog.tx() as c:
-            counts: dict[str, int] = {
-                str(status): int(n)
-                for status, n in c.execute(
-                    select(export_jobs.c.status, func.count()).group_by(export_jobs.c.status)
-                )
-            }
-        for status in JOB_STATUSES:
-            family.add_metric([status], float(counts.get(status, 0)))
-        yield family
-
-
 class Metrics:
     """One registry per process (tests build their own)."""
 
-    def __init__(self, catalog: Catalog | None = None) -> None:
+    def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         labels = ["version", "data_type"]
@@ -78,8 +52,6 @@ class Metrics:
             registry=r,
         )
         self.rate_limited = Counter("rawexport_rate_limited", "Requests answered 429", registry=r)
-        if catalog is not None:
-            r.register(JobsCollector(catalog))
 
     def job_finished(
         self,
@@ -105,47 +77,3 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
-
-
-class RequestMetrics:
-    """ASGI middleware timing every HTTP request by route template, method and status."""
-
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = [500]
-
-        async def send_wrapper(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status[0] = int(message["status"])
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            route: Any = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            seconds = time.perf_counter() - start
-            if status[0] == 429:
-                self.metrics.rate_limited.inc()
-            self.metrics.requests.labels(template, scope["method"], str(status[0])).observe(seconds)
-            access.info(
-                "%s %s %s",
-                scope["method"],
-                scope.get("path", ""),
-                status[0],
-                extra={
-                    "event": "request",
-                    "method": scope["method"],
-                    "route": template,
-                    "path": scope.get("path", ""),
-                    "status": status[0],
-                    "ms": round(seconds * 1000, 3),
-                },
-            )

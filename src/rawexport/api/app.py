@@ -1,0 +1,317 @@
+"""The HTTP API: /auth/token, the v1 and v2 export endpoints, downloads, health, OpenAPI."""
+
+from __future__ import annotations
+
+import html
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+from sqlalchemy import text
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
+
+from rawexport.api import auth, openapi
+from rawexport.api.access import RequestMetrics
+from rawexport.api.collect import collector_routes
+from rawexport.api.downloads import Downloads, FilePaths
+from rawexport.api.insights import ERROR, FINISHED, NOT_EXISTS, Answer, Insights
+from rawexport.api.ratelimit import RateLimiter
+from rawexport.blobs.links import SECRET_NAME
+from rawexport.catalog import Catalog, Project
+from rawexport.catalog.metrics import catalog_metrics
+from rawexport.ingest.group_commit import Ingestor, make_ingestor
+from rawexport.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from rawexport.metrics import Metrics
+from rawexport.schema import DATA_TYPE_NAMES, DATA_TYPES, V1_TYPE_NAMES
+from rawexport.settings import Settings
+from rawexport.timeutil import (
+    BadDate,
+    Window,
+    now_ms,
+    parse_export_date,
+    parse_v1_date,
+    request_time,
+)
+
+log = logging.getLogger("rawexport.api")
+
+DEFAULT_EXPIRE = 5
+MAX_EXPIRE = 10080
+BAD_PARAM = "请求参数不合法，"
+EXPIRE_TOO_LONG = "过期时间应小于7天"
+
+
+class JSON(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def error_body(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSON:
+    """The one error shape outside the export envelopes: {"message":..., "errors":[]}."""
+    return JSON({"message": message, "errors": []}, status, headers)
+
+
+def unauthorized() -> JSON:
+    return error_body(401, "Unauthorized")
+
+
+class BadParam(ValueError):
+    """A path or query value the export endpoints reject; str() is the errorMsg."""
+
+
+def parse_expire(raw: str | None) -> int:
+    """`expire` minutes: default 5, 1..10080."""
+    if raw is None:
+        return DEFAULT_EXPIRE
+    if raw.isascii() and raw.isdigit():
+        if len(raw) > 6 or int(raw) > MAX_EXPIRE:
+            raise BadParam(EXPIRE_TOO_LONG)
+        if int(raw) >= 1:
+            return int(raw)
+    raise BadParam(BAD_PARAM + raw)
+
+
+def _window(export_type: str, raw_date: str, data_type: str | None = None) -> Window:
+    """The request's hours; checks export_type, then data_type, then the date."""
+    if export_type not in ("hour", "day"):
+        raise BadParam(BAD_PARAM + export_type)
+    if data_type is not None and data_type not in DATA_TYPES:
+        raise BadParam(BAD_PARAM + data_type)
+    try:
+        return parse_export_date(export_type, raw_date)
+    except BadDate as e:
+        raise BadParam(BAD_PARAM + str(e)) from None
+
+
+class Api:
+    """The handlers; each is thin and calls auth, insights or downloads."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        catalog: Catalog,
+        limiter: RateLimiter,
+        clock: Callable[[], int],
+    ) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.limiter = limiter
+        self.clock = clock
+        self.insights = Insights(catalog, settings.base_url, catalog.secret(SECRET_NAME))
+        self.openapi = openapi.document(settings.base_url)
+
+    # ---- /auth/token -----------------------------------------------------------------
+
+    async def auth_token(self, request: Request) -> Response:
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > auth.MAX_AUTH_BODY:
+                return error_body(413, "Payload Too Large")
+        params = auth.parse_auth_params(request.query_params, bytes(body))
+        client_id = request.headers.get("x-client-id")
+        try:
+            code = await run_in_threadpool(
+                auth.issue_code, self.catalog, self.settings, params, client_id, self.clock()
+            )
+        except auth.Unauthorized:
+            return unauthorized()
+        return JSON({"status": "success", "code": code})
+
+    # ---- export endpoints ------------------------------------------------------------
+
+    def _project(self, request: Request, ai: str, now: int) -> Project | JSON:
+        """The credential's project when it may read `ai`, else the 401/429 to answer."""
+        headers = request.headers
+        try:
+            cred = auth.resolve(
+                self.catalog, headers.get("authorization"), headers.get("x-client-id"), now
+            )
+        except auth.Unauthorized:
+            return unauthorized()
+        wait = self.limiter.hit(cred.rate_key)
+        if wait:
+            return error_body(429, "Too Many Requests", {"retry-after": str(wait)})
+        project = self.catalog.project_by_id(cred.project_id)
+        return project if project.ai == ai else unauthorized()
+
+    def v2_one(self, request: Request) -> Response:
+        return self._v2(request, request.path_params["data_type"])
+
+    def v2_all(self, request: Request) -> Response:
+        return self._v2(request, None)
+
+    def _v2(self, request: Request, data_type: str | None) -> Response:
+        """E2 (one data type) or, when data_type is None, E3 (all of them)."""
+        p = request.path_params
+        now = self.clock()
+        project = self._project(request, p["ai"], now)
+        if isinstance(project, Response):
+            return project
+        export_type, label = p["export_type"], p["export_date"]
+
+        def envelope(answer: Answer, code: int = 200) -> JSON:
+            links: Any = (
+                {t: answer.links.get(t, []) for t in DATA_TYPE_NAMES}
+                if data_type is None
+                else answer.links.get(data_type, [])
+            )
+            body = {"status": answer.status, "downloadLinks": links, "exportType": export_type}
+            if data_type is not None:
+                body["dataType"] = data_type
+            body |= {
+                "exportDate": label,
+                "exportVersion": "v2",
+                "requestTime": request_time(now),
+                "errorMsg": answer.error,
+            }
+            if answer.status == FINISHED:
+                body["manifest"] = (
+                    {t: answer.manifests.get(t, []) for t in DATA_TYPE_NAMES}
+                    if data_type is None
+                    else answer.manifests.get(data_type, [])
+                )
+            return JSON(body, code)
+
+        try:
+            window = _window(export_type, label, data_type)
+            label = window.label
+            expire = parse_expire(request.query_params.get("expire"))
+        except BadParam as e:
+            return envelope(Answer(ERROR, {}, str(e)), 400)
+        types = DATA_TYPE_NAMES if data_type is None else (data_type,)
+        scope = f"v2/{export_type}/{data_type or '*'}/{label}"
+        return envelope(self.insights.answer(project, "v2", types, window, expire, scope, now))
+
+    def v1(self, request: Request) -> Response:
+        p = request.path_params
+        now = self.clock()
+        project = self._project(request, p["ai"], now)
+        if isinstance(project, Response):
+            return project
+        try:
+            try:
+                window = parse_v1_date(p["date"])
+            except BadDate as e:
+                raise BadParam(BAD_PARAM + str(e)) from None
+            expire = parse_expire(request.query_params.get("expire"))
+        except BadParam as e:
+            return JSON({"status": NOT_EXISTS, "downlinks": [], "errorMsg": str(e)}, 400)
+        scope = f"v1/{window.label}"
+        answer = self.insights.answer(project, "v1", V1_TYPE_NAMES, window, expire, scope, now)
+        body: dict[str, Any] = {"status": answer.status, "downlinks": answer.flat()}
+        if answer.error:
+            body["errorMsg"] = answer.error
+        if answer.status == FINISHED:
+            body["manifest"] = answer.flat_manifests()
+        return JSON(body)
+
+    # ---- service ---------------------------------------------------------------------
+
+    def healthz(self, request: Request) -> Response:
+        try:
+            with self.catalog.engine.connect() as c:
+                c.execute(text("SELECT 1"))
+        except Exception:
+            log.exception("health check: the catalog does not answer")
+            return JSON({"status": "error", "catalog": "unavailable"}, 503)
+        return JSON({"status": "ok"})
+
+    def openapi_json(self, request: Request) -> Response:
+        return JSON(self.openapi)
+
+    def docs(self, request: Request) -> Response:
+        return HTMLResponse(docs_page(self.openapi))
+
+
+def docs_page(doc: dict[str, Any]) -> str:
+    """Swagger UI from a CDN, over a plain list of the routes for when it cannot load."""
+    items = "".join(
+        f"<li><code>{html.escape(m.upper())} {html.escape(path)}</code> "
+        f"{html.escape(op.get('summary', ''))}</li>"
+        for path, ops in doc["paths"].items()
+        for m, op in ops.items()
+    )
+    cdn = "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5"
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>rawexport API</title>"
+        f"<link rel='stylesheet' href='{cdn}/swagger-ui.css'></head><body>"
+        f"<div id='swagger-ui'><h1>rawexport API</h1><p><a href='/openapi.json'>"
+        f"openapi.json</a></p><ul>{items}</ul></div>"
+        f"<script src='{cdn}/swagger-ui-bundle.js'></script>"
+        "<script>if (window.SwaggerUIBundle) "
+        "SwaggerUIBundle({url: '/openapi.json', dom_id: '#swagger-ui'});</script>"
+        "</body></html>"
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return error_body(exc.status_code, exc.detail, exc.headers)
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_body(500, "Internal Server Error")
+
+
+def create_app(
+    settings: Settings,
+    catalog: Catalog,
+    blobs: FilePaths,
+    *,
+    clock: Callable[[], int] = now_ms,
+    limiter: RateLimiter | None = None,
+    ingestor: Ingestor | None = None,
+    metrics: Metrics | None = None,
+) -> Starlette:
+    """The ASGI app. `blobs` is the local blob store its download links point at."""
+    limiter = limiter or RateLimiter(settings.rate_limit, settings.rate_burst)
+    collector = ingestor or make_ingestor(settings, catalog)
+    metrics = metrics or catalog_metrics(catalog)
+
+    async def metrics_endpoint(request: Request) -> Response:
+        body = await run_in_threadpool(metrics.render)
+        return Response(body, media_type=METRICS_CONTENT_TYPE)
+
+    api = Api(settings, catalog, limiter, clock)
+    downloads = Downloads(catalog, blobs, catalog.secret(SECRET_NAME), clock)
+    routes = [
+        Route("/auth/token", api.auth_token, methods=["POST"]),
+        Route(
+            "/v2/insights/{export_type}/{data_type}/{ai}/{export_date}.json",
+            api.v2_one,
+            methods=["GET"],
+        ),
+        Route("/v2/insights/{export_type}/{ai}/{export_date}.json", api.v2_all, methods=["GET"]),
+        Route("/insights/{ai}/{date}.json", api.v1, methods=["GET"]),
+        Route("/healthz", api.healthz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+        Route("/openapi.json", api.openapi_json, methods=["GET"]),
+        Route("/docs", api.docs, methods=["GET"]),
+        *collector_routes(settings, catalog, collector, metrics),
+        # Last, and only matching export keys: it must not shadow the routes above.
+        Route("/{key:exportkey}", downloads.serve, methods=["GET", "HEAD"]),
+    ]
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with collector:  # on shutdown, commits what is queued, then stops the writer
+            yield
+
+    return Starlette(
+        routes=routes,
+        exception_handlers={HTTPException: _http_error, Exception: _server_error},
+        lifespan=lifespan,
+        middleware=[Middleware(RequestMetrics, metrics=metrics)],
+    )

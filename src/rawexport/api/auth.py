@@ -1,0 +1,154 @@
+"""/auth/token signatures and the credentials of data calls (auth codes, API tokens)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+from sqlalchemy import select
+
+from rawexport.catalog import Catalog, KeyPair
+from rawexport.catalog.tables import key_pairs
+from rawexport.settings import Settings
+from rawexport.signatures import sign_auth
+
+__all__ = ["sign_auth"]  # re-exported: the API checks what clients sign
+
+AUTH_FIELDS = ("project", "ai", "tm", "auth")
+MAX_AUTH_BODY = 64 * 1024
+
+
+class Unauthorized(Exception):
+    """A credential is missing, wrong, or not allowed on what it asks for."""
+
+
+def _scalar(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str | int):
+        return str(value)
+    return None
+
+
+def parse_auth_params(query: Mapping[str, str], body: bytes) -> dict[str, str]:
+    """The four /auth/token fields from the query string and the body, whatever its type.
+
+    Real clients send a raw `project=..&ai=..&tm=..&auth=..` body as text/plain (even
+    `text/plain,text/plain`) or form-encoded, or put the fields in the query string; a JSON
+    object body is accepted too. Body fields win over query fields of the same name.
+    """
+    params = {k: query[k] for k in AUTH_FIELDS if k in query}
+    text = body.decode("utf-8", errors="replace").strip()
+    found: dict[str, Any] = {}
+    if text.startswith("{"):
+        try:
+            parsed = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            parsed = None
+        if isinstance(parsed, dict):
+            found = parsed
+    elif text:
+        found = dict(parse_qsl(text, keep_blank_values=True))
+    for k in AUTH_FIELDS:
+        value = _scalar(found.get(k))
+        if value is not None:
+            params[k] = value
+    return params
+
+
+def _project_key_pairs(catalog: Catalog, ai: str, uid: str) -> list[KeyPair]:
+    project = catalog.project(ai)
+    if project is None or project.uid != uid:
+        return []
+    with catalog.tx() as c:
+        rows = c.execute(
+            select(key_pairs)
+            .where(key_pairs.c.project_id == project.id, key_pairs.c.revoked.is_(False))
+            .order_by(key_pairs.c.id)
+        ).all()
+    return [KeyPair(r.id, r.project_id, r.public_key, r.private_key) for r in rows]
+
+
+def issue_code(
+    catalog: Catalog, settings: Settings, params: Mapping[str, str], client_id: str | None, now: int
+) -> str:
+    """Check a /auth/token request and issue an auth code, or raise Unauthorized.
+
+    Without `X-Client-Id` the project's key pairs are tried in turn: the HMAC still needs
+    a private key, so this only spares clients that forget the header.
+    """
+    try:
+        uid, ai, tm, given = (params[k] for k in AUTH_FIELDS)
+    except KeyError:
+        raise Unauthorized("missing field") from None
+    if not (tm.isascii() and tm.isdigit() and len(tm) <= 16):
+        raise Unauthorized("bad tm")
+    if abs(now - int(tm)) > settings.auth_skew_seconds * 1000:
+        raise Unauthorized("stale tm")
+    if client_id:
+        kp = catalog.key_pair(client_id)
+        candidates = [kp] if kp is not None else []
+    else:
+        candidates = _project_key_pairs(catalog, ai, uid)
+    given_b = given.strip().lower().encode("utf-8", errors="replace")
+    for kp in candidates:
+        expected = sign_auth(kp.private_key, uid, ai, tm).encode()
+        if not hmac.compare_digest(expected, given_b):
+            continue
+        project = catalog.project_by_id(kp.project_id)
+        if project.uid != uid or project.ai != ai:
+            break
+        return catalog.issue_auth_code(
+            kp.id, days=settings.auth_code_days, strict=settings.strict_auth_codes
+        )
+    raise Unauthorized("bad signature")
+
+
+@dataclass(frozen=True)
+class Credential:
+    project_id: int
+    rate_key: str  # what the rate limit counts: one key pair or one API token
+
+
+def bearer(header: str | None) -> str | None:
+    """The code or token of an Authorization header: bare, `Token x` or `Bearer x`."""
+    if not header:
+        return None
+    value = header.strip()
+    scheme, _, rest = value.partition(" ")
+    if rest and scheme.lower() in ("token", "bearer"):
+        value = rest.strip()
+    return value or None
+
+
+def resolve(
+    catalog: Catalog, authorization: str | None, client_id: str | None, now: int
+) -> Credential:
+    """The project a data call may read, from its auth code or static API token.
+
+    A code must belong to the key pair named by `X-Client-Id` when the header is sent (a
+    code alone identifies its key). A static token works alone; with `X-Client-Id` the key
+    must be of the token's project.
+    """
+    secret = bearer(authorization)
+    if secret is None:
+        raise Unauthorized("no credential")
+    kp = catalog.auth_code_key(secret, now)
+    if kp is not None:
+        if client_id and not hmac.compare_digest(kp.public_key.encode(), client_id.encode()):
+            raise Unauthorized("code of another key")
+        return Credential(kp.project_id, f"k{kp.id}")
+    project_id = catalog.project_for_token(secret)
+    if project_id is None:
+        raise Unauthorized("unknown credential")
+    if client_id:
+        named = catalog.key_pair(client_id)
+        if named is None or named.project_id != project_id:
+            raise Unauthorized("key of another project")
+    token_id = hashlib.sha256(secret.encode()).hexdigest()[:16]
+    return Credential(project_id, f"t{token_id}")

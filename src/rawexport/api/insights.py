@@ -1,0 +1,163 @@
+"""Export status and download links of a request window, shared by the v1 and v2 APIs."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from rawexport.blobs import links
+from rawexport.catalog import PENDING, Catalog, Job, Project
+from rawexport.timeutil import Window, beijing_hour_label, hour_ceil, hour_floor
+
+FINISHED = "FINISHED"
+RUNNING = "RUNNING"
+NOT_EXISTS = "NOT_EXISTS"
+ERROR = "ERROR"
+STATUSES = (FINISHED, RUNNING, NOT_EXISTS, ERROR)
+
+# Why an hour is NOT_EXISTS. A window drops hours before enablement or past retention and
+# counts future hours as RUNNING as long as it also covers the current hour or earlier.
+DISABLED = "disabled"
+BEFORE = "before_enabled"
+EXPIRED = "past_retention"
+FUTURE = "future"
+
+
+@dataclass(frozen=True)
+class HourStatus:
+    status: str
+    reason: str = ""  # set for NOT_EXISTS
+    job: Job | None = None  # the finished revision served, or the job that failed
+    error: str = ""
+
+
+def hour_status(
+    project: Project, version: str, hour_ms: int, jobs: Sequence[Job], now: int
+) -> HourStatus:
+    """Status of one (type, hour) from its non-preview jobs, newest revision first."""
+    enabled = project.export_enabled and (version != "v1" or project.v1_enabled)
+    if not enabled or project.export_since_ms is None:
+        return HourStatus(NOT_EXISTS, DISABLED)
+    if hour_ms < hour_ceil(project.export_since_ms):
+        return HourStatus(NOT_EXISTS, BEFORE)
+    if links.retained_until(hour_ms, project.retention_days) <= now:
+        return HourStatus(NOT_EXISTS, EXPIRED)
+    current = hour_floor(now)
+    if hour_ms > current:
+        return HourStatus(NOT_EXISTS, FUTURE)
+    if hour_ms == current:
+        return HourStatus(RUNNING)
+    for job in jobs:
+        if job.status == "finished":
+            return HourStatus(FINISHED, job=job)
+    if jobs and jobs[0].status == "error" and not any(j.status in PENDING for j in jobs):
+        return HourStatus(ERROR, job=jobs[0], error=jobs[0].error or "export failed")
+    return HourStatus(RUNNING)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a request gets: the window status and, when FINISHED, links per data type.
+
+    `manifests` holds, per data type, signed links to the `_manifest.json` of every
+    revision the answer links (empty hours included: their manifest says 0 rows).
+    """
+
+    status: str
+    links: dict[str, list[str]]
+    error: str = ""
+    manifests: dict[str, list[str]] = field(default_factory=dict)
+
+    def flat(self) -> list[str]:
+        return [link for type_links in self.links.values() for link in type_links]
+
+    def flat_manifests(self) -> list[str]:
+        return [link for type_links in self.manifests.values() for link in type_links]
+
+
+def fingerprint(keys: Sequence[str]) -> str:
+    return hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()
+
+
+class Insights:
+    """Answers export requests from the catalog: one jobs query and one files query each."""
+
+    def __init__(self, catalog: Catalog, base_url: str, secret: str) -> None:
+        self.catalog = catalog
+        self.base_url = base_url.rstrip("/")
+        self.secret = secret
+
+    def answer(
+        self,
+        project: Project,
+        version: str,
+        types: Sequence[str],
+        window: Window,
+        expire_minutes: int,
+        scope: str,
+        now: int,
+    ) -> Answer:
+        empty: dict[str, list[str]] = {t: [] for t in types}
+        jobs = self.catalog.hour_jobs(project.id, version, window.start_ms, window.end_ms)
+        kept: list[tuple[str, int, HourStatus]] = []
+        for hour in window.hours:
+            for t in types:
+                hs = hour_status(project, version, hour, jobs.get((t, hour), ()), now)
+                if hs.reason == DISABLED:
+                    return Answer(NOT_EXISTS, empty)
+                if hs.reason not in (BEFORE, EXPIRED):
+                    kept.append((t, hour, hs))
+        if all(hs.reason == FUTURE for _, _, hs in kept):
+            return Answer(NOT_EXISTS, empty)
+        failed = [(t, h, hs) for t, h, hs in kept if hs.status == ERROR]
+        if failed:
+            t, h, hs = failed[0]
+            single = len(types) == 1 and len(window.hours) == 1
+            message = hs.error if single else f"{t} {beijing_hour_label(h)}: {hs.error}"
+            return Answer(ERROR, empty, message)
+        if any(hs.status != FINISHED for _, _, hs in kept):
+            return Answer(RUNNING, empty)
+        served = [(t, h, hs.job) for t, h, hs in kept if hs.job is not None]
+        parts, manifests = self._links(project, served, types, expire_minutes, scope, now)
+        return Answer(FINISHED, parts, manifests=manifests)
+
+    def _links(
+        self,
+        project: Project,
+        served: list[tuple[str, int, Job]],
+        types: Sequence[str],
+        expire_minutes: int,
+        scope: str,
+        now: int,
+    ) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+        """Part links and manifest links per data type, reused while the cached ones live."""
+        files = self.catalog.files_of(job.id for _, _, job in served)
+        ordered = sorted(served, key=lambda s: (types.index(s[0]), s[1]))
+        entries = [(t, h, f.key) for t, h, job in ordered for f in files[job.id]]
+        manifest_entries = [(t, h, job.manifest_key) for t, h, job in ordered if job.manifest_key]
+        out: dict[str, list[str]] = {t: [] for t in types}
+        manifests: dict[str, list[str]] = {t: [] for t in types}
+        if not entries and not manifest_entries:
+            return out, manifests
+        # The marker keeps rows cached before manifests existed (part links only) unmatched.
+        fp = fingerprint(
+            ["manifest:1"] + [k for _, _, k in entries] + ["m:" + k for _, _, k in manifest_entries]
+        )
+        cached = self.catalog.issued(project.id, scope, fp, now)
+        if cached is not None and isinstance(cached[0], dict) and "links" in cached[0]:
+            saved_links, saved_manifests = cached[0]["links"], cached[0]["manifest"]
+            return (
+                {t: list(saved_links.get(t, [])) for t in types},
+                {t: list(saved_manifests.get(t, [])) for t in types},
+            )
+        until = None
+        for target, group in ((out, entries), (manifests, manifest_entries)):
+            for t, hour, key in group:
+                expires = links.expiry(now, expire_minutes, hour, project.retention_days)
+                until = expires if until is None else min(until, expires)
+                target[t].append(links.make_link(self.base_url, self.secret, key, expires))
+        assert until is not None
+        payload = {"links": out, "manifest": manifests}
+        self.catalog.save_issued(project.id, scope, fp, payload, until, now)
+        return out, manifests

@@ -1,0 +1,24 @@
+"""The catalog: projects, credentials, export jobs, revisions, files and issued links.
+
+`tables` holds the SQLAlchemy Core tables (evolved by `migrations/`), `engine` opens a
+catalog database by URL, `jobs` is the job half (leases, revisions, files, links) and
+`projects` the face that adds projects and credentials. The names below are the package's
+public face.
+"""
+
+from rawexport.catalog.engine import make_engine, migrate
+from rawexport.catalog.jobs import PENDING, CatalogError, FileRow, Job, LeaseLost
+from rawexport.catalog.projects import Catalog, KeyPair, Project
+
+__all__ = [
+    "PENDING",
+    "Catalog",
+    "CatalogError",
+    "FileRow",
+    "Job",
+    "KeyPair",
+    "LeaseLost",
+    "Project",
+    "make_engine",
+    "migrate",
+]

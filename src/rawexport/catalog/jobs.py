@@ -1,0 +1,441 @@
+"""The catalog's job half: export jobs and their revisions, leases, files, issued links.
+
+Catalog (catalog.py) adds projects and credentials on top; both share one engine.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    CursorResult,
+    Engine,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.elements import ColumnElement
+
+from rawexport.catalog.tables import (
+    export_files,
+    export_jobs,
+    issued_links,
+)
+from rawexport.types import ExportResult, PartInfo
+
+
+class CatalogError(Exception):
+    """A catalog operation that cannot be done; the message says why."""
+
+
+class LeaseLost(CatalogError):
+    """The job's lease expired and another worker may own it now."""
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    project_id: int
+    version: str
+    data_type: str
+    hour_ms: int
+    revision: int
+    preview: bool
+    status: str
+    attempts: int
+    next_attempt_ms: int
+    lease_owner: str | None
+    lease_expires_ms: int | None
+    rows: int | None
+    bytes: int | None
+    prefix: str | None
+    manifest_key: str | None
+    error: str | None
+    created_ms: int
+    started_ms: int | None
+    finished_ms: int | None
+
+
+FileRow = PartInfo  # a committed part, as the catalog lists it
+
+
+PENDING = ("queued", "running", "retrying")
+
+
+def _held(job_id: int, owner: str) -> tuple[ColumnElement[bool], ...]:
+    """The job is running under this owner's lease."""
+    return (
+        export_jobs.c.id == job_id,
+        export_jobs.c.status == "running",
+        export_jobs.c.lease_owner == owner,
+    )
+
+
+def _runnable(now: int, due_only: bool) -> ColumnElement[bool]:
+    """Queued or retrying (and due, unless due_only is False), or running on a lost lease."""
+    waiting: ColumnElement[bool] = export_jobs.c.status.in_(("queued", "retrying"))
+    if due_only:
+        waiting = waiting & (export_jobs.c.next_attempt_ms <= now)
+    lost = (export_jobs.c.status == "running") & (export_jobs.c.lease_expires_ms < now)
+    return waiting | lost
+
+
+def _pk(result: CursorResult[Any]) -> int:
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])
+
+
+class JobStore:
+    """Export jobs, their committed files and the links issued for them."""
+
+    engine: Engine
+
+    @contextmanager
+    def tx(self) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    # ---- export jobs -----------------------------------------------------------------
+
+    def plan(
+        self,
+        project_id: int,
+        version: str,
+        data_types: Iterable[str],
+        hours: Iterable[int],
+        now: int,
+    ) -> int:
+        """Queue revision 1 of each (type, hour) that has no job yet; returns how many."""
+        types, hour_list = list(data_types), sorted(hours)
+        if not types or not hour_list:
+            return 0
+        with self.tx() as c:
+            have = {
+                (str(t), int(h))
+                for t, h in c.execute(
+                    select(export_jobs.c.data_type, export_jobs.c.hour_ms)
+                    .where(
+                        export_jobs.c.project_id == project_id,
+                        export_jobs.c.version == version,
+                        export_jobs.c.hour_ms >= hour_list[0],
+                        export_jobs.c.hour_ms <= hour_list[-1],
+                    )
+                    .distinct()
+                )
+            }
+            missing = [
+                self._new_job(project_id, version, t, h, 1, False, now)
+                for h in hour_list
+                for t in types
+                if (t, h) not in have
+            ]
+            if missing:
+                c.execute(insert(export_jobs), missing)
+        return len(missing)
+
+    @staticmethod
+    def _new_job(
+        project_id: int,
+        version: str,
+        data_type: str,
+        hour_ms: int,
+        revision: int,
+        preview: bool,
+        now: int,
+    ) -> dict[str, Any]:
+        return {
+            "project_id": project_id,
+            "version": version,
+            "data_type": data_type,
+            "hour_ms": hour_ms,
+            "revision": revision,
+            "preview": preview,
+            "status": "queued",
+            "attempts": 0,
+            "next_attempt_ms": now,
+            "created_ms": now,
+        }
+
+    def new_revision(
+        self,
+        project_id: int,
+        version: str,
+        data_type: str,
+        hour_ms: int,
+        *,
+        preview: bool,
+        now: int,
+    ) -> Job:
+        """Queue a new revision of (type, hour): a re-export, backfill or preview."""
+        for _ in range(5):
+            try:
+                with self.tx() as c:
+                    top = c.execute(
+                        select(func.max(export_jobs.c.revision)).where(
+                            export_jobs.c.project_id == project_id,
+                            export_jobs.c.version == version,
+                            export_jobs.c.data_type == data_type,
+                            export_jobs.c.hour_ms == hour_ms,
+                        )
+                    ).scalar()
+                    values = self._new_job(
+                        project_id, version, data_type, hour_ms, int(top or 0) + 1, preview, now
+                    )
+                    job_id = _pk(c.execute(insert(export_jobs).values(**values)))
+                return self.job(int(job_id))
+            except IntegrityError:
+                continue
+        raise CatalogError("could not allocate a revision number")
+
+    def job(self, job_id: int) -> Job:
+        with self.tx() as c:
+            row = c.execute(select(export_jobs).where(export_jobs.c.id == job_id)).one()
+        return Job(**row._asdict())
+
+    def jobs(
+        self,
+        project_id: int | None = None,
+        status: str | None = None,
+        since_hour_ms: int | None = None,
+        limit: int = 1000,
+    ) -> list[Job]:
+        q = select(export_jobs)
+        if project_id is not None:
+            q = q.where(export_jobs.c.project_id == project_id)
+        if status is not None:
+            q = q.where(export_jobs.c.status == status)
+        if since_hour_ms is not None:
+            q = q.where(export_jobs.c.hour_ms >= since_hour_ms)
+        q = q.order_by(export_jobs.c.hour_ms, export_jobs.c.data_type, export_jobs.c.revision)
+        with self.tx() as c:
+            rows = c.execute(q.limit(limit)).all()
+        return [Job(**r._asdict()) for r in rows]
+
+    def claim(self, owner: str, now: int, lease_ms: int) -> Job | None:
+        """Take the next runnable job (queued, due retry, or lost lease) under a lease.
+
+        Fair across projects: the project with the fewest running jobs goes first (then the
+        one waiting longest), so one huge project or backfill cannot starve the others.
+        """
+        runnable = _runnable(now, due_only=True)
+        with self.tx() as c:
+            waiting = c.execute(
+                select(export_jobs.c.project_id, func.min(export_jobs.c.next_attempt_ms))
+                .where(runnable)
+                .group_by(export_jobs.c.project_id)
+            ).all()
+            running = {
+                int(pid): int(n)
+                for pid, n in c.execute(
+                    select(export_jobs.c.project_id, func.count())
+                    .where(
+                        export_jobs.c.status == "running",
+                        export_jobs.c.lease_expires_ms >= now,
+                    )
+                    .group_by(export_jobs.c.project_id)
+                )
+            }
+        order = sorted(waiting, key=lambda r: (running.get(int(r[0]), 0), int(r[1]), int(r[0])))
+        for project_id, _ in order[:8]:
+            with self.tx() as c:
+                candidates = (
+                    c.execute(
+                        select(export_jobs.c.id)
+                        .where(runnable, export_jobs.c.project_id == project_id)
+                        .order_by(
+                            export_jobs.c.next_attempt_ms,
+                            export_jobs.c.hour_ms,
+                            export_jobs.c.id,
+                        )
+                        .limit(4)
+                    )
+                    .scalars()
+                    .all()
+                )
+            for job_id in candidates:
+                job = self._take(job_id, runnable, owner, now, lease_ms)
+                if job is not None:
+                    return job
+        return None
+
+    def claim_id(self, job_id: int, owner: str, now: int, lease_ms: int) -> Job | None:
+        """Take one given job if it is runnable now, due or not (CLI `export run`)."""
+        runnable = _runnable(now, due_only=False)
+        return self._take(job_id, runnable, owner, now, lease_ms)
+
+    def _take(
+        self, job_id: int, runnable: ColumnElement[bool], owner: str, now: int, lease_ms: int
+    ) -> Job | None:
+        """Lease a job if it still matches `runnable` (a conditional update: one winner)."""
+        with self.tx() as c:
+            res = c.execute(
+                update(export_jobs)
+                .where(export_jobs.c.id == job_id, runnable)
+                .values(
+                    status="running",
+                    attempts=export_jobs.c.attempts + 1,
+                    lease_owner=owner,
+                    lease_expires_ms=now + lease_ms,
+                    started_ms=now,
+                )
+            )
+            claimed = res.rowcount == 1
+        return self.job(job_id) if claimed else None
+
+    def renew_lease(self, job_id: int, owner: str, now: int, lease_ms: int) -> bool:
+        with self.tx() as c:
+            res = c.execute(
+                update(export_jobs)
+                .where(*_held(job_id, owner))
+                .values(lease_expires_ms=now + lease_ms)
+            )
+            return res.rowcount == 1
+
+    def complete(self, job_id: int, owner: str, result: ExportResult, now: int) -> None:
+        """Commit a revision: its files and FINISHED status, in one transaction."""
+        with self.tx() as c:
+            res = c.execute(
+                update(export_jobs)
+                .where(*_held(job_id, owner))
+                .values(
+                    status="finished",
+                    rows=result.rows,
+                    bytes=result.bytes,
+                    prefix=result.prefix,
+                    manifest_key=result.manifest_key,
+                    error=None,
+                    finished_ms=now,
+                    lease_owner=None,
+                    lease_expires_ms=None,
+                )
+            )
+            if res.rowcount != 1:
+                raise LeaseLost(f"job {job_id} is no longer held by {owner}")
+            c.execute(export_files.delete().where(export_files.c.job_id == job_id))
+            if result.files:
+                c.execute(
+                    insert(export_files),
+                    [
+                        {
+                            "job_id": job_id,
+                            "part": f.part,
+                            "key": f.key,
+                            "rows": f.rows,
+                            "bytes": f.bytes,
+                            "md5": f.md5,
+                            "sha256": f.sha256,
+                        }
+                        for f in result.files
+                    ],
+                )
+
+    def fail(self, job_id: int, owner: str, error: str, *, retry_at: int | None, now: int) -> str:
+        """Record a failed attempt: `retrying` until retry_at, or `error` when None."""
+        status = "error" if retry_at is None else "retrying"
+        values: dict[str, Any] = {
+            "status": status,
+            "error": error[:4000],
+            "lease_owner": None,
+            "lease_expires_ms": None,
+        }
+        if retry_at is not None:
+            values["next_attempt_ms"] = retry_at
+        else:
+            values["finished_ms"] = now
+        with self.tx() as c:
+            res = c.execute(
+                update(export_jobs)
+                .where(export_jobs.c.id == job_id, export_jobs.c.lease_owner == owner)
+                .values(**values)
+            )
+            if res.rowcount != 1:
+                raise LeaseLost(f"job {job_id} is no longer held by {owner}")
+        return status
+
+    def files(self, job_id: int) -> list[FileRow]:
+        with self.tx() as c:
+            rows = c.execute(
+                select(export_files)
+                .where(export_files.c.job_id == job_id)
+                .order_by(export_files.c.part)
+            ).all()
+        return [FileRow(r.part, r.key, r.rows, r.bytes, r.md5, r.sha256) for r in rows]
+
+    def hour_jobs(
+        self, project_id: int, version: str, start_ms: int, end_ms: int
+    ) -> dict[tuple[str, int], list[Job]]:
+        """Every non-preview job of hours in [start, end), by (type, hour), newest first."""
+        with self.tx() as c:
+            rows = c.execute(
+                select(export_jobs)
+                .where(
+                    export_jobs.c.project_id == project_id,
+                    export_jobs.c.version == version,
+                    export_jobs.c.hour_ms >= start_ms,
+                    export_jobs.c.hour_ms < end_ms,
+                    export_jobs.c.preview.is_(False),
+                )
+                .order_by(export_jobs.c.revision.desc())
+            ).all()
+        out: dict[tuple[str, int], list[Job]] = {}
+        for r in rows:
+            job = Job(**r._asdict())
+            out.setdefault((job.data_type, job.hour_ms), []).append(job)
+        return out
+
+    def files_of(self, job_ids: Iterable[int]) -> dict[int, list[FileRow]]:
+        ids = list(job_ids)
+        out: dict[int, list[FileRow]] = {i: [] for i in ids}
+        if not ids:
+            return out
+        with self.tx() as c:
+            rows = c.execute(
+                select(export_files)
+                .where(export_files.c.job_id.in_(ids))
+                .order_by(export_files.c.job_id, export_files.c.part)
+            ).all()
+        for r in rows:
+            out[r.job_id].append(FileRow(r.part, r.key, r.rows, r.bytes, r.md5, r.sha256))
+        return out
+
+    # ---- issued links ----------------------------------------------------------------
+
+    def issued(
+        self, project_id: int, scope: str, fingerprint: str, now: int
+    ) -> tuple[Any, int] | None:
+        with self.tx() as c:
+            row = c.execute(
+                select(issued_links.c.links, issued_links.c.expires_ms)
+                .where(
+                    issued_links.c.project_id == project_id,
+                    issued_links.c.scope == scope,
+                    issued_links.c.fingerprint == fingerprint,
+                    issued_links.c.expires_ms > now,
+                )
+                .order_by(issued_links.c.id.desc())
+                .limit(1)
+            ).first()
+        return (json.loads(row[0]), int(row[1])) if row else None
+
+    def save_issued(
+        self, project_id: int, scope: str, fingerprint: str, links: Any, expires_ms: int, now: int
+    ) -> None:
+        with self.tx() as c:
+            c.execute(
+                insert(issued_links).values(
+                    project_id=project_id,
+                    scope=scope,
+                    fingerprint=fingerprint,
+                    links=json.dumps(links, separators=(",", ":")),
+                    expires_ms=expires_ms,
+                    created_ms=now,
+                )
+            )

@@ -1,0 +1,255 @@
+"""The catalog's face: projects and credentials, on top of the job half (jobs.py).
+
+SQLite (WAL) is the embedded default; PostgreSQL is chosen by URL. Every write that must
+be all-or-nothing (committing an export revision) runs in one transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import string
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+
+from rawexport.catalog.engine import make_engine, migrate
+from rawexport.catalog.jobs import CatalogError, JobStore, _pk
+from rawexport.catalog.tables import (
+    api_tokens,
+    auth_codes,
+    key_pairs,
+    meta,
+    projects,
+)
+from rawexport.timeutil import DAY_MS, now_ms
+
+ALNUM = string.ascii_letters + string.digits
+
+
+def random_alnum(n: int) -> str:
+    return "".join(secrets.choice(ALNUM) for _ in range(n))
+
+
+def sha256_hex(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Project:
+    id: int
+    ai: str
+    uid: str
+    name: str
+    export_enabled: bool
+    export_since_ms: int | None
+    retention_days: int
+    v1_enabled: bool
+    created_ms: int
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "ai": self.ai,
+            "uid": self.uid,
+            "name": self.name,
+            "export_enabled": self.export_enabled,
+            "export_since_ms": self.export_since_ms,
+            "retention_days": self.retention_days,
+            "v1_enabled": self.v1_enabled,
+        }
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    id: int
+    project_id: int
+    public_key: str
+    private_key: str
+
+
+class Catalog(JobStore):
+    def __init__(self, url: str, *, run_migrations: bool = True) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        if run_migrations:
+            migrate(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ---- meta ------------------------------------------------------------------------
+
+    def secret(self, name: str) -> str:
+        """A server-wide secret (created once, shared by every node using this catalog)."""
+        with self.tx() as c:
+            row = c.execute(select(meta.c.value).where(meta.c.key == name)).first()
+            if row:
+                return str(row[0])
+        value = secrets.token_hex(32)
+        try:
+            with self.tx() as c:
+                c.execute(insert(meta).values(key=name, value=value))
+            return value
+        except IntegrityError:
+            with self.tx() as c:
+                return str(c.execute(select(meta.c.value).where(meta.c.key == name)).scalar_one())
+
+    # ---- projects --------------------------------------------------------------------
+
+    def create_project(
+        self,
+        name: str,
+        *,
+        ai: str | None = None,
+        uid: str | None = None,
+        export_enabled: bool = True,
+        export_since_ms: int | None = None,
+        retention_days: int = 15,
+        v1_enabled: bool = True,
+    ) -> Project:
+        now = now_ms()
+        values = {
+            "ai": ai or secrets.token_hex(8),
+            "uid": uid or random_alnum(8),
+            "name": name,
+            "export_enabled": export_enabled,
+            "export_since_ms": (now if export_since_ms is None else export_since_ms)
+            if export_enabled
+            else None,
+            "retention_days": retention_days,
+            "v1_enabled": v1_enabled,
+            "created_ms": now,
+        }
+        try:
+            with self.tx() as c:
+                c.execute(insert(projects).values(**values))
+        except IntegrityError:
+            raise CatalogError(f"a project with ai {values['ai']} or uid exists") from None
+        project = self.project(str(values["ai"]))
+        assert project is not None
+        return project
+
+    def project(self, ai: str) -> Project | None:
+        with self.tx() as c:
+            row = c.execute(select(projects).where(projects.c.ai == ai)).first()
+        return Project(**row._asdict()) if row else None
+
+    def project_by_id(self, project_id: int) -> Project:
+        with self.tx() as c:
+            row = c.execute(select(projects).where(projects.c.id == project_id)).one()
+        return Project(**row._asdict())
+
+    def projects(self) -> list[Project]:
+        with self.tx() as c:
+            rows = c.execute(select(projects).order_by(projects.c.id)).all()
+        return [Project(**r._asdict()) for r in rows]
+
+    def set_export(self, ai: str, enabled: bool, since_ms: int | None = None) -> Project:
+        project = self.project(ai)
+        if project is None:
+            raise CatalogError(f"no project {ai}")
+        values: dict[str, Any] = {"export_enabled": enabled}
+        if enabled and (since_ms is not None or project.export_since_ms is None):
+            values["export_since_ms"] = now_ms() if since_ms is None else since_ms
+        with self.tx() as c:
+            c.execute(update(projects).where(projects.c.id == project.id).values(**values))
+        result = self.project(ai)
+        assert result is not None
+        return result
+
+    # ---- credentials -----------------------------------------------------------------
+
+    def create_key_pair(self, project_id: int) -> KeyPair:
+        public, private = random_alnum(32), random_alnum(32)
+        with self.tx() as c:
+            res = c.execute(
+                insert(key_pairs).values(
+                    project_id=project_id,
+                    public_key=public,
+                    private_key=private,
+                    created_ms=now_ms(),
+                    revoked=False,
+                )
+            )
+            key_id = _pk(res)
+        return KeyPair(key_id, project_id, public, private)
+
+    def key_pair(self, public_key: str) -> KeyPair | None:
+        with self.tx() as c:
+            row = c.execute(
+                select(key_pairs).where(
+                    key_pairs.c.public_key == public_key, key_pairs.c.revoked.is_(False)
+                )
+            ).first()
+        if row is None:
+            return None
+        return KeyPair(row.id, row.project_id, row.public_key, row.private_key)
+
+    def create_api_token(self, project_id: int, description: str = "") -> str:
+        token = random_alnum(48)
+        with self.tx() as c:
+            c.execute(
+                insert(api_tokens).values(
+                    project_id=project_id,
+                    token_sha256=sha256_hex(token),
+                    display=f"{token[:5]}*{token[-5:]}",
+                    description=description,
+                    created_ms=now_ms(),
+                    revoked=False,
+                )
+            )
+        return token
+
+    def project_for_token(self, token: str) -> int | None:
+        with self.tx() as c:
+            row = c.execute(
+                select(api_tokens.c.project_id).where(
+                    api_tokens.c.token_sha256 == sha256_hex(token),
+                    api_tokens.c.revoked.is_(False),
+                )
+            ).first()
+        return int(row[0]) if row else None
+
+    def issue_auth_code(self, key_pair_id: int, *, days: int, strict: bool) -> str:
+        code = random_alnum(64)
+        now = now_ms()
+        with self.tx() as c:
+            if strict:
+                c.execute(
+                    update(auth_codes)
+                    .where(auth_codes.c.key_pair_id == key_pair_id)
+                    .values(revoked=True)
+                )
+            c.execute(
+                insert(auth_codes).values(
+                    key_pair_id=key_pair_id,
+                    code_sha256=sha256_hex(code),
+                    created_ms=now,
+                    expires_ms=now + days * DAY_MS,
+                    revoked=False,
+                )
+            )
+        return code
+
+    def auth_code_key(self, code: str, now: int) -> KeyPair | None:
+        """The key pair an unexpired, unrevoked auth code was issued to."""
+        with self.tx() as c:
+            row = c.execute(
+                select(key_pairs)
+                .join(auth_codes, auth_codes.c.key_pair_id == key_pairs.c.id)
+                .where(
+                    auth_codes.c.code_sha256 == sha256_hex(code),
+                    auth_codes.c.revoked.is_(False),
+                    auth_codes.c.expires_ms > now,
+                    key_pairs.c.revoked.is_(False),
+                )
+            ).first()
+        if row is None:
+            return None
+        return KeyPair(row.id, row.project_id, row.public_key, row.private_key)

@@ -1,0 +1,5 @@
+"""`python -m rawexport.cli`."""
+
+from rawexport.cli.main import main
+
+main()

@@ -1,0 +1,63 @@
+"""`rawexport serve`: the API, the scheduler, the compactor, the sweeper and the export workers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from rawexport.cli.common import home_option, settings_from, user_errors
+from rawexport.cli.services import open_services
+from rawexport.logs import setup_logging
+from rawexport.settings import Settings
+
+
+@click.command()
+@home_option
+@click.option("--host", default=None, help="bind address (env RAWEXPORT_HOST)")
+@click.option("--port", type=int, default=None, help="port (env RAWEXPORT_PORT)")
+@click.option("--public-url", default=None, help="base URL of links (env RAWEXPORT_PUBLIC_URL)")
+@click.option("--workers", type=int, default=None, help="export jobs run at once")
+@click.pass_context
+@user_errors
+def serve(ctx: click.Context, /, **opts: Any) -> None:
+    """Run the API, the scheduler and the export workers."""
+    settings = settings_from(ctx, **opts)
+    run_server(settings)
+
+
+def run_server(settings: Settings) -> None:
+    import uvicorn
+
+    from rawexport.api.app import create_app
+    from rawexport.export.retention import Sweeper
+    from rawexport.export.scheduler import Scheduler
+    from rawexport.export.worker import WorkerPool
+    from rawexport.store.compaction import Compactor
+
+    setup_logging(settings.log_level)
+    services = open_services(settings)
+    scheduler = Scheduler(services.catalog, settings)
+    compactor = Compactor(services.store, settings)
+    sweeper = Sweeper(services.catalog, services.store, services.blobs, settings.sweep_interval)
+    pool = WorkerPool(services.exporter, settings.workers)
+    app = create_app(settings, services.catalog, services.blobs, metrics=services.metrics)
+    scheduler.start()
+    compactor.start()
+    sweeper.start()
+    pool.start()
+    try:
+        uvicorn.run(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level.lower(),
+            access_log=False,  # RequestMetrics writes one JSON line per request instead
+            log_config=None,
+        )
+    finally:
+        scheduler.stop()
+        compactor.stop()
+        sweeper.stop()
+        pool.stop()
+        services.close()

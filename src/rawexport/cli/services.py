@@ -1,0 +1,37 @@
+"""Wiring: the catalog, event store, blob store and exporter one process uses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rawexport.blobs.local import LocalBlobStore
+from rawexport.catalog import Catalog
+from rawexport.catalog.metrics import catalog_metrics
+from rawexport.export.worker import Exporter
+from rawexport.metrics import Metrics
+from rawexport.settings import Settings
+from rawexport.store.events import EventStore
+
+
+@dataclass
+class Services:
+    settings: Settings
+    catalog: Catalog
+    store: EventStore
+    blobs: LocalBlobStore
+    exporter: Exporter
+    metrics: Metrics
+
+    def close(self) -> None:
+        self.catalog.close()
+
+
+def open_services(settings: Settings) -> Services:
+    settings.home.mkdir(parents=True, exist_ok=True)
+    settings.tmp_dir.mkdir(parents=True, exist_ok=True)
+    catalog = Catalog(settings.database_url)
+    store = EventStore(settings.events_dir)
+    blobs = LocalBlobStore(settings.exports_dir)
+    metrics = catalog_metrics(catalog)
+    exporter = Exporter(settings, catalog, store, blobs, metrics=metrics)
+    return Services(settings, catalog, store, blobs, exporter, metrics)

@@ -1,0 +1,240 @@
+"""Sorting an export's lines in bounded memory.
+
+Lines are built per batch and split by ranges of the first sort key into spill files; each
+group of ranges is sorted on its keys alone and its lines gathered in that order.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from rawexport.export.csvline import build_lines, gather_lines, key_ranges
+from rawexport.export.csvsql import quoted, sort_columns
+from rawexport.export.spill import SpillWriter, read_spill
+
+# ~15-20 MB of CSV per batch: big enough to keep per-call overhead low, small enough that the
+# compressor queue stays a few tens of MB.
+BATCH_ROWS = 65536
+# Staging buffer of one range's spill file (whole blocks go out with O_DIRECT).
+SPILL_STAGING = 256 << 10
+# Built batches (~20 MB each) waiting for the spill writer thread.
+SPILL_QUEUE = 4
+
+
+class Keyed:
+    """Turns (f0..., k0...) batches into (line, k0..., h) batches: lines built natively."""
+
+    def __init__(self, version: str, name: str) -> None:
+        self.quoted = quoted(version, name)
+        self.keys = sort_columns(version, name)
+
+    def __call__(
+        self, batch: pa.RecordBatch, order: np.ndarray[Any, Any] | None = None
+    ) -> pa.RecordBatch:
+        """Keyed rows of batch, in the given order (a permutation) if any."""
+        n = len(self.quoted)
+        keys = [batch.column(n + i) for i in range(len(self.keys))]
+        keys = [k.dictionary_decode() if pa.types.is_dictionary(k.type) else k for k in keys]
+        if order is None:
+            lines, hashes = build_lines(batch.columns[:n], self.quoted)
+        else:
+            dest = np.empty(len(order), dtype=np.int64)
+            dest[order] = np.arange(len(order))
+            lines, hashes = build_lines(batch.columns[:n], self.quoted, dest)
+            taken = pa.array(order)
+            keys = [k.take(taken) for k in keys]
+        return pa.RecordBatch.from_arrays([lines, *keys, hashes], ["line", *self.keys, "h"])
+
+
+class Collect:
+    """Keeps every keyed batch in memory (a feed() sink, for hours that fit)."""
+
+    def __init__(self, keyed: Keyed) -> None:
+        self.keyed = keyed
+        self.batches: list[pa.RecordBatch] = []
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        self.batches.append(self.keyed(batch))
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        self.batches.clear()
+
+
+class RangeFiles:
+    """Appends each keyed batch's rows to the spill file of their key range (a sink).
+
+    Range i holds bounds[i-1] <= k0 < bounds[i]; null keys get the last range because the
+    export order is NULLS LAST. write() builds lines in the calling threads; one writer
+    thread does the (direct, blocking) file writes, so builders never wait for the disk.
+    """
+
+    def __init__(self, work: Path, bounds: list[str | int], keyed: Keyed) -> None:
+        self.paths = [work / f"range-{i:05d}.spill" for i in range(len(bounds) + 2)]
+        self.writers: dict[int, SpillWriter] = {}
+        self.bounds = bounds
+        self.keyed = keyed
+        self.schema: pa.Schema | None = None
+        self.queue: queue.Queue[tuple[pa.RecordBatch, np.ndarray[Any, Any]] | None] = queue.Queue(
+            maxsize=SPILL_QUEUE
+        )
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._drain, name="rawexport-spill", daemon=True)
+        self.thread.start()
+
+    def _drain(self) -> None:
+        while (item := self.queue.get()) is not None:
+            if self.error is not None:
+                continue
+            grouped, counts = item
+            try:
+                start = 0
+                for i in map(int, np.flatnonzero(counts)):
+                    if i not in self.writers:
+                        self.writers[i] = SpillWriter(self.paths[i], SPILL_STAGING)
+                    self.writers[i].write_batch(grouped.slice(start, int(counts[i])))
+                    start += int(counts[i])
+            except BaseException as e:
+                self.error = e
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if self.error is not None:
+            raise self.error
+        r = key_ranges(batch.column(len(self.keyed.quoted)), self.bounds)
+        # Lines are built straight into range order: no second copy to group them.
+        grouped = self.keyed(batch, np.argsort(r, kind="stable"))
+        self.schema = grouped.schema
+        self.queue.put((grouped, np.bincount(r, minlength=len(self.paths))))
+
+    def _finish(self) -> None:
+        if self.thread.is_alive():
+            self.queue.put(None)
+            self.thread.join()
+        for w in self.writers.values():
+            w.close()
+
+    def close(self) -> None:
+        self._finish()
+        if self.error is not None:
+            raise self.error
+
+    def abort(self) -> None:
+        self._finish()  # the files are removed with the work directory
+
+    def files(self) -> list[Path]:
+        """The non-empty range files, in export order."""
+        return [self.paths[i] for i in sorted(self.writers)]
+
+
+def read_spills(paths: list[Path], schema: pa.Schema) -> list[pa.RecordBatch]:
+    """The batches of spill files, each file deleted once read."""
+    out: list[pa.RecordBatch] = []
+    for p in paths:
+        out.extend(read_spill(p, schema))
+        p.unlink()
+    return out
+
+
+def settle_ties(
+    perm: np.ndarray[Any, Any], hashes: np.ndarray[Any, Any], keys: pa.Table, lines: pa.Array
+) -> np.ndarray[Any, Any]:
+    """perm with rows of equal sort keys and equal hashes ordered by their bytes.
+
+    DuckDB orders by the keys, then the line's hash; equal hashes of different lines are
+    rare but possible, and its sort is not stable, so such runs get a fixed order here.
+    """
+    dup = np.flatnonzero(hashes[1:] == hashes[:-1])
+    if not len(dup):
+        return perm
+    perm = perm.copy()
+    i = 0
+    while i < len(dup):
+        a = b = int(dup[i])
+        while i < len(dup) and int(dup[i]) == b:
+            b += 1
+            i += 1
+        rows = [int(j) for j in perm[a : b + 1]]
+        key_of = {j: tuple(keys.column(k)[j].as_py() for k in keys.column_names) for j in rows}
+        run: list[int] = []
+        settled: list[int] = []
+        for j in [*rows, -1]:
+            if run and (j < 0 or key_of[j] != key_of[run[0]]):
+                settled += sorted(run, key=lambda x: str(lines[x].as_py()).encode())
+                run = []
+            run.append(j)
+        perm[a : b + 1] = settled
+    return perm
+
+
+def sort_group(
+    con: duckdb.DuckDBPyConnection, batches: list[pa.RecordBatch], keys: list[str]
+) -> Iterator[pa.Array]:
+    """The lines of keyed batches in export order, BATCH_ROWS at a time.
+
+    DuckDB sorts only the keys, the line hashes and row numbers (moving whole lines
+    through its sort costs ~5x more); the lines are then gathered in that order.
+    """
+    if not batches:
+        return
+    table = pa.Table.from_batches(batches)
+    batches.clear()
+    lines = table.column("line").chunks
+    n = table.num_rows
+    sort = table.select([*keys, "h"]).append_column("i", pa.array(np.arange(n)))
+    order = ", ".join(f"{k} ASC NULLS LAST" for k in [*keys, "h"])
+    con.register("group_keys", sort)
+    try:
+        got = con.sql(f"SELECT i, h FROM group_keys ORDER BY {order}").to_arrow_table()
+    finally:
+        con.unregister("group_keys")
+    perm = settle_ties(
+        got.column("i").to_numpy(),
+        got.column("h").to_numpy(),
+        table.select(keys),
+        table.column("line"),
+    )
+    del got, sort
+    for start in range(0, n, BATCH_ROWS):
+        yield gather_lines(lines, perm[start : start + BATCH_ROWS])
+
+
+def sorted_ranges(
+    con: duckdb.DuckDBPyConnection,
+    paths: list[Path],
+    schema: pa.Schema,
+    keys: list[str],
+    group_bytes: int,
+) -> Iterator[pa.Array]:
+    """Sorted lines of consecutive range files, read and sorted group_bytes at a time.
+
+    Ranges are disjoint and in key order, so sorting each group alone gives the same bytes
+    as one global sort. The next group is read while this one is sorted.
+    """
+    groups: list[list[Path]] = []
+    size = 0
+    for p in paths:
+        n = p.stat().st_size
+        if groups and size + n <= group_bytes:
+            groups[-1].append(p)
+            size += n
+        else:
+            groups.append([p])
+            size = n
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rawexport-spill") as pool:
+        ahead = pool.submit(read_spills, groups[0], schema) if groups else None
+        for i in range(len(groups)):
+            assert ahead is not None
+            batches = ahead.result()
+            ahead = pool.submit(read_spills, groups[i + 1], schema) if i + 1 < len(groups) else None
+            yield from sort_group(con, batches, keys)

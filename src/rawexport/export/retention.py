@@ -1,0 +1,190 @@
+"""The sweeper: drops what is past retention, superseded revisions once no link needs them,
+and expired issued links."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy import and_, delete, select
+
+from rawexport.blobs import BlobStore
+from rawexport.catalog import Catalog
+from rawexport.catalog.tables import export_files, export_jobs, issued_links
+from rawexport.schema import DATA_TYPE_NAMES
+from rawexport.store.events import EventStore
+from rawexport.timeutil import DAY_MS, now_ms
+
+log = logging.getLogger("rawexport.retention")
+
+
+@dataclass
+class SweepReport:
+    expired_hours: int = 0
+    deleted_files: int = 0
+    deleted_jobs: int = 0
+    superseded_revisions: int = 0
+    expired_links: int = 0
+    store_hours: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return dict(self.__dict__)
+
+
+def _delete_blobs(blobs: BlobStore, keys: list[str], report: SweepReport) -> bool:
+    ok = True
+    for key in keys:
+        try:
+            blobs.delete(key)
+            report.deleted_files += 1
+        except OSError as e:
+            report.errors.append(f"{key}: {e}")
+            ok = False
+    return ok
+
+
+def _keys_of(catalog: Catalog, job_ids: list[int]) -> dict[int, list[str]]:
+    out: dict[int, list[str]] = {}
+    for job_id, rows in catalog.files_of(job_ids).items():
+        out[job_id] = [f.key for f in rows]
+    with catalog.tx() as c:
+        for job_id, manifest in c.execute(
+            select(export_jobs.c.id, export_jobs.c.manifest_key).where(
+                export_jobs.c.id.in_(job_ids)
+            )
+        ):
+            if manifest:
+                out.setdefault(int(job_id), []).append(str(manifest))
+    return out
+
+
+def sweep(catalog: Catalog, store: EventStore, blobs: BlobStore, now: int) -> SweepReport:
+    """One pass. Files go before their catalog rows, so a crash leaves rows to retry with."""
+    report = SweepReport()
+    for project in catalog.projects():
+        # Hours whose retention has ended: now >= hour + retention (the API's rule).
+        cutoff = now - project.retention_days * DAY_MS
+        with catalog.tx() as c:
+            rows = c.execute(
+                select(export_jobs.c.id, export_jobs.c.hour_ms).where(
+                    export_jobs.c.project_id == project.id,
+                    export_jobs.c.hour_ms <= cutoff,
+                )
+            ).all()
+        old = [int(r[0]) for r in rows]
+        report.expired_hours += len({int(r[1]) for r in rows})
+        if old:
+            keys = _keys_of(catalog, old)
+            done = [j for j in old if _delete_blobs(blobs, keys.get(j, []), report)]
+            with catalog.tx() as c:
+                c.execute(delete(export_files).where(export_files.c.job_id.in_(done)))
+                c.execute(delete(export_jobs).where(export_jobs.c.id.in_(done)))
+            report.deleted_jobs += len(done)
+        for data_type in DATA_TYPE_NAMES:
+            for hour in store.hours(project.ai, data_type):
+                if hour <= cutoff:
+                    store.delete_hour(project.ai, data_type, hour)
+                    report.store_hours += 1
+        report.superseded_revisions += _drop_superseded(catalog, blobs, project.id, now, report)
+    with catalog.tx() as c:
+        report.expired_links = c.execute(
+            delete(issued_links).where(issued_links.c.expires_ms <= now)
+        ).rowcount
+    return report
+
+
+def _drop_superseded(
+    catalog: Catalog, blobs: BlobStore, project_id: int, now: int, report: SweepReport
+) -> int:
+    """Delete the files of finished revisions that a newer finished revision replaced, once
+    no unexpired issued link points into them (a link handed out stays valid to its end)."""
+    with catalog.tx() as c:
+        finished = c.execute(
+            select(
+                export_jobs.c.id,
+                export_jobs.c.version,
+                export_jobs.c.data_type,
+                export_jobs.c.hour_ms,
+                export_jobs.c.revision,
+                export_jobs.c.prefix,
+            )
+            .where(
+                export_jobs.c.project_id == project_id,
+                export_jobs.c.status == "finished",
+                export_jobs.c.preview.is_(False),
+            )
+            .order_by(export_jobs.c.revision.desc())
+        ).all()
+    newest: set[tuple[str, str, int]] = set()
+    stale: list[tuple[int, str]] = []
+    for job_id, version, data_type, hour_ms, _rev, prefix in finished:
+        slot = (str(version), str(data_type), int(hour_ms))
+        if slot in newest:
+            stale.append((int(job_id), str(prefix or "")))
+        else:
+            newest.add(slot)
+    dropped = 0
+    for job_id, prefix in stale:
+        with catalog.tx() as c:
+            in_use = c.execute(
+                select(issued_links.c.id)
+                .where(
+                    and_(
+                        issued_links.c.project_id == project_id,
+                        issued_links.c.expires_ms > now,
+                        issued_links.c.links.contains(f"/{prefix}/", autoescape=True),
+                    )
+                )
+                .limit(1)
+            ).first()
+        if in_use or not prefix:
+            continue
+        keys = _keys_of(catalog, [job_id]).get(job_id, [])
+        if _delete_blobs(blobs, keys, report):
+            with catalog.tx() as c:
+                c.execute(delete(export_files).where(export_files.c.job_id == job_id))
+                c.execute(
+                    export_jobs.update()
+                    .where(export_jobs.c.id == job_id)
+                    .values(status="superseded")
+                )
+            dropped += 1
+    return dropped
+
+
+class Sweeper:
+    """Runs sweep() every interval seconds in a thread."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        store: EventStore,
+        blobs: BlobStore,
+        interval: float,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
+        self.catalog, self.store, self.blobs = catalog, store, blobs
+        self.interval, self.clock = interval, clock
+        self.stop_event = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._loop, name="retention-sweeper", daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while not self.stop_event.wait(self.interval):
+            try:
+                report = sweep(self.catalog, self.store, self.blobs, self.clock())
+                if report.deleted_jobs or report.superseded_revisions or report.store_hours:
+                    log.info("retention sweep: %s", report.as_dict())
+            except Exception:  # a failed pass is retried on the next tick
+                log.exception("retention sweep failed")
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        if self.thread is not None:
+            self.thread.join(10)

@@ -1,0 +1,232 @@
+"""Running export jobs: one job under a lease, retries with capped backoff, a worker pool."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from rawexport.blobs import BlobStore
+from rawexport.catalog import Catalog, Job, LeaseLost
+from rawexport.export.parts import RowTooLarge
+from rawexport.export.runner import run_export
+from rawexport.metrics import Metrics
+from rawexport.schema import DATA_TYPES, V1_TYPES
+from rawexport.settings import Settings
+from rawexport.store.compaction import compact_hour
+from rawexport.store.events import EventStore
+from rawexport.timeutil import now_ms
+
+log = logging.getLogger("rawexport.worker")
+
+
+def log_job(job: Job, status: str, level: int = logging.INFO, **fields: object) -> None:
+    """One structured log line per job state change."""
+    log.log(
+        level,
+        "job %s %s",
+        job.id,
+        status,
+        extra={
+            "event": "job",
+            "job_id": job.id,
+            "project_id": job.project_id,
+            "version": job.version,
+            "data_type": job.data_type,
+            "hour_ms": job.hour_ms,
+            "revision": job.revision,
+            "attempt": job.attempts,
+            "status": status,
+            **fields,
+        },
+    )
+
+
+class PermanentExportError(Exception):
+    """A failure that retrying cannot fix; the job ends in ERROR at once."""
+
+
+def owner_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def backoff_ms(attempt: int, base_s: float, cap_s: float) -> int:
+    """Delay before retry number `attempt` (1-based): base * 2^(attempt-1), capped."""
+    return int(min(cap_s, base_s * 2 ** max(0, attempt - 1)) * 1000)
+
+
+@dataclass
+class Exporter:
+    """Runs claimed jobs: store partition -> runner -> catalog commit."""
+
+    settings: Settings
+    catalog: Catalog
+    store: EventStore
+    blobs: BlobStore
+    clock: Callable[[], int] = now_ms
+    fail_hook: Callable[[Job], None] | None = None  # tests inject failures here
+    metrics: Metrics | None = None
+
+    def source_type(self, job: Job) -> str:
+        if job.version == "v2":
+            if job.data_type not in DATA_TYPES:
+                raise PermanentExportError(f"unknown data type {job.data_type!r}")
+            return job.data_type
+        if job.data_type not in V1_TYPES:
+            raise PermanentExportError(f"unknown v1 data type {job.data_type!r}")
+        return V1_TYPES[job.data_type].source
+
+    def execute(self, job: Job, owner: str) -> str:
+        """Run a job this owner has claimed; returns its new status."""
+        lease_ms = int(self.settings.lease_seconds * 1000)
+        stop = threading.Event()
+        keeper = threading.Thread(
+            target=self._keep_lease, args=(job.id, owner, lease_ms, stop), daemon=True
+        )
+        keeper.start()
+        started = time.monotonic()
+        log_job(job, "running", owner=owner)
+        try:
+            if self.fail_hook is not None:
+                self.fail_hook(job)
+            project = self.catalog.project_by_id(job.project_id)
+            source = self.source_type(job)
+            # Many small files read slowly; merge them first, then keep them while reading.
+            compact_hour(
+                self.store,
+                project.ai,
+                source,
+                job.hour_ms,
+                small_bytes=self.settings.compact_small_bytes,
+            )
+            with self.store.hour_lock(project.ai, source, job.hour_ms, exclusive=False):
+                files = self.store.hour_files(project.ai, source, job.hour_ms)
+                result = run_export(
+                    files=files,
+                    blobs=self.blobs,
+                    ai=project.ai,
+                    version=job.version,
+                    name=job.data_type,
+                    hour_ms=job.hour_ms,
+                    revision=job.revision,
+                    part_bytes=self.settings.part_bytes,
+                    compress_level=self.settings.compress_level,
+                    tmp_dir=self.settings.tmp_dir,
+                    memory_limit=self.settings.duckdb_memory_limit,
+                    threads=self.settings.duckdb_threads,
+                )
+            stop.set()
+            done = self.clock()
+            self.catalog.complete(job.id, owner, result, done)
+            seconds = time.monotonic() - started
+            if self.metrics is not None:
+                self.metrics.job_finished(
+                    job.version,
+                    job.data_type,
+                    job.hour_ms,
+                    result.rows,
+                    result.bytes,
+                    done,
+                    seconds,
+                    job.preview,
+                )
+            log_job(job, "finished", rows=result.rows, bytes=result.bytes, seconds=seconds)
+            return "finished"
+        except LeaseLost:
+            log_job(job, "lost", level=logging.WARNING)
+            return "lost"
+        except Exception as e:  # every failure is recorded on the job, none kills the pool
+            status = self._record_failure(job, owner, e)
+            if self.metrics is not None:
+                self.metrics.job_failed(status, time.monotonic() - started)
+            return status
+        finally:
+            stop.set()
+            keeper.join()
+
+    def _record_failure(self, job: Job, owner: str, e: Exception) -> str:
+        message = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+        permanent = isinstance(e, PermanentExportError | RowTooLarge)
+        now = self.clock()
+        retry_at = None
+        if not permanent and job.attempts < self.settings.max_attempts:
+            retry_at = now + backoff_ms(
+                job.attempts, self.settings.retry_base_seconds, self.settings.retry_max_seconds
+            )
+        try:
+            status = self.catalog.fail(job.id, owner, message, retry_at=retry_at, now=now)
+        except LeaseLost:
+            status = "lost"
+        log_job(job, status, level=logging.WARNING, error=message, retry_at_ms=retry_at)
+        return status
+
+    def _keep_lease(self, job_id: int, owner: str, lease_ms: int, stop: threading.Event) -> None:
+        while not stop.wait(max(0.5, lease_ms / 3000)):
+            try:
+                if not self.catalog.renew_lease(job_id, owner, self.clock(), lease_ms):
+                    return
+            except Exception:  # a failed renewal is retried on the next tick
+                log.exception("lease renewal of job %s failed", job_id)
+
+    def run_one(self, owner: str) -> bool:
+        """Claim and run the next runnable job; False when there was none."""
+        job = self.catalog.claim(owner, self.clock(), int(self.settings.lease_seconds * 1000))
+        if job is None:
+            return False
+        self.execute(job, owner)
+        return True
+
+    def run_job_now(self, job_id: int, owner: str) -> str:
+        """Claim one given job and run it synchronously (CLI `export run`)."""
+        job = self.catalog.claim_id(
+            job_id, owner, self.clock(), int(self.settings.lease_seconds * 1000)
+        )
+        if job is None:
+            return self.catalog.job(job_id).status
+        return self.execute(job, owner)
+
+    def drain(self, owner: str, max_jobs: int | None = None) -> int:
+        """Run runnable jobs until none is left (or max_jobs); returns how many ran."""
+        ran = 0
+        while (max_jobs is None or ran < max_jobs) and self.run_one(owner):
+            ran += 1
+        return ran
+
+
+class WorkerPool:
+    """N threads claiming and running jobs until stopped."""
+
+    def __init__(self, exporter: Exporter, size: int, poll_seconds: float = 0.5) -> None:
+        self.exporter = exporter
+        self.size = size
+        self.poll_seconds = poll_seconds
+        self.stop_event = threading.Event()
+        self.threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        for i in range(self.size):
+            t = threading.Thread(target=self._loop, name=f"export-worker-{i}", daemon=True)
+            t.start()
+            self.threads.append(t)
+
+    def _loop(self) -> None:
+        owner = owner_id()
+        while not self.stop_event.is_set():
+            try:
+                ran = self.exporter.run_one(owner)
+            except Exception:  # the catalog may be briefly unavailable; keep the pool alive
+                log.exception("worker loop error")
+                ran = False
+            if not ran:
+                self.stop_event.wait(self.poll_seconds)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.stop_event.set()
+        deadline = time.monotonic() + timeout
+        for t in self.threads:
+            t.join(max(0.0, deadline - time.monotonic()))

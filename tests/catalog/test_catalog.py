@@ -1,0 +1,146 @@
+from pathlib import Path
+
+import pytest
+
+from rawexport.catalog import Catalog, CatalogError, LeaseLost
+from rawexport.types import ExportResult, PartInfo
+
+H = 3_600_000
+
+
+@pytest.fixture
+def catalog(tmp_path: Path) -> Catalog:
+    c = Catalog(f"sqlite:///{tmp_path / 'catalog.db'}")
+    yield c
+    c.close()
+
+
+def result(n: int = 1) -> ExportResult:
+    parts = [PartInfo(i, f"p/part-{i:05d}.csv.gz", 10, 100, "a" * 32, "b" * 64) for i in range(n)]
+    return ExportResult("p", "p/_manifest.json", parts, 10 * n, 100 * n)
+
+
+def test_project_ids_and_uniqueness(catalog: Catalog) -> None:
+    p = catalog.create_project("a")
+    assert len(p.ai) == 16 and all(ch in "0123456789abcdef" for ch in p.ai)
+    assert len(p.uid) == 8 and p.uid.isalnum()
+    assert p.export_enabled and p.export_since_ms is not None and p.retention_days == 15
+    with pytest.raises(CatalogError):
+        catalog.create_project("b", ai=p.ai)
+    assert catalog.project(p.ai) == p
+    assert catalog.projects() == [p]
+
+
+def test_set_export_keeps_or_sets_since(catalog: Catalog) -> None:
+    p = catalog.create_project("a", export_enabled=False)
+    assert p.export_since_ms is None
+    p2 = catalog.set_export(p.ai, True, 123 * H)
+    assert p2.export_enabled and p2.export_since_ms == 123 * H
+    p3 = catalog.set_export(p.ai, False)
+    assert not p3.export_enabled and p3.export_since_ms == 123 * H
+    with pytest.raises(CatalogError):
+        catalog.set_export("nope", True)
+
+
+def test_credentials(catalog: Catalog) -> None:
+    p = catalog.create_project("a")
+    kp = catalog.create_key_pair(p.id)
+    assert len(kp.public_key) == 32 and len(kp.private_key) == 32
+    assert catalog.key_pair(kp.public_key) == kp
+    token = catalog.create_api_token(p.id, "ci")
+    assert catalog.project_for_token(token) == p.id
+    assert catalog.project_for_token(token + "x") is None
+    c1 = catalog.issue_auth_code(kp.id, days=30, strict=False)
+    c2 = catalog.issue_auth_code(kp.id, days=30, strict=False)
+    now = p.created_ms
+    assert catalog.auth_code_key(c1, now) == kp and catalog.auth_code_key(c2, now) == kp
+    c3 = catalog.issue_auth_code(kp.id, days=30, strict=True)
+    assert catalog.auth_code_key(c1, now) is None and catalog.auth_code_key(c3, now) == kp
+    assert catalog.auth_code_key(c3, now + 31 * 24 * H) is None
+
+
+def test_plan_is_idempotent_and_claim_leases(catalog: Catalog) -> None:
+    p = catalog.create_project("a")
+    assert catalog.plan(p.id, "v2", ["page", "visit"], [0, H], 0) == 4
+    assert catalog.plan(p.id, "v2", ["page", "visit"], [0, H, 2 * H], 0) == 2
+    job = catalog.claim("w1", 10, 1000)
+    assert job is not None and job.status == "running" and job.attempts == 1
+    assert job.hour_ms == 0
+    # a held lease is not claimable; an expired one is
+    seen = {job.id}
+    for _ in range(5):
+        j = catalog.claim("w2", 20, 1000)
+        assert j is not None and j.id not in seen
+        seen.add(j.id)
+    assert catalog.claim("w2", 20, 1000) is None
+    again = catalog.claim("w3", 2000, 1000)
+    assert again is not None and again.attempts == 2 and again.lease_owner == "w3"
+    with pytest.raises(LeaseLost):
+        catalog.complete(again.id, "w1", result(), 2001)
+    catalog.complete(again.id, "w3", result(2), 2001)
+    done = catalog.job(again.id)
+    assert done.status == "finished" and done.rows == 20
+    assert [f.part for f in catalog.files(again.id)] == [0, 1]
+
+
+def test_fail_retry_then_error(catalog: Catalog) -> None:
+    p = catalog.create_project("a")
+    catalog.plan(p.id, "v2", ["page"], [0], 0)
+    j = catalog.claim("w", 0, 1000)
+    assert j is not None
+    assert catalog.fail(j.id, "w", "boom", retry_at=500, now=1) == "retrying"
+    assert catalog.claim("w", 100, 1000) is None
+    j = catalog.claim("w", 500, 1000)
+    assert j is not None and j.attempts == 2
+    assert catalog.fail(j.id, "w", "dead", retry_at=None, now=501) == "error"
+    assert catalog.job(j.id).error == "dead"
+
+
+def test_revisions_and_hour_jobs(catalog: Catalog) -> None:
+    p = catalog.create_project("a")
+    catalog.plan(p.id, "v2", ["page"], [0], 0)
+    r2 = catalog.new_revision(p.id, "v2", "page", 0, preview=False, now=1)
+    r3 = catalog.new_revision(p.id, "v2", "page", 0, preview=True, now=2)
+    assert (r2.revision, r3.revision) == (2, 3)
+    jobs = catalog.hour_jobs(p.id, "v2", 0, H)
+    assert [j.revision for j in jobs[("page", 0)]] == [2, 1]  # previews excluded, newest first
+    assert catalog.claim_id(r3.id, "w", 5, 100) is not None
+    assert catalog.claim_id(r3.id, "x", 6, 100) is None
+
+
+def test_issued_links(catalog: Catalog) -> None:
+    p = catalog.create_project("a")
+    catalog.save_issued(p.id, "v2/hour/page/2024010100", "fp", ["u1"], 1000, 0)
+    assert catalog.issued(p.id, "v2/hour/page/2024010100", "fp", 999) == (["u1"], 1000)
+    assert catalog.issued(p.id, "v2/hour/page/2024010100", "fp", 1000) is None
+    assert catalog.issued(p.id, "v2/hour/page/2024010100", "other", 10) is None
+
+
+def test_secret_is_stable(catalog: Catalog) -> None:
+    s = catalog.secret("link_signing")
+    assert len(s) == 64 and catalog.secret("link_signing") == s
+
+
+def test_migrations_match_tables_and_downgrade(tmp_path: Path) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", "rawexport.catalog:migrations")
+    cfg.set_main_option("sqlalchemy.url", f"sqlite:///{tmp_path / 'm.db'}")
+    command.upgrade(cfg, "head")
+    command.check(cfg)  # raises when tables.py and the migrations disagree
+    command.downgrade(cfg, "base")
+
+
+def test_claim_is_fair_across_projects(catalog: Catalog) -> None:
+    big = catalog.create_project("big")
+    small = catalog.create_project("small")
+    catalog.plan(big.id, "v2", ["page"], [i * H for i in range(20)], 0)
+    catalog.plan(small.id, "v2", ["page"], [0], 5)  # queued later than all of big's
+    first = catalog.claim("w1", 10, 1000)
+    assert first is not None and first.project_id == big.id
+    second = catalog.claim("w2", 10, 1000)  # big has one running: small goes next
+    assert second is not None and second.project_id == small.id
+    third = catalog.claim("w3", 10, 1000)
+    assert third is not None and third.project_id == big.id

@@ -1,0 +1,146 @@
+"""Re-export, backfill and retention through the real app, store and blob store."""
+
+from __future__ import annotations
+
+import urllib.parse
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from starlette.exceptions import StarletteDeprecationWarning
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", StarletteDeprecationWarning)
+    from starlette.testclient import TestClient
+
+from rawexport.api.app import create_app
+from rawexport.cli import main
+from rawexport.cli.services import Services, open_services
+from rawexport.export.actions import export_now, reexport
+from rawexport.export.retention import sweep
+from rawexport.ingest.generate import generate
+from rawexport.settings import Settings
+from rawexport.timeutil import DAY_MS, HOUR_MS, beijing_hour_label
+
+T0 = 1_735_689_600_000  # 2025-01-01 08:00 Beijing
+
+
+class Clock:
+    def __init__(self, now: int) -> None:
+        self.now = now
+
+    def __call__(self) -> int:
+        return self.now
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[tuple[Services, TestClient, Clock, str, str]]:
+    settings = Settings(home=tmp_path, rate_limit=1000, rate_burst=1000, public_url="http://t")
+    services = open_services(settings)
+    clock = Clock(T0 + 2 * HOUR_MS)
+    p = services.catalog.create_project("r", export_since_ms=T0, retention_days=2)
+    token = services.catalog.create_api_token(p.id)
+    generate(services.store, p.ai, T0, 2, 300, data_types=["page"], seed=5)
+    export_now(services.exporter, p, [T0, T0 + HOUR_MS], "page", clock.now)
+    app = create_app(settings, services.catalog, services.blobs, clock=clock)
+    with TestClient(app) as client:
+        yield services, client, clock, p.ai, token
+    services.close()
+
+
+def links(client: TestClient, ai: str, token: str, hour: int, expire: int = 5) -> dict[str, object]:
+    r = client.get(
+        f"/v2/insights/hour/page/{ai}/{beijing_hour_label(hour)}.json?expire={expire}",
+        headers={"Authorization": token},
+    )
+    assert r.status_code == 200, r.text
+    body: dict[str, object] = r.json()
+    return body
+
+
+def fetch(client: TestClient, link: str) -> int:
+    u = urllib.parse.urlsplit(link)
+    return client.get(f"{u.path}?{u.query}").status_code
+
+
+def test_rerun_makes_a_revision_and_old_links_live_until_they_expire(
+    env: tuple[Services, TestClient, Clock, str, str],
+) -> None:
+    services, client, clock, ai, token = env
+    first = links(client, ai, token, T0, expire=10)
+    assert first["status"] == "FINISHED"
+    old_link = first["downloadLinks"][0]  # type: ignore[index]
+    project = services.catalog.project(ai)
+    assert project is not None
+    report = reexport(services.exporter, project, [T0], "page", clock.now)
+    assert [(r["version"], r["revision"], r["status"]) for r in report] == [
+        ("v2", 2, "finished"),
+        ("v1", 2, "finished"),
+    ]
+    # New requests get revision 2 at once; the link issued for revision 1 keeps working
+    # until it expires, so a sweep must keep revision 1's files meanwhile.
+    new = links(client, ai, token, T0)
+    assert new["status"] == "FINISHED" and new["downloadLinks"] != first["downloadLinks"]
+    assert all(fetch(client, link) == 200 for link in new["downloadLinks"])  # type: ignore[union-attr]
+    # (v1 revision 1 was never linked: it may go at once.)
+    assert (
+        sweep(services.catalog, services.store, services.blobs, clock.now).superseded_revisions == 1
+    )
+    assert fetch(client, old_link) == 200
+    clock.now += 11 * 60_000
+    assert fetch(client, old_link) == 403
+    report_sweep = sweep(services.catalog, services.store, services.blobs, clock.now)
+    assert report_sweep.superseded_revisions == 1  # now v2 revision 1 too
+    jobs = services.catalog.jobs(project.id, "superseded")
+    assert sorted((j.version, j.revision) for j in jobs) == [("v1", 1), ("v2", 1)]
+    assert services.catalog.files(jobs[0].id) == []
+
+
+def test_backfill_cli_and_retention(env: tuple[Services, TestClient, Clock, str, str]) -> None:
+    services, client, clock, ai, token = env
+    home = str(services.settings.home)
+    runner = CliRunner()
+    r = runner.invoke(
+        main,
+        ["export", "backfill", "--home", home, "--project", ai, "--data-type", "page"]
+        + ["--from", beijing_hour_label(T0), "--to", beijing_hour_label(T0 + HOUR_MS)],
+    )
+    assert r.exit_code == 0, r.output
+    assert '"revision": 2' in r.output
+    r = runner.invoke(
+        main, ["export", "rerun", "--home", home, "--project", ai, "--day", "20991231"]
+    )
+    assert r.exit_code == 1 and "only closed hours" in r.output
+    assert links(client, ai, token, T0)["status"] == "FINISHED"
+    # Two days later the first hour is past retention: files, events and rows go.
+    clock.now = T0 + 2 * DAY_MS
+    report = sweep(services.catalog, services.store, services.blobs, clock.now)
+    assert report.expired_hours == 1 and report.deleted_jobs == 4 and report.store_hours == 1
+    assert links(client, ai, token, T0)["status"] == "NOT_EXISTS"
+    assert services.store.hour_files(ai, "page", T0) == []
+    assert links(client, ai, token, T0 + HOUR_MS)["status"] == "FINISHED"
+
+
+def test_permanent_failure_shows_in_error_msg(
+    env: tuple[Services, TestClient, Clock, str, str],
+) -> None:
+    from rawexport.catalog import Job
+    from rawexport.export.worker import PermanentExportError
+
+    services, client, clock, ai, token = env
+    project = services.catalog.project(ai)
+    assert project is not None
+
+    def broken(job: Job) -> None:
+        raise PermanentExportError("store file is unreadable: bad magic")
+
+    services.exporter.fail_hook = broken
+    hour = T0 + 2 * HOUR_MS
+    clock.now = hour + HOUR_MS + 1000
+    services.catalog.plan(project.id, "v2", ["page"], [hour], clock.now)
+    services.exporter.drain("w")
+    body = links(client, ai, token, hour)
+    assert body["status"] == "ERROR" and body["downloadLinks"] == []
+    assert body["errorMsg"] == "PermanentExportError: store file is unreadable: bad magic"
