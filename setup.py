@@ -6,7 +6,12 @@ setup(
     ext_modules=[
         Extension(
             "rawexport.export._csvline",
-            sources=["src/rawexport/export/_csvline.c"],
+            sources=[
+                "src/rawexport/export/_csvline.c",
+                "src/rawexport/export/_csvline_build.c",
+                "src/rawexport/export/_csvline_gather.c",
+            ],
+            depends=["src/rawexport/export/_csvline.h"],
             extra_compile_args=["-O3"],
         )
     ]

@@ -1,4 +1,4 @@
-"""GrowingIO-dialect CSV lines of a batch of columns, built natively (_csvline.c).
+"""GrowingIO-dialect CSV lines of a batch of columns, built natively (_csvline*.c).
 
 The quoting, escaping and joining of decision 6 happens here in one pass per batch, in C
 and without the GIL, with a 64-bit hash of each line for ordering rows whose sort keys are
