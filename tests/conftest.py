@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
@@ -38,6 +39,7 @@ BASE_URL = "http://testserver"
 class Clock:
     def __init__(self, now: int) -> None:
         self.now = now
+        self.slept: list[float] = []  # the waits of requests the rate limit delayed
 
     def __call__(self) -> int:
         return self.now
@@ -162,8 +164,19 @@ def make_world(tmp_path: Path) -> Iterator[Callable[..., World]]:
         catalog = Catalog(s.database_url)
         blobs = LocalBlobStore(s.exports_dir)
         clock = Clock(NOW)
-        limiter = RateLimiter(s.rate_limit, s.rate_burst, clock=lambda: clock.now / 1000)
-        app = create_app(s, catalog, blobs, clock=clock, limiter=limiter)
+        limiter = RateLimiter(
+            s.rate_limit,
+            s.rate_burst,
+            s.rate_queue,
+            s.rate_max_delay,
+            clock=lambda: clock.now / 1000,
+        )
+
+        async def sleep(seconds: float) -> None:  # a delayed request waits on the test clock
+            clock.now += math.ceil(seconds * 1000)
+            clock.slept.append(seconds)
+
+        app = create_app(s, catalog, blobs, clock=clock, limiter=limiter, sleep=sleep)
         p = catalog.create_project("main", export_since_ms=ENABLED_SINCE)
         key = catalog.create_key_pair(p.id)
         token = catalog.create_api_token(p.id, "tests")

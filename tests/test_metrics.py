@@ -3,6 +3,7 @@ with the right values after a known workload."""
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from pathlib import Path
 
@@ -14,6 +15,7 @@ with warnings.catch_warnings():
     from starlette.testclient import TestClient
 
 from rawexport.api.app import create_app
+from rawexport.api.ratelimit import RateLimiter
 from rawexport.cli.services import open_services
 from rawexport.export.actions import export_now
 from rawexport.ingest.generate import generate
@@ -32,7 +34,7 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 def test_metrics_after_a_known_workload(tmp_path: Path) -> None:
-    settings = Settings(home=tmp_path, rate_limit=1, rate_burst=1)
+    settings = Settings(home=tmp_path, rate_limit=1, rate_burst=1, rate_queue=1)
     services = open_services(settings)
     p = services.catalog.create_project("m", export_since_ms=T0, v1_enabled=False)
     token = services.catalog.create_api_token(p.id)
@@ -43,11 +45,16 @@ def test_metrics_after_a_known_workload(tmp_path: Path) -> None:
     export_now(services.exporter, p, [T0], "visit", now)
     services.catalog.plan(p.id, "v2", ["evar"], [T0], now)  # one queued job
 
-    app = create_app(settings, services.catalog, services.blobs, metrics=services.metrics)
+    limiter = RateLimiter(1, 1, queue=1)
+    app = create_app(
+        settings, services.catalog, services.blobs, metrics=services.metrics, limiter=limiter
+    )
     with TestClient(app) as client:
         url = f"/v2/insights/hour/page/{p.ai}/{beijing_hour_label(T0)}.json"
         assert client.get(url, headers={"Authorization": token}).status_code == 200
-        assert client.get(url, headers={"Authorization": token}).status_code == 429
+        assert client.get(url, headers={"Authorization": token}).status_code == 200  # delayed 1 s
+        limiter.take(f"t{hashlib.sha256(token.encode()).hexdigest()[:16]}")  # a request waiting
+        assert client.get(url, headers={"Authorization": token}).status_code == 429  # past queue
         assert client.get("/nope").status_code == 404
         events = (
             b'{"type":"vstr","visitUserId":"u1","sessionId":"s1","time":1}\n'
@@ -85,6 +92,7 @@ def test_metrics_after_a_known_workload(tmp_path: Path) -> None:
     assert m[("rawexport_export_lag_seconds_bucket", (("le", "60.0"),))] == 0
     assert m[("rawexport_export_lag_seconds_bucket", (("le", "120.0"),))] == 2
     assert m[("rawexport_rate_limited_total", ())] == 1
+    assert m[("rawexport_rate_delayed_total", ())] == 1
     assert m[("rawexport_ingest_events_total", (("outcome", "accepted"),))] == 2
     assert m[("rawexport_ingest_events_total", (("outcome", "rejected"),))] == 1
     route = "/v2/insights/{export_type}/{data_type}/{ai}/{export_date}.json"
@@ -92,7 +100,7 @@ def test_metrics_after_a_known_workload(tmp_path: Path) -> None:
         "rawexport_http_request_duration_seconds_count",
         (("method", "GET"), ("route", route), ("status", "200")),
     )
-    assert m[key] == 1
+    assert m[key] == 2
     assert (
         m[
             (

@@ -52,6 +52,11 @@ class Metrics:
             registry=r,
         )
         self.rate_limited = Counter("rawexport_rate_limited", "Requests answered 429", registry=r)
+        self.rate_delayed = Counter(
+            "rawexport_rate_delayed",
+            "Requests delayed until the rate limit allowed them",
+            registry=r,
+        )
 
     def job_finished(
         self,

@@ -33,7 +33,9 @@ class Settings:
     catalog_url: str = _f("", "catalog database URL (default sqlite:///HOME/catalog.db)")
     part_bytes: int = _f(64 * 1024 * 1024, "max bytes of one gzip CSV part (>= 65536)")
     rate_limit: float = _f(2.0, "API requests per second allowed per credential")
-    rate_burst: int = _f(2, "requests a credential may send at once before limiting")
+    rate_burst: int = _f(2, "requests a credential may send at once before they are delayed")
+    rate_queue: int = _f(200, "requests of a credential that may wait their turn; more get 429")
+    rate_max_delay: float = _f(120.0, "longest wait (s) of a delayed request; longer gets 429")
     workers: int = _f(2, "export jobs run at the same time by `serve`")
     grace_seconds: float = _f(5.0, "seconds after an hour closes before its export is planned")
     plan_interval: float = _f(5.0, "seconds between two scheduler passes")
@@ -64,6 +66,8 @@ class Settings:
             raise SettingsError(f"part_bytes must be >= 65536, got {self.part_bytes}")
         if self.rate_limit <= 0 or self.rate_burst < 1:
             raise SettingsError("rate_limit must be > 0 and rate_burst >= 1")
+        if self.rate_queue < 0 or self.rate_max_delay < 0:
+            raise SettingsError("rate_queue and rate_max_delay must be >= 0")
         if self.workers < 1:
             raise SettingsError(f"workers must be >= 1, got {self.workers}")
         if self.max_batch_events < 1 or self.group_commit_rows < 1:

@@ -59,6 +59,12 @@ def utc_key_stamp(hour_ms: int) -> str:
     return utc(hour_ms).strftime("%Y%m%d%H%M")
 
 
+def parse_utc_stamp(stamp: str) -> int:
+    """The hour start (ms) of a UTC yyyyMMddHHmm key stamp; ValueError when it is not one."""
+    when = datetime.strptime(stamp, "%Y%m%d%H%M").replace(tzinfo=UTC)
+    return int(when.timestamp() * 1000)
+
+
 def utc_partition(hour_ms: int) -> str:
     """UTC yyyyMMddHH, the event store's partition name."""
     return utc(hour_ms).strftime("%Y%m%d%H")

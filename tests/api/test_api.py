@@ -1,3 +1,4 @@
+import hashlib
 import json
 import re
 from collections.abc import Callable
@@ -150,20 +151,37 @@ def test_error_status_carries_the_jobs_error(world: World) -> None:
     assert body["errorMsg"] == "no space left on device" and body["downloadLinks"] == []
 
 
-def test_rate_limit_per_credential(make_world: Callable[..., World]) -> None:
-    w = make_world(rate_limit=2.0, rate_burst=2)
+def test_rate_limit_delays_then_refuses_per_credential(make_world: Callable[..., World]) -> None:
+    # nginx limit_req: 2 at once, then one every 1/rate s; 429 only past the queue bound.
+    w = make_world(rate_limit=2.0, rate_burst=2, rate_queue=3, rate_max_delay=60)
     other, _, other_token = w.add_project("other")
     url = f"/v2/insights/hour/page/{w.project.ai}/2025011009.json"
     headers = {"Authorization": w.token}
-    assert [w.client.get(url, headers=headers).status_code for _ in range(2)] == [200, 200]
-    r = w.client.get(url, headers=headers)
-    assert r.status_code == 429 and r.headers["retry-after"] == "1"
-    assert r.json() == {"message": "Too Many Requests", "errors": []}
+    start = w.clock.now
+    codes = [w.client.get(url, headers=headers).status_code for _ in range(6)]
+    assert codes == [200] * 6
+    # The burst went at once, the other four each waited their turn: 0.5 s apart.
+    assert w.clock.slept == [0.5] * 4
+    assert w.clock.now - start == 2000
+    # Another credential is not held up by this one's queue.
     other_url = f"/v2/insights/hour/page/{other.ai}/2025011009.json"
     assert w.client.get(other_url, headers={"Authorization": other_token}).status_code == 200
-    w.clock.now += 500
-    assert w.client.get(url, headers=headers).status_code == 200
-    assert w.client.get(url, headers=headers).status_code == 429
+    assert len(w.clock.slept) == 4
+
+
+def test_rate_limit_refuses_past_the_queue(make_world: Callable[..., World]) -> None:
+    w = make_world(rate_limit=2.0, rate_burst=2, rate_queue=3, rate_max_delay=60)
+    key = f"t{hashlib.sha256(w.token.encode()).hexdigest()[:16]}"
+    for _ in range(5):  # 2 at once + 3 queued: what concurrent requests would hold
+        w.limiter.take(key)
+    url = f"/v2/insights/hour/page/{w.project.ai}/2025011009.json"
+    r = w.client.get(url, headers={"Authorization": w.token})
+    assert r.status_code == 429 and r.headers["retry-after"] == "1"
+    body = r.json()
+    assert body["status"] == "ERROR" and body["downloadLinks"] == []
+    assert "retry after 1 s" in body["errorMsg"]
+    w.clock.now += 500  # one place frees up
+    assert w.client.get(url, headers={"Authorization": w.token}).status_code == 200
 
 
 def test_health_openapi_and_docs(world: World) -> None:

@@ -193,10 +193,22 @@ def test_download_errors(world: World) -> None:
 
 
 def test_rate_limit_shape(make_world: Callable[..., World]) -> None:
-    w = make_world(rate_limit=0.5, rate_burst=1)
-    url = E2.format(t="week", d="page", ai=w.project.ai, date="x")
+    """429 only past the queue bound, with Retry-After and each endpoint's own envelope."""
+    w = make_world(rate_limit=0.5, rate_burst=1, rate_queue=0)
     headers = {"Authorization": w.token}
-    assert w.client.get(url, headers=headers).status_code == 400
-    r = w.client.get(url, headers=headers)
-    assert_error(r, 429, "Too Many Requests")
-    assert r.headers["retry-after"] == "2"
+    bad = E2.format(t="week", d="page", ai=w.project.ai, date="x")
+    assert w.client.get(bad, headers=headers).status_code == 400
+    for url, links_key, links in (
+        (E2.format(t="day", d="page", ai=w.project.ai, date="20250110"), "downloadLinks", []),
+        (f"/v2/insights/day/{w.project.ai}/20250110.json", "downloadLinks", None),
+        (f"/insights/{w.project.ai}/20250110.json", "downlinks", []),
+    ):
+        r = w.client.get(url, headers=headers)
+        assert r.status_code == 429, r.text
+        assert r.headers["retry-after"] == "2"
+        body = r.json()
+        assert body["status"] == "ERROR" and "Too Many Requests" in body["errorMsg"]
+        if links is None:  # the all-types call: an object of empty lists
+            assert body[links_key] and all(v == [] for v in body[links_key].values())
+        else:
+            assert body[links_key] == links

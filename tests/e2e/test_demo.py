@@ -4,17 +4,28 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import io
 import json
 import re
+import subprocess
 import urllib.parse
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from rawexport.schema import DATA_TYPE_NAMES, V1_TYPE_NAMES, export_columns
-from tests.e2e_util import Server, auth_code, download, env_for, free_port, get_json
+from tests.e2e_util import (
+    RAWEXPORT,
+    Server,
+    auth_code,
+    download,
+    env_for,
+    free_port,
+    get_json,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -104,7 +115,9 @@ def test_v1_day_and_hour(demo: tuple[Server, dict[str, Any]]) -> None:
         seen = set()
         for link in body["downlinks"]:
             prefix = urllib.parse.urlsplit(link).path.split("/")[1]
-            match = re.fullmatch(rf"[0-9a-f]{{4}}_{creds['ai']}_([a-z_]+)_\d{{12}}", prefix)
+            # A day: one folder per type for the day; an hour: the hour's UTC stamp.
+            stamp = date if len(date) == 8 else r"\d{12}"
+            match = re.fullmatch(rf"[0-9a-f]+_{creds['ai']}_([a-z_]+)_{stamp}", prefix)
             assert match, link
             name = match.group(1)
             seen.add(name)
@@ -116,3 +129,37 @@ def test_demo_credentials_file_shape(demo: tuple[Server, dict[str, Any]]) -> Non
     _, creds = demo
     for field in ("base_url", "ai", "project_uid", "public_key", "private_key", "api_token"):
         assert creds[field]
+
+
+def test_pull_v1_day_verified_into_hour_folders(
+    demo: tuple[Server, dict[str, Any]], tmp_path: Path
+) -> None:
+    """`rawexport pull --version v1`: every listed v1 part once, checked against its manifest."""
+    server, creds = demo
+    day = creds["example_day"]
+    env = env_for(tmp_path, server.port) | {
+        "RAWEXPORT_CLIENT_BASE_URL": server.base,
+        "RAWEXPORT_CLIENT_AI": creds["ai"],
+        "RAWEXPORT_CLIENT_TOKEN": creds["api_token"],
+    }
+    to = tmp_path / "v1"
+    args = ["pull", "--version", "v1", "--type", "day", "--date", day, "--to", str(to)]
+    out = subprocess.run([*RAWEXPORT, *args], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    _, body = get_json(
+        f"{server.base}/insights/{creds['ai']}/{day}.json", {"Authorization": creds["api_token"]}
+    )
+    assert set(summary["types"]) == set(V1_TYPE_NAMES)
+    parts = sorted(to.rglob("part-*.csv.gz"))
+    assert len(parts) == len(body["downlinks"])  # one file per link: none overwrote another
+    hours = {p.parent for p in parts}
+    assert len(hours) == 24 * len(V1_TYPE_NAMES)  # each in its own type/day/hour folder
+    for manifest_path in to.rglob("_manifest.json"):
+        manifest = json.loads(manifest_path.read_text())
+        for entry in manifest["parts"]:
+            number = entry["key"].rsplit("/", 1)[1][:10]
+            data = (manifest_path.parent / f"{number}.csv.gz").read_bytes()
+            assert hashlib.sha256(data).hexdigest() == entry["sha256"]
+    for name, info in summary["types"].items():
+        assert info["parts"] == sum(1 for p in parts if p.parts[-4] == name)

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         RAWEXPORT_PART_BYTES=str(256 * 1024 * 1024),
         RAWEXPORT_RATE_LIMIT="1",
         RAWEXPORT_RATE_BURST="1",
+        RAWEXPORT_RATE_QUEUE="1",  # one waiting request per credential: more get 429
         RAWEXPORT_GRACE_SECONDS="0",
         RAWEXPORT_PLAN_INTERVAL="0.5",
         RAWEXPORT_MAX_ATTEMPTS="1",
@@ -175,15 +177,18 @@ def test_a_part_corrupted_on_the_server_is_reported(stack: Stack, tmp_path: Path
 
 
 def test_429_is_honoured(stack: Stack) -> None:
+    """Requests over the rate wait their turn; past the queue (concurrent calls of one
+    credential) the server answers 429 and the client sleeps out Retry-After and retries."""
     statuses: list[int] = []
     http = httpx.Client(event_hooks={"response": [lambda r: statuses.append(r.status_code)]})
     p = stack.projects["day"]
     client = ExportClient(stack.base, p["ai"], token=p["token"], http=http, rate=100.0)
     try:
-        for _ in range(4):
-            assert client.export("day", "page", DAY).status == "FINISHED"
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda _: client.export("day", "page", DAY), range(4)))
     finally:
         client.close()
+    assert [a.status for a in answers] == ["FINISHED"] * 4
     assert 429 in statuses and statuses.count(200) == 4
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import html
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 from sqlalchemy import text
@@ -17,13 +19,14 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rawexport.api import auth, openapi
 from rawexport.api.access import RequestMetrics
 from rawexport.api.collect import collector_routes
 from rawexport.api.downloads import Downloads, FilePaths
 from rawexport.api.insights import ERROR, FINISHED, NOT_EXISTS, Answer, Insights
-from rawexport.api.ratelimit import RateLimiter
+from rawexport.api.ratelimit import RateLimiter, Turn
 from rawexport.blobs.links import SECRET_NAME
 from rawexport.catalog import Catalog, Project
 from rawexport.catalog.metrics import catalog_metrics
@@ -93,6 +96,41 @@ def _window(export_type: str, raw_date: str, data_type: str | None = None) -> Wi
         raise BadParam(BAD_PARAM + str(e)) from None
 
 
+def too_many(turn: Turn) -> str:
+    return f"Too Many Requests: over the rate limit, retry after {turn.retry_after} s"
+
+
+def v2_envelope(
+    answer: Answer, export_type: str, data_type: str | None, label: str, now: int
+) -> dict[str, Any]:
+    """The v2 envelope, GrowingIO's fields in GrowingIO's order, then rawexport's `manifest`."""
+    links: Any = (
+        {t: answer.links.get(t, []) for t in DATA_TYPE_NAMES}
+        if data_type is None
+        else answer.links.get(data_type, [])
+    )
+    body: dict[str, Any] = {
+        "status": answer.status,
+        "downloadLinks": links,
+        "exportType": export_type,
+    }
+    if data_type is not None:
+        body["dataType"] = data_type
+    body |= {
+        "exportDate": label,
+        "exportVersion": "v2",
+        "requestTime": request_time(now),
+        "errorMsg": answer.error,
+    }
+    if answer.status == FINISHED:
+        body["manifest"] = (
+            {t: answer.manifests.get(t, []) for t in DATA_TYPE_NAMES}
+            if data_type is None
+            else answer.manifests.get(data_type, [])
+        )
+    return body
+
+
 class Api:
     """The handlers; each is thin and calls auth, insights or downloads."""
 
@@ -102,11 +140,15 @@ class Api:
         catalog: Catalog,
         limiter: RateLimiter,
         clock: Callable[[], int],
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.catalog = catalog
         self.limiter = limiter
         self.clock = clock
+        self.sleep = sleep
+        self.metrics = metrics
         self.insights = Insights(catalog, settings.base_url, catalog.secret(SECRET_NAME))
         self.openapi = openapi.document(settings.base_url)
 
@@ -129,82 +171,90 @@ class Api:
         return JSON({"status": "success", "code": code})
 
     # ---- export endpoints ------------------------------------------------------------
+    #
+    # Each runs in three steps: the credential (a catalog read, off the event loop), its
+    # turn under the rate limit (an async wait: a delayed request holds no thread), then
+    # the answer (catalog reads, off the event loop).
 
-    def _project(self, request: Request, ai: str, now: int) -> Project | JSON:
-        """The credential's project when it may read `ai`, else the 401/429 to answer."""
+    async def _admit(self, request: Request, ai: str) -> Project | Response | Turn:
+        """The credential's project when it may read `ai`; a 401, or the refused Turn."""
         headers = request.headers
         try:
-            cred = auth.resolve(
-                self.catalog, headers.get("authorization"), headers.get("x-client-id"), now
+            cred = await run_in_threadpool(
+                auth.resolve,
+                self.catalog,
+                headers.get("authorization"),
+                headers.get("x-client-id"),
+                self.clock(),
             )
         except auth.Unauthorized:
             return unauthorized()
-        wait = self.limiter.hit(cred.rate_key)
-        if wait:
-            return error_body(429, "Too Many Requests", {"retry-after": str(wait)})
-        project = self.catalog.project_by_id(cred.project_id)
+        turn = self.limiter.take(cred.rate_key)
+        if turn.refused:
+            return turn
+        if turn.delay > 0:
+            if self.metrics is not None:
+                self.metrics.rate_delayed.inc()
+            await self.sleep(turn.delay)
+        project = await run_in_threadpool(self.catalog.project_by_id, cred.project_id)
         return project if project.ai == ai else unauthorized()
 
-    def v2_one(self, request: Request) -> Response:
-        return self._v2(request, request.path_params["data_type"])
+    async def v2_one(self, request: Request) -> Response:
+        return await self._v2(request, request.path_params["data_type"])
 
-    def v2_all(self, request: Request) -> Response:
-        return self._v2(request, None)
+    async def v2_all(self, request: Request) -> Response:
+        return await self._v2(request, None)
 
-    def _v2(self, request: Request, data_type: str | None) -> Response:
+    async def _v2(self, request: Request, data_type: str | None) -> Response:
         """E2 (one data type) or, when data_type is None, E3 (all of them)."""
         p = request.path_params
+        admitted = await self._admit(request, p["ai"])
+        if isinstance(admitted, Response):
+            return admitted
+        if isinstance(admitted, Turn):
+            now = self.clock()
+            answer = Answer(ERROR, {}, too_many(admitted))
+            body = v2_envelope(answer, p["export_type"], data_type, p["export_date"], now)
+            return JSON(body, 429, {"retry-after": str(admitted.retry_after)})
+        query = request.query_params.get("expire")
+        return await run_in_threadpool(self._v2_answer, admitted, p, data_type, query)
+
+    def _v2_answer(
+        self, project: Project, p: Mapping[str, str], data_type: str | None, expire_q: str | None
+    ) -> Response:
         now = self.clock()
-        project = self._project(request, p["ai"], now)
-        if isinstance(project, Response):
-            return project
         export_type, label = p["export_type"], p["export_date"]
-
-        def envelope(answer: Answer, code: int = 200) -> JSON:
-            links: Any = (
-                {t: answer.links.get(t, []) for t in DATA_TYPE_NAMES}
-                if data_type is None
-                else answer.links.get(data_type, [])
-            )
-            body = {"status": answer.status, "downloadLinks": links, "exportType": export_type}
-            if data_type is not None:
-                body["dataType"] = data_type
-            body |= {
-                "exportDate": label,
-                "exportVersion": "v2",
-                "requestTime": request_time(now),
-                "errorMsg": answer.error,
-            }
-            if answer.status == FINISHED:
-                body["manifest"] = (
-                    {t: answer.manifests.get(t, []) for t in DATA_TYPE_NAMES}
-                    if data_type is None
-                    else answer.manifests.get(data_type, [])
-                )
-            return JSON(body, code)
-
         try:
             window = _window(export_type, label, data_type)
             label = window.label
-            expire = parse_expire(request.query_params.get("expire"))
+            expire = parse_expire(expire_q)
         except BadParam as e:
-            return envelope(Answer(ERROR, {}, str(e)), 400)
+            answer = Answer(ERROR, {}, str(e))
+            return JSON(v2_envelope(answer, export_type, data_type, label, now), 400)
         types = DATA_TYPE_NAMES if data_type is None else (data_type,)
         scope = f"v2/{export_type}/{data_type or '*'}/{label}"
-        return envelope(self.insights.answer(project, "v2", types, window, expire, scope, now))
+        answer = self.insights.answer(project, "v2", types, window, expire, scope, now)
+        return JSON(v2_envelope(answer, export_type, data_type, label, now))
 
-    def v1(self, request: Request) -> Response:
+    async def v1(self, request: Request) -> Response:
         p = request.path_params
+        admitted = await self._admit(request, p["ai"])
+        if isinstance(admitted, Response):
+            return admitted
+        if isinstance(admitted, Turn):
+            body = {"status": ERROR, "downlinks": [], "errorMsg": too_many(admitted)}
+            return JSON(body, 429, {"retry-after": str(admitted.retry_after)})
+        query = request.query_params.get("expire")
+        return await run_in_threadpool(self._v1_answer, admitted, p["date"], query)
+
+    def _v1_answer(self, project: Project, date: str, expire_q: str | None) -> Response:
         now = self.clock()
-        project = self._project(request, p["ai"], now)
-        if isinstance(project, Response):
-            return project
         try:
             try:
-                window = parse_v1_date(p["date"])
+                window = parse_v1_date(date)
             except BadDate as e:
                 raise BadParam(BAD_PARAM + str(e)) from None
-            expire = parse_expire(request.query_params.get("expire"))
+            expire = parse_expire(expire_q)
         except BadParam as e:
             return JSON({"status": NOT_EXISTS, "downlinks": [], "errorMsg": str(e)}, 400)
         scope = f"v1/{window.label}"
@@ -265,6 +315,20 @@ async def _server_error(request: Request, exc: Exception) -> Response:
     return error_body(500, "Internal Server Error")
 
 
+class PublicPath:
+    """Routes requests under the path of `public_url` (a proxy serving rawexport at /export/):
+    `/export/v2/insights/...` and `/export/{key}` reach the same routes as without it."""
+
+    def __init__(self, app: ASGIApp, prefix: str) -> None:
+        self.app, self.prefix = app, prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and (path == self.prefix or path.startswith(self.prefix + "/")):
+            scope = {**scope, "root_path": scope.get("root_path", "") + self.prefix}
+        await self.app(scope, receive, send)
+
+
 def create_app(
     settings: Settings,
     catalog: Catalog,
@@ -274,9 +338,12 @@ def create_app(
     limiter: RateLimiter | None = None,
     ingestor: Ingestor | None = None,
     metrics: Metrics | None = None,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> Starlette:
     """The ASGI app. `blobs` is the local blob store its download links point at."""
-    limiter = limiter or RateLimiter(settings.rate_limit, settings.rate_burst)
+    limiter = limiter or RateLimiter(
+        settings.rate_limit, settings.rate_burst, settings.rate_queue, settings.rate_max_delay
+    )
     collector = ingestor or make_ingestor(settings, catalog)
     metrics = metrics or catalog_metrics(catalog)
 
@@ -284,7 +351,7 @@ def create_app(
         body = await run_in_threadpool(metrics.render)
         return Response(body, media_type=METRICS_CONTENT_TYPE)
 
-    api = Api(settings, catalog, limiter, clock)
+    api = Api(settings, catalog, limiter, clock, sleep, metrics)
     downloads = Downloads(catalog, blobs, catalog.secret(SECRET_NAME), clock)
     routes = [
         Route("/auth/token", api.auth_token, methods=["POST"]),
@@ -309,9 +376,13 @@ def create_app(
         async with collector:  # on shutdown, commits what is queued, then stops the writer
             yield
 
+    middleware = [Middleware(RequestMetrics, metrics=metrics)]
+    prefix = urlsplit(settings.base_url).path.rstrip("/")
+    if prefix:
+        middleware.insert(0, Middleware(PublicPath, prefix=prefix))
     return Starlette(
         routes=routes,
         exception_handlers={HTTPException: _http_error, Exception: _server_error},
         lifespan=lifespan,
-        middleware=[Middleware(RequestMetrics, metrics=metrics)],
+        middleware=middleware,
     )

@@ -22,6 +22,7 @@ from starlette.types import Receive, Scope, Send
 from rawexport.blobs import links
 from rawexport.catalog import Catalog
 from rawexport.catalog.tables import export_files
+from rawexport.timeutil import DAY_MS, HOUR_MS, BadDate, parse_export_date, parse_utc_stamp
 
 CHUNK = 1024 * 1024  # 64 KiB chunks serve 5x slower (PERF_NOTES)
 _RANGE = re.compile(r"bytes=(\d{0,18})-(\d{0,18})")
@@ -30,7 +31,7 @@ _RANGE = re.compile(r"bytes=(\d{0,18})-(\d{0,18})")
 class KeyConvertor(Convertor[str]):
     """Export keys only, so the download route cannot shadow any other route."""
 
-    regex = r"[0-9a-f]{4}_[0-9a-f]+_[a-z0-9_]+_\d{12}/[A-Za-z0-9_-][A-Za-z0-9._-]*"
+    regex = r"[0-9a-f]{1,60}_[0-9a-f]+_[a-z0-9_]+_(?:\d{12}|\d{8})/[A-Za-z0-9_-][A-Za-z0-9._-]*"
 
     def convert(self, value: str) -> str:
         return value
@@ -166,11 +167,52 @@ class Downloads:
             ).scalar()
         return str(md5) if md5 else file_md5(path)
 
+    def key_of(self, path: str) -> str | None:
+        """The object key behind a (verified) link path; None when it is gone.
+
+        A 4-hex prefix on an hour stamp is the key itself (GrowingIO's shape, manifests).
+        Any other prefix (sized for the base URL) or a v1 day path is looked up among the
+        files of that project, type and hour (or day): by file name, or for a day by the
+        part's uuid.
+        """
+        seg = links.parse_first_segment(path)
+        if seg is None:
+            return None
+        prefix, ai, middle, stamp = seg
+        if len(prefix) == links.STORED_PREFIX and len(stamp) == 12:
+            return path
+        version, name = ("v2", middle[:-3]) if middle.endswith("_v2") else ("v1", middle)
+        project = self.catalog.project(ai)
+        if project is None:
+            return None
+        try:
+            if len(stamp) == 12:
+                start = parse_utc_stamp(stamp)
+                end = start + HOUR_MS
+            else:
+                start = parse_export_date("day", stamp).start_ms
+                end = start + DAY_MS
+        except (BadDate, ValueError):
+            return None
+        file_name = path.rpartition("/")[2]
+        uuid = links.part_uuid(file_name)
+        jobs = self.catalog.hour_jobs(project.id, version, start, end)
+        candidates = [j.id for (t, _), js in jobs.items() if t == name for j in js]
+        for rows in self.catalog.files_of(candidates).values():
+            for f in rows:
+                own = f.key.rpartition("/")[2]
+                if own == file_name or (len(stamp) == 8 and uuid and links.part_uuid(own) == uuid):
+                    return f.key
+        return None
+
     def serve(self, request: Request) -> Response:
-        key: str = request.path_params["key"]
+        link_path: str = request.path_params["key"]
         q = request.query_params
-        if not links.verify(self.secret, key, q.get("expires"), q.get("sign"), self.clock()):
+        if not links.verify(self.secret, link_path, q.get("expires"), q.get("sign"), self.clock()):
             return forbidden()
+        key = self.key_of(link_path)
+        if key is None:
+            return not_found()
         try:
             path = self.blobs.path(key)
             st = os.stat(path)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from rawexport.blobs import links
 from rawexport.catalog import PENDING, Catalog, Job, Project
-from rawexport.timeutil import Window, beijing_hour_label, hour_ceil, hour_floor
+from rawexport.timeutil import Window, beijing, beijing_hour_label, hour_ceil, hour_floor
 
 FINISHED = "FINISHED"
 RUNNING = "RUNNING"
@@ -119,7 +119,10 @@ class Insights:
         if any(hs.status != FINISHED for _, _, hs in kept):
             return Answer(RUNNING, empty)
         served = [(t, h, hs.job) for t, h, hs in kept if hs.job is not None]
-        parts, manifests = self._links(project, served, types, expire_minutes, scope, now)
+        day = beijing(window.start_ms).strftime("%Y%m%d") if version == "v1" else None
+        if len(window.hours) == 1:
+            day = None
+        parts, manifests = self._links(project, served, types, expire_minutes, scope, now, day)
         return Answer(FINISHED, parts, manifests=manifests)
 
     def _links(
@@ -130,8 +133,14 @@ class Insights:
         expire_minutes: int,
         scope: str,
         now: int,
+        day: str | None = None,
     ) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
-        """Part links and manifest links per data type, reused while the cached ones live."""
+        """Part links and manifest links per data type, reused while the cached ones live.
+
+        Part links carry `links.link_path` of their key (shaped for the base URL); with
+        `day` (a v1 day, Beijing yyyyMMdd) each type's parts of the day's 24 hours get one
+        day prefix and part numbers unique within the day, as GrowingIO's v1 day links had.
+        """
         files = self.catalog.files_of(job.id for _, _, job in served)
         ordered = sorted(served, key=lambda s: (types.index(s[0]), s[1]))
         entries = [(t, h, f.key) for t, h, job in ordered for f in files[job.id]]
@@ -140,9 +149,12 @@ class Insights:
         manifests: dict[str, list[str]] = {t: [] for t in types}
         if not entries and not manifest_entries:
             return out, manifests
-        # The marker keeps rows cached before manifests existed (part links only) unmatched.
+        # Everything that shapes a link is in the fingerprint: the keys, the base URL and
+        # the link shape; the marker keeps rows cached by older versions unmatched.
         fp = fingerprint(
-            ["manifest:1"] + [k for _, _, k in entries] + ["m:" + k for _, _, k in manifest_entries]
+            [f"links:2 {self.base_url} {day or ''}"]
+            + [k for _, _, k in entries]
+            + ["m:" + k for _, _, k in manifest_entries]
         )
         cached = self.catalog.issued(project.id, scope, fp, now)
         if cached is not None and isinstance(cached[0], dict) and "links" in cached[0]:
@@ -152,12 +164,21 @@ class Insights:
                 {t: list(saved_manifests.get(t, [])) for t in types},
             )
         until = None
-        for target, group in ((out, entries), (manifests, manifest_entries)):
+        numbers: dict[str, int] = {}
+        for target, group, shaped in ((out, entries, True), (manifests, manifest_entries, False)):
             for t, hour, key in group:
                 expires = links.expiry(now, expire_minutes, hour, project.retention_days)
                 until = expires if until is None else min(until, expires)
-                target[t].append(links.make_link(self.base_url, self.secret, key, expires))
+                path = key
+                if shaped:
+                    if day is not None:
+                        path = links.day_alias(key, project.ai, t, day, numbers.get(t, 0))
+                        numbers[t] = numbers.get(t, 0) + 1
+                    path = links.link_path(path, self.base_url)
+                target[t].append(links.make_link(self.base_url, self.secret, path, expires))
         assert until is not None
-        payload = {"links": out, "manifest": manifests}
+        # `keys` names the objects behind the links, so the sweeper keeps them while they live.
+        keys = ["/" + k for _, _, k in entries] + ["/" + k for _, _, k in manifest_entries]
+        payload = {"links": out, "manifest": manifests, "keys": keys}
         self.catalog.save_issued(project.id, scope, fp, payload, until, now)
         return out, manifests

@@ -51,11 +51,7 @@ _EXPORT_DATE = _path(
     {"type": "string", "pattern": r"^\d{8}(\d{2}(\d{2,4})?)?$"},
     "Beijing yyyyMMdd[HH[mm]]; day keeps yyyyMMdd, hour needs and keeps yyyyMMddHH",
 )
-_LIMITED = {
-    "description": "Too many requests from this credential",
-    "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
-    "content": {"application/json": {"schema": _ERROR}},
-}
+_RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}}
 
 
 def _export_responses(envelope: str) -> dict[str, Any]:
@@ -64,7 +60,12 @@ def _export_responses(envelope: str) -> dict[str, Any]:
         "200": _json(ref, "Status and, when FINISHED, download links"),
         "400": _json(ref, "Bad parameter: status ERROR and errorMsg"),
         "401": _json(_ERROR, "Missing or bad credential, or another project's ai"),
-        "429": _LIMITED,
+        "429": _json(
+            ref,
+            "More than rate_queue requests of this credential waiting their turn (requests "
+            "over the rate are delayed, not refused): status ERROR and errorMsg",
+            headers=_RETRY_AFTER,
+        ),
     }
 
 
@@ -81,8 +82,13 @@ def _download(method: str) -> dict[str, Any]:
         "operationId": f"download_{method}",
         "summary": "Download an export file through a signed link",
         "parameters": [
-            _path("prefix", {"type": "string"}, "{4hex}_{ai}_{data_type}[_v2]_{UTC yyyyMMddHHmm}"),
-            _path("file", {"type": "string"}, "part-NNNNN-{uuid}-c000.csv.gz or _manifest.json"),
+            _path(
+                "prefix",
+                {"type": "string"},
+                "{hex}_{ai}_{data_type}[_v2]_{UTC yyyyMMddHHmm}, or {hex}_{ai}_{v1 type}_{yyyyMMdd}"
+                " for a v1 day; the hex prefix is sized for the base URL",
+            ),
+            _path("file", {"type": "string"}, "part-NNNNN-{uuid}[-c000].csv.gz or _manifest.json"),
             {"name": "expires", "in": "query", "required": True, "schema": {"type": "string"}},
             {"name": "sign", "in": "query", "required": True, "schema": {"type": "string"}},
             {

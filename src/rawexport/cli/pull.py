@@ -138,6 +138,14 @@ class RichProgress:
 )
 @click.option("--date", "export_date", required=True, help="Beijing yyyyMMdd (day) or yyyyMMddHH")
 @click.option(
+    "--version",
+    "api_version",
+    type=click.Choice(["v2", "v1"]),
+    default="v2",
+    show_default=True,
+    help="v1: the /insights/{ai}/{date}.json export (all 7 v1 types; --data-type is ignored)",
+)
+@click.option(
     "--to",
     type=click.Path(path_type=Path, file_okay=False),
     default=Path("gio-data"),
@@ -167,6 +175,7 @@ def pull(
     export_type: str,
     data_type: str,
     export_date: str,
+    api_version: str,
     to: Path,
     parquet: bool,
     duckdb_file: Path | None,
@@ -176,7 +185,7 @@ def pull(
     profile: str | None,
     **flags: str | None,
 ) -> None:
-    """Download a v2 export, verified, into TO/{data_type}/{yyyyMMdd}/{HH}/ (Beijing time).
+    """Download an export, verified, into TO/{data_type}/{yyyyMMdd}/{HH}/ (Beijing time).
 
     Exit codes: 0 ok, 1 API unreachable or load failed, 2 usage, 3 auth refused,
     4 NOT_EXISTS, 5 export ERROR, 6 download/verification failed, 7 still RUNNING.
@@ -188,6 +197,10 @@ def pull(
         parse_export_date(export_type, export_date)
     except BadDate:
         raise click.BadParameter(f"{export_type} needs a {want}-digit Beijing date") from None
+    if api_version == "v1" and (parquet or duckdb_file is not None):
+        raise click.BadParameter(
+            "--parquet and --duckdb load v2 exports only", param_hint="--version"
+        )
     creds = credentials(profile, flags)
     logging.basicConfig(level=logging.WARNING, format="pull: %(message)s", stream=sys.stderr)
     logging.getLogger("rawexport.pull").setLevel(logging.INFO)
@@ -212,6 +225,7 @@ def pull(
             wait=wait,
             options=PullOptions(jobs=jobs),
             progress=progress,
+            version=api_version,
         )
     except ClientError as e:
         click.echo(f"rawexport pull: {e}", err=True)

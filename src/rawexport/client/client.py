@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import httpx
 
@@ -53,6 +55,16 @@ class Export:
     manifests: dict[str, list[str]]
     error: str
     body: dict[str, Any] = field(repr=False)
+
+
+_FOLDER = re.compile(r"[0-9a-f]+_[0-9a-zA-Z]+_([a-z0-9_]+?)_(?:\d{8}|\d{12})")
+
+
+def folder_type(url: str) -> str:
+    """The data type named by a link's folder, `{hex}_{ai}_{type}_{date}` (v1 links)."""
+    folder = unquote(urlsplit(url).path).rsplit("/", 2)[-2] if "/" in url else ""
+    m = _FOLDER.fullmatch(folder)
+    return m[1] if m else "unknown"
 
 
 def _retry_after(response: httpx.Response, default: float) -> float:
@@ -212,9 +224,20 @@ class ExportClient:
     # ---- exports ---------------------------------------------------------------------
 
     def export(
-        self, export_type: str, data_type: str | None, export_date: str, expire: int = 60
+        self,
+        export_type: str,
+        data_type: str | None,
+        export_date: str,
+        expire: int = 60,
+        version: str = "v2",
     ) -> Export:
-        """One v2 call: E2 for a data type, E3 (all types) when data_type is None."""
+        """One v2 call: E2 for a data type, E3 (all types) when data_type is None.
+
+        version="v1": the v1 call for the day (yyyyMMdd) or hour (yyyyMMddHH), all 7 v1
+        types at once; its flat `downlinks` are grouped by the type in each link's folder.
+        """
+        if version == "v1":
+            return self._export_v1(export_date, expire)
         middle = f"{data_type}/" if data_type else ""
         path = f"/v2/insights/{export_type}/{middle}{self.ai}/{export_date}.json"
         status, body = self.get_json(path, {"expire": str(expire)})
@@ -236,6 +259,28 @@ class ExportClient:
             body,
         )
 
+    def _export_v1(self, export_date: str, expire: int) -> Export:
+        path = f"/insights/{self.ai}/{export_date}.json"
+        status, body = self.get_json(path, {"expire": str(expire)})
+        if not isinstance(body, dict) or "status" not in body:
+            raise ClientError(f"GET {path}: HTTP {status}, not an export envelope")
+        if status == 400:
+            raise ExportFailed(f"bad request: {body.get('errorMsg', '')}")
+
+        def by_type(raw: Any) -> dict[str, list[str]]:
+            out: dict[str, list[str]] = {}
+            for url in raw or []:
+                out.setdefault(folder_type(str(url)), []).append(str(url))
+            return out
+
+        return Export(
+            str(body["status"]),
+            by_type(body.get("downlinks")),
+            by_type(body.get("manifest")),
+            str(body.get("errorMsg") or ""),
+            body,
+        )
+
     def wait(
         self,
         export_type: str,
@@ -245,6 +290,7 @@ class ExportClient:
         expire: int = 60,
         timeout: float = 0.0,
         max_poll: float = 60.0,
+        version: str = "v2",
     ) -> Export:
         """Poll until FINISHED: RUNNING is retried with capped backoff for `timeout` s.
 
@@ -254,7 +300,7 @@ class ExportClient:
         deadline = self.clock() + timeout
         delay = 2.0
         while True:
-            answer = self.export(export_type, data_type, export_date, expire)
+            answer = self.export(export_type, data_type, export_date, expire, version)
             if answer.status == "FINISHED":
                 return answer
             if answer.status == "NOT_EXISTS":

@@ -20,13 +20,14 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import httpx
 
+from rawexport.blobs.links import part_uuid
 from rawexport.client.client import DownloadError, Export, ExportClient
 from rawexport.timeutil import beijing_hour_label, parse_export_date, to_ms
 
 log = logging.getLogger("rawexport.pull")
 
 # `{4hex}_{ai}_{type}[_v2]_{UTC yyyyMMddHHmm}/{file}`, possibly after a bucket segment.
-_KEY = re.compile(r"(?:^|/)[0-9a-f]{4}_[0-9a-zA-Z]+_([a-z0-9_]+?)(?:_v2)?_(\d{12})/([^/]+)$")
+_KEY = re.compile(r"(?:^|/)[0-9a-f]+_[0-9a-zA-Z]+_([a-z0-9_]+?)(?:_v2)?_(\d{12})/([^/]+)$")
 _PART_NO = re.compile(r"part-(\d+)")
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
 MANIFEST = "_manifest.json"
@@ -351,16 +352,24 @@ class Puller:
         )
 
     def parts(self, manifests: dict[str, list[dict[str, Any]]]) -> list[Part]:
-        expected = {p["key"]: p for found in manifests.values() for m in found for p in m["parts"]}
+        # A link's path need not be its object key (its prefix is sized for the host, a v1 day
+        # renumbers parts): a part is matched to its manifest entry by its uuid, else by key,
+        # and then takes its hour and number from the entry's key.
+        expected: dict[str, dict[str, Any]] = {}
+        for found in manifests.values():
+            for manifest in found:
+                for entry in manifest["parts"]:
+                    expected[part_uuid(entry["key"]) or entry["key"]] = entry
         out: list[Part] = []
         for data_type, urls in self.answer.links.items():
             for i, url in enumerate(urls):
                 key = key_of(url)
-                parsed = parse_key(key)
+                entry = expected.get(part_uuid(key) or key)
+                parsed = parse_key(str(entry["key"]) if entry else key) or parse_key(key)
                 hour = parsed[1] if parsed else self.result.hours[0]
                 m = _PART_NO.match(parsed[2] if parsed else key.rsplit("/", 1)[-1])
                 number = int(m[1]) if m else i
-                out.append(Part(data_type, key, hour, number, expected.get(key)))
+                out.append(Part(data_type, key, hour, number, entry))
         return out
 
     def run(self, export_type: str, export_date: str) -> PullResult:
@@ -414,12 +423,19 @@ def pull(
     wait: float = 0.0,
     options: PullOptions | None = None,
     progress: Progress | None = None,
+    version: str = "v2",
 ) -> PullResult:
-    """Wait for the export, then download and verify every part (and its manifests)."""
-    answer = client.wait(export_type, data_type, export_date, expire=expire, timeout=wait)
+    """Wait for the export, then download and verify every part (and its manifests).
+
+    version="v1" pulls the v1 answer of the day or hour (all 7 v1 types; data_type is
+    ignored) into the same layout, verified against the v1 manifests.
+    """
+    v1_date = export_date if export_type == "day" else export_date[:10]
+    date = v1_date if version == "v1" else export_date
+    answer = client.wait(export_type, data_type, date, expire=expire, timeout=wait, version=version)
 
     def refresh() -> Export:
-        return client.export(export_type, data_type, export_date, expire)
+        return client.export(export_type, data_type, date, expire, version)
 
     puller = Puller(client, answer, refresh, to, options, progress)
     return puller.run(export_type, export_date)
