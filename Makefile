@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint bench clean
+.PHONY: install system-deps run test lint bench clean
 
 $(STAMP): pyproject.toml setup.py $(wildcard src/rawexport/export/_csvline*.[ch])
 	$(PYTHON) -m venv $(VENV)
@@ -13,6 +13,12 @@ $(STAMP): pyproject.toml setup.py $(wildcard src/rawexport/export/_csvline*.[ch]
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# What the tests need from Debian: PostgreSQL's server (initdb, pg_ctl) for the catalog
+# suite on PostgreSQL. Installed only when missing (as root; `apt-get update` once).
+system-deps:
+	@command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql)
 
 run: install
 	$(BIN)/rawexport demo --home ./demo-data
@@ -23,7 +29,7 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: lint
+test: lint system-deps
 	$(BIN)/pytest -q
 
 bench: install

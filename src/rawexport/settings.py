@@ -30,7 +30,9 @@ class Settings:
     host: str = _f("127.0.0.1", "address `rawexport serve` binds")
     port: int = _f(8080, "port `rawexport serve` binds")
     public_url: str = _f("", "base URL put in download links (default http://HOST:PORT)")
-    catalog_url: str = _f("", "catalog database URL (default sqlite:///HOME/catalog.db)")
+    catalog_url: str = _f(
+        "", "catalog database: sqlite:///PATH (default HOME/catalog.db) or postgresql://…"
+    )
     part_bytes: int = _f(64 * 1024 * 1024, "max bytes of one gzip CSV part (>= 65536)")
     rate_limit: float = _f(2.0, "API requests per second allowed per credential")
     rate_burst: int = _f(2, "requests a credential may send at once before they are delayed")
@@ -66,6 +68,10 @@ class Settings:
             raise SettingsError(f"part_bytes must be >= 65536, got {self.part_bytes}")
         if self.rate_limit <= 0 or self.rate_burst < 1:
             raise SettingsError("rate_limit must be > 0 and rate_burst >= 1")
+        if self.catalog_url and not self.catalog_url.startswith(
+            ("sqlite:///", "postgresql://", "postgres://")
+        ):
+            raise SettingsError("catalog_url must start with sqlite:/// or postgresql://")
         if self.rate_queue < 0 or self.rate_max_delay < 0:
             raise SettingsError("rate_queue and rate_max_delay must be >= 0")
         if self.workers < 1:

@@ -1,18 +1,12 @@
-from pathlib import Path
+import threading
 
 import pytest
 
 from rawexport.catalog import Catalog, CatalogError, LeaseLost
 from rawexport.types import ExportResult, PartInfo
+from tests.pg_util import PostgresCluster
 
 H = 3_600_000
-
-
-@pytest.fixture
-def catalog(tmp_path: Path) -> Catalog:
-    c = Catalog(f"sqlite:///{tmp_path / 'catalog.db'}")
-    yield c
-    c.close()
 
 
 def result(n: int = 1) -> ExportResult:
@@ -121,13 +115,15 @@ def test_secret_is_stable(catalog: Catalog) -> None:
     assert len(s) == 64 and catalog.secret("link_signing") == s
 
 
-def test_migrations_match_tables_and_downgrade(tmp_path: Path) -> None:
+def test_migrations_match_tables_and_downgrade(catalog_url: str) -> None:
     from alembic import command
     from alembic.config import Config
 
+    from rawexport.catalog.engine import engine_url
+
     cfg = Config()
     cfg.set_main_option("script_location", "rawexport.catalog:migrations")
-    cfg.set_main_option("sqlalchemy.url", f"sqlite:///{tmp_path / 'm.db'}")
+    cfg.set_main_option("sqlalchemy.url", engine_url(catalog_url))
     command.upgrade(cfg, "head")
     command.check(cfg)  # raises when tables.py and the migrations disagree
     command.downgrade(cfg, "base")
@@ -144,3 +140,57 @@ def test_claim_is_fair_across_projects(catalog: Catalog) -> None:
     assert second is not None and second.project_id == small.id
     third = catalog.claim("w3", 10, 1000)
     assert third is not None and third.project_id == big.id
+
+
+def test_concurrent_claimers_take_each_job_exactly_once(catalog_url: str) -> None:
+    """Workers on separate connections (as on separate nodes) race for one queue: every
+    job is leased once and no claimer waits on another's locked rows (SKIP LOCKED)."""
+    setup = Catalog(catalog_url)
+    projects = [setup.create_project(f"p{i}") for i in range(3)]
+    for p in projects:
+        setup.plan(p.id, "v2", ["page", "visit", "action", "vstr"], [h * H for h in range(5)], 0)
+    total = 3 * 4 * 5
+    catalogs = [Catalog(catalog_url, run_migrations=False) for _ in range(4)]
+    start = threading.Barrier(len(catalogs))
+    taken: list[list[int]] = [[] for _ in catalogs]
+
+    def work(i: int) -> None:
+        start.wait()
+        while (job := catalogs[i].claim(f"w{i}", 10, 60_000)) is not None:
+            taken[i].append(job.id)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(catalogs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    ids = [j for mine in taken for j in mine]
+    assert len(ids) == total and len(set(ids)) == total
+    assert sum(1 for mine in taken if mine) >= 2  # the work was really shared
+    for c in [setup, *catalogs]:
+        c.close()
+
+
+def test_postgres_claim_skips_rows_locked_by_another_node(postgres: PostgresCluster) -> None:
+    """Row locks are PostgreSQL's (SQLite serializes writers, so it has no such case)."""
+    from sqlalchemy import select, text
+
+    from rawexport.catalog.tables import export_jobs
+
+    c = Catalog(postgres.create_database("skip_locked"))
+    p = c.create_project("a")
+    c.plan(p.id, "v2", ["page", "visit"], [0], 0)
+    first = min(j.id for j in c.jobs(p.id))
+    with c.engine.connect() as other:  # another node, mid-claim of the first job
+        tx = other.begin()
+        other.execute(text("SET lock_timeout = '5s'"))
+        other.execute(select(export_jobs.c.id).where(export_jobs.c.id == first).with_for_update())
+        got: list[object] = []
+        claimer = threading.Thread(target=lambda: got.append(c.claim("w", 10, 60_000)))
+        claimer.start()
+        claimer.join(3)
+        assert not claimer.is_alive(), "the claim waited on the locked row"
+        tx.rollback()
+    job = got[0]
+    assert job is not None and getattr(job, "id", None) != first
+    c.close()

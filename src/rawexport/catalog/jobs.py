@@ -245,25 +245,37 @@ class JobStore:
             }
         order = sorted(waiting, key=lambda r: (running.get(int(r[0]), 0), int(r[1]), int(r[0])))
         for project_id, _ in order[:8]:
-            with self.tx() as c:
-                candidates = (
-                    c.execute(
-                        select(export_jobs.c.id)
-                        .where(runnable, export_jobs.c.project_id == project_id)
-                        .order_by(
-                            export_jobs.c.next_attempt_ms,
-                            export_jobs.c.hour_ms,
-                            export_jobs.c.id,
-                        )
-                        .limit(4)
+            job_id = self._take_next(int(project_id), runnable, owner, now, lease_ms)
+            if job_id is not None:
+                return self.job(job_id)
+        return None
+
+    def _take_next(
+        self, project_id: int, runnable: ColumnElement[bool], owner: str, now: int, lease_ms: int
+    ) -> int | None:
+        """Lease the project's next runnable job, in one transaction.
+
+        PostgreSQL: the candidates are locked `FOR UPDATE SKIP LOCKED`, so claimers on other
+        nodes skip them instead of waiting. SQLite has no row locks (the clause is dropped)
+        and serializes writers; the conditional update leaves one winner either way.
+        """
+        with self.tx() as c:
+            candidates = (
+                c.execute(
+                    select(export_jobs.c.id)
+                    .where(runnable, export_jobs.c.project_id == project_id)
+                    .order_by(
+                        export_jobs.c.next_attempt_ms, export_jobs.c.hour_ms, export_jobs.c.id
                     )
-                    .scalars()
-                    .all()
+                    .limit(4)
+                    .with_for_update(skip_locked=True)
                 )
+                .scalars()
+                .all()
+            )
             for job_id in candidates:
-                job = self._take(job_id, runnable, owner, now, lease_ms)
-                if job is not None:
-                    return job
+                if self._lease(c, job_id, runnable, owner, now, lease_ms):
+                    return int(job_id)
         return None
 
     def claim_id(self, job_id: int, owner: str, now: int, lease_ms: int) -> Job | None:
@@ -276,19 +288,30 @@ class JobStore:
     ) -> Job | None:
         """Lease a job if it still matches `runnable` (a conditional update: one winner)."""
         with self.tx() as c:
-            res = c.execute(
-                update(export_jobs)
-                .where(export_jobs.c.id == job_id, runnable)
-                .values(
-                    status="running",
-                    attempts=export_jobs.c.attempts + 1,
-                    lease_owner=owner,
-                    lease_expires_ms=now + lease_ms,
-                    started_ms=now,
-                )
-            )
-            claimed = res.rowcount == 1
+            claimed = self._lease(c, job_id, runnable, owner, now, lease_ms)
         return self.job(job_id) if claimed else None
+
+    @staticmethod
+    def _lease(
+        c: Connection,
+        job_id: int,
+        runnable: ColumnElement[bool],
+        owner: str,
+        now: int,
+        lease_ms: int,
+    ) -> bool:
+        res = c.execute(
+            update(export_jobs)
+            .where(export_jobs.c.id == job_id, runnable)
+            .values(
+                status="running",
+                attempts=export_jobs.c.attempts + 1,
+                lease_owner=owner,
+                lease_expires_ms=now + lease_ms,
+                started_ms=now,
+            )
+        )
+        return bool(res.rowcount == 1)
 
     def renew_lease(self, job_id: int, owner: str, now: int, lease_ms: int) -> bool:
         with self.tx() as c:

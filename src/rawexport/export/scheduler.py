@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable
 
 from rawexport.catalog import Catalog, Project
+from rawexport.catalog.leader import Leadership
 from rawexport.schema import types_for
 from rawexport.settings import Settings
 from rawexport.timeutil import DAY_MS, HOUR_MS, hour_ceil, hour_floor, now_ms
@@ -51,7 +52,12 @@ def plan_due(catalog: Catalog, settings: Settings, now: int) -> int:
 
 
 class Scheduler:
-    """Runs plan_due every plan_interval seconds in a thread, catching up at start."""
+    """Runs plan_due every plan_interval seconds in a thread, catching up at start.
+
+    With several nodes on one PostgreSQL catalog only the node holding the scheduler lock
+    plans (`catalog.leader`); the others ask for it on every tick and take over within
+    plan_interval when its holder dies.
+    """
 
     def __init__(
         self, catalog: Catalog, settings: Settings, clock: Callable[[], int] = now_ms
@@ -59,8 +65,15 @@ class Scheduler:
         self.catalog = catalog
         self.settings = settings
         self.clock = clock
+        self.leadership = Leadership(catalog.engine)
         self.stop_event = threading.Event()
         self.thread: threading.Thread | None = None
+
+    def tick(self) -> int | None:
+        """One pass: the jobs planned, or None when another node runs the scheduler."""
+        if not self.leadership.lead():
+            return None
+        return plan_due(self.catalog, self.settings, self.clock())
 
     def start(self) -> None:
         self.thread = threading.Thread(target=self._loop, name="export-scheduler", daemon=True)
@@ -69,7 +82,7 @@ class Scheduler:
     def _loop(self) -> None:
         while not self.stop_event.is_set():
             try:
-                plan_due(self.catalog, self.settings, self.clock())
+                self.tick()
             except Exception:  # a failed pass is retried on the next tick
                 log.exception("scheduler pass failed")
             self.stop_event.wait(self.settings.plan_interval)
@@ -78,3 +91,4 @@ class Scheduler:
         self.stop_event.set()
         if self.thread is not None:
             self.thread.join(10)
+        self.leadership.release()
