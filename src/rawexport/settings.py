@@ -33,6 +33,11 @@ class Settings:
     catalog_url: str = _f(
         "", "catalog database: sqlite:///PATH (default HOME/catalog.db) or postgresql://…"
     )
+    blobs_url: str = _f(
+        "", "export files: file:///DIR (default HOME/exports) or s3://bucket/prefix"
+    )
+    s3_endpoint_url: str = _f("", "endpoint of an S3-compatible store (default: AWS)")
+    s3_region: str = _f("", "S3 region (default: boto3's, from AWS_DEFAULT_REGION or config)")
     part_bytes: int = _f(64 * 1024 * 1024, "max bytes of one gzip CSV part (>= 65536)")
     rate_limit: float = _f(2.0, "API requests per second allowed per credential")
     rate_burst: int = _f(2, "requests a credential may send at once before they are delayed")
@@ -72,6 +77,8 @@ class Settings:
             ("sqlite:///", "postgresql://", "postgres://")
         ):
             raise SettingsError("catalog_url must start with sqlite:/// or postgresql://")
+        if self.blobs_url and not self.blobs_url.startswith(("file://", "s3://")):
+            raise SettingsError("blobs_url must start with file:// or s3://")
         if self.rate_queue < 0 or self.rate_max_delay < 0:
             raise SettingsError("rate_queue and rate_max_delay must be >= 0")
         if self.workers < 1:

@@ -27,6 +27,7 @@ from rawexport.api.collect import collector_routes
 from rawexport.api.downloads import Downloads, FilePaths
 from rawexport.api.insights import ERROR, FINISHED, NOT_EXISTS, Answer, Insights
 from rawexport.api.ratelimit import RateLimiter, Turn
+from rawexport.blobs import BlobStore
 from rawexport.blobs.links import SECRET_NAME
 from rawexport.catalog import Catalog, Project
 from rawexport.catalog.metrics import catalog_metrics
@@ -332,7 +333,7 @@ class PublicPath:
 def create_app(
     settings: Settings,
     catalog: Catalog,
-    blobs: FilePaths,
+    blobs: BlobStore | FilePaths,
     *,
     clock: Callable[[], int] = now_ms,
     limiter: RateLimiter | None = None,

@@ -9,7 +9,7 @@ import stat
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import anyio
 import orjson
@@ -19,7 +19,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from rawexport.blobs import links
+from rawexport.blobs import BlobStore, links
+from rawexport.blobs.s3 import S3BlobStore
 from rawexport.catalog import Catalog
 from rawexport.catalog.tables import export_files
 from rawexport.timeutil import DAY_MS, HOUR_MS, BadDate, parse_export_date, parse_utc_stamp
@@ -43,6 +44,7 @@ class KeyConvertor(Convertor[str]):
 register_url_convertor("exportkey", KeyConvertor())
 
 
+@runtime_checkable
 class FilePaths(Protocol):
     """The part of the local blob store downloads need."""
 
@@ -152,10 +154,20 @@ def not_found() -> Response:
 
 
 class Downloads:
-    """The `GET|HEAD /{key}?expires=&sign=` endpoint."""
+    """The `GET|HEAD /{key}?expires=&sign=` endpoint.
+
+    A local blob store's files are served from disk (Range, ETag, md5 header). On S3 a GET
+    is redirected to a presigned URL of the object (valid until the link expires, at most
+    S3's 7 days), which answers Range and `x-amz-meta-md5-hash` itself; a HEAD is answered
+    here from the object's metadata (a presigned GET does not sign a HEAD).
+    """
 
     def __init__(
-        self, catalog: Catalog, blobs: FilePaths, secret: str, clock: Callable[[], int]
+        self,
+        catalog: Catalog,
+        blobs: BlobStore | FilePaths,
+        secret: str,
+        clock: Callable[[], int],
     ) -> None:
         self.catalog, self.blobs, self.secret, self.clock = catalog, blobs, secret, clock
 
@@ -213,8 +225,13 @@ class Downloads:
         key = self.key_of(link_path)
         if key is None:
             return not_found()
+        if isinstance(self.blobs, S3BlobStore):
+            return self._from_s3(self.blobs, request, key, int(q["expires"]))
+        paths = self.blobs
+        if not isinstance(paths, FilePaths):
+            return not_found()
         try:
-            path = self.blobs.path(key)
+            path = paths.path(key)
             st = os.stat(path)
         except ValueError:
             return forbidden()
@@ -246,3 +263,21 @@ class Downloads:
         headers["content-range"] = f"bytes {start}-{end - 1}/{size}"
         headers["content-length"] = str(end - start)
         return RangeFileResponse(path, start, end, 206, headers)
+
+    def _from_s3(self, s3: S3BlobStore, request: Request, key: str, expires_ms: int) -> Response:
+        if request.method == "HEAD":
+            info = s3.stat(key)
+            if info is None:
+                return not_found()
+            md5 = s3.md5(key) or ""
+            headers = {
+                "etag": f'"{md5}"',
+                "x-amz-meta-md5-hash": md5,
+                "accept-ranges": "bytes",
+                "content-type": media_type(key),
+                "content-length": str(info.size),
+            }
+            return Response(status_code=200, headers=headers)
+        seconds = max(1, -(-(expires_ms - self.clock()) // 1000))
+        url = s3.presigned_get(key, seconds)
+        return Response(status_code=302, headers={"location": url, "cache-control": "no-store"})

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rawexport.blobs.local import LocalBlobStore
+from rawexport.blobs import BlobStore
+from rawexport.blobs.stores import open_blob_store
 from rawexport.catalog import Catalog
 from rawexport.catalog.metrics import catalog_metrics
 from rawexport.export.worker import Exporter
@@ -18,7 +19,7 @@ class Services:
     settings: Settings
     catalog: Catalog
     store: EventStore
-    blobs: LocalBlobStore
+    blobs: BlobStore
     exporter: Exporter
     metrics: Metrics
 
@@ -31,7 +32,12 @@ def open_services(settings: Settings) -> Services:
     settings.tmp_dir.mkdir(parents=True, exist_ok=True)
     catalog = Catalog(settings.database_url)
     store = EventStore(settings.events_dir)
-    blobs = LocalBlobStore(settings.exports_dir)
+    blobs = open_blob_store(
+        settings.blobs_url,
+        settings.exports_dir,
+        endpoint_url=settings.s3_endpoint_url,
+        region=settings.s3_region,
+    )
     metrics = catalog_metrics(catalog)
     exporter = Exporter(settings, catalog, store, blobs, metrics=metrics)
     return Services(settings, catalog, store, blobs, exporter, metrics)

@@ -213,7 +213,8 @@ class Puller:
         url = self.links.url(key)
         for _ in range(3):
             req = self.http.build_request("GET", url, headers=headers)
-            r = self.http.send(req, stream=True)
+            # A rawexport link to an S3 store redirects to a presigned URL (Range kept).
+            r = self.http.send(req, stream=True, follow_redirects=True)
             if r.status_code not in (401, 403):
                 return r
             r.close()

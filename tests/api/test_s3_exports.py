@@ -1,0 +1,147 @@
+"""Exports on an S3 store (moto's server): the same bytes as on disk, links that redirect to
+presigned URLs, HEAD from the object's metadata, and `rawexport pull` verifying them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import uvicorn
+from starlette.testclient import TestClient
+
+from rawexport.api.app import create_app
+from rawexport.blobs.s3 import S3BlobStore
+from rawexport.cli.services import Services, open_services
+from rawexport.client.client import ExportClient
+from rawexport.client.pull import pull
+from rawexport.export.actions import export_now
+from rawexport.ingest.generate import generate
+from rawexport.settings import Settings
+from rawexport.timeutil import DAY_MS, HOUR_MS, beijing_hour_label, now_ms
+from tests.blobs.conftest import fake_aws_env, moto_s3  # noqa: F401  (fixtures)
+from tests.e2e_util import free_port
+
+HOUR = now_ms() - now_ms() % HOUR_MS - 30 * HOUR_MS
+LABEL = beijing_hour_label(HOUR)
+AI = "5e3e0123456789ab"
+
+
+@dataclass
+class Site:
+    s3: Services
+    local: Services
+    base: str
+    token: str
+
+
+def _export(settings: Settings) -> tuple[Services, str]:
+    services = open_services(settings)
+    p = services.catalog.create_project("s3", ai=AI, export_since_ms=HOUR - DAY_MS)
+    token = services.catalog.create_api_token(p.id, "s3 tests")
+    generate(services.store, AI, HOUR, 1, 3_000, ["page", "visit"], seed=5)
+    export_now(services.exporter, p, [HOUR], None, now_ms())
+    return services, token
+
+
+@pytest.fixture(scope="module")
+def site(
+    moto_s3: tuple[str, str],  # noqa: F811
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Site]:
+    endpoint, bucket = moto_s3
+    port = free_port()
+    common = {"part_bytes": 65536, "rate_limit": 1e6, "rate_burst": 1_000_000}
+    base = f"http://127.0.0.1:{port}"
+    s3_settings = Settings(
+        home=tmp_path_factory.mktemp("s3"),
+        public_url=base,
+        blobs_url=f"s3://{bucket}/exports",
+        s3_endpoint_url=endpoint,
+        **common,
+    )
+    local_settings = Settings(home=tmp_path_factory.mktemp("local"), **common)
+    s3, token = _export(s3_settings)
+    local, _ = _export(local_settings)
+    app = create_app(s3_settings, s3.catalog, s3.blobs)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started
+    try:
+        yield Site(s3, local, base, token)
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        s3.close()
+        local.close()
+
+
+def _files(services: Services) -> dict[str, str]:
+    """Every committed part: key -> sha256, from the catalog."""
+    out = {}
+    for job in services.catalog.jobs(None, "finished"):
+        for f in services.catalog.files(job.id):
+            out[f.key] = f.sha256
+    return out
+
+
+def test_an_export_to_s3_has_the_same_keys_and_bytes_as_on_disk(site: Site) -> None:
+    s3_files, local_files = _files(site.s3), _files(site.local)
+    assert len(s3_files) > 4 and s3_files == local_files  # same keys, same checksums
+    assert isinstance(site.s3.blobs, S3BlobStore)
+    for key, sha in s3_files.items():
+        body = b"".join(site.s3.blobs.open_range(key, 0, site.s3.blobs.stat(key).size))  # type: ignore[union-attr]
+        assert hashlib.sha256(body).hexdigest() == sha
+        assert hashlib.sha256(site.local.blobs.path(key).read_bytes()).hexdigest() == sha  # type: ignore[attr-defined]
+
+
+def test_links_redirect_to_presigned_urls_and_head_answers_here(site: Site) -> None:
+    client = TestClient(create_app(site.s3.settings, site.s3.catalog, site.s3.blobs))
+    url = f"/v2/insights/hour/page/{AI}/{LABEL}.json?expire=30"
+    body = client.get(url, headers={"Authorization": site.token}).json()
+    assert body["status"] == "FINISHED" and len(body["downloadLinks"]) >= 2
+    for link in body["downloadLinks"]:
+        path = link[len(site.base) :]
+        r = client.get(path, follow_redirects=False)
+        assert r.status_code == 302
+        location = r.headers["location"]
+        assert "X-Amz-Signature=" in location and "X-Amz-Expires=" in location
+        expires = int(location.split("X-Amz-Expires=")[1].split("&")[0])
+        assert 29 * 60 <= expires <= 30 * 60  # the link's own lifetime, no more
+        with urllib.request.urlopen(location, timeout=10) as s3r:
+            data = s3r.read()
+            md5 = s3r.headers["x-amz-meta-md5-hash"]
+        assert md5 == hashlib.md5(data).hexdigest()
+        head = client.head(path)
+        assert head.status_code == 200 and head.headers["x-amz-meta-md5-hash"] == md5
+        assert int(head.headers["content-length"]) == len(data)
+        # A tampered link is refused before any redirect.
+        assert (
+            client.get(path.replace("sign=", "sign=0"), follow_redirects=False).status_code == 403
+        )
+
+
+def test_pull_verifies_parts_through_the_redirects(site: Site, tmp_path: Path) -> None:
+    client = ExportClient(site.base, AI, token=site.token, sleep=lambda s: None)
+    try:
+        result = pull(client, "hour", None, LABEL, tmp_path)
+    finally:
+        client.close()
+    assert set(result.files) >= {"page", "visit"}
+    manifests = list(tmp_path.rglob("_manifest.json"))
+    assert manifests
+    for m in manifests:
+        for entry in json.loads(m.read_text())["parts"]:
+            name = entry["key"].rsplit("/", 1)[1][:10] + ".csv.gz"
+            data = (m.parent / name).read_bytes()
+            assert hashlib.sha256(data).hexdigest() == entry["sha256"]
