@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from rawexport.cli.check import check
 from rawexport.cli.common import home_option
 from rawexport.cli.demo import demo
 from rawexport.cli.export import export, sweep
@@ -36,3 +37,4 @@ main.add_command(export)
 main.add_command(jobs)
 main.add_command(sweep)
 main.add_command(pull)
+main.add_command(check)

@@ -1,0 +1,100 @@
+"""`rawexport check`: does this deployment's configuration reach what it names?
+
+Each part is probed the way `serve` will use it, and a failure says what to fix: the
+catalog (connect, migrations at head), the blob store (S3: the bucket, with a probe
+object put, read and deleted; a directory: writable), the event store directory.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from rawexport.blobs.local import LocalBlobStore
+from rawexport.blobs.s3 import BlobStoreError, S3BlobStore
+from rawexport.blobs.stores import open_blob_store
+from rawexport.catalog import Catalog
+from rawexport.cli.common import home_option, settings_from, user_errors
+from rawexport.settings import Settings
+
+
+class CheckFailed(Exception):
+    """A part of the deployment does not work; the message says what to fix."""
+
+
+def _catalog(settings: Settings) -> str:
+    try:
+        catalog = Catalog(settings.database_url)
+    except SQLAlchemyError as e:
+        reason = str(e.__cause__ or e).strip().splitlines()[0]
+        raise CheckFailed(f"cannot open the catalog ({reason}); check catalog_url") from None
+    try:
+        with catalog.engine.connect() as c:
+            c.execute(text("SELECT 1"))
+        return f"{catalog.engine.dialect.name}, migrations at head"
+    finally:
+        catalog.close()
+
+
+def _writable(path: Path, what: str) -> str:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".rawexport-check-{uuid.uuid4().hex}"
+        probe.write_bytes(b"probe")
+        probe.unlink()
+    except OSError as e:
+        raise CheckFailed(
+            f"{what} {path} is not writable ({e.strerror}); fix its permissions"
+        ) from None
+    return f"directory {path}, writable"
+
+
+def _blobs(settings: Settings) -> str:
+    try:
+        store = open_blob_store(
+            settings.blobs_url,
+            settings.exports_dir,
+            endpoint_url=settings.s3_endpoint_url,
+            region=settings.s3_region,
+        )
+    except ValueError as e:
+        raise CheckFailed(f"{e}; fix blobs_url") from None
+    if isinstance(store, S3BlobStore):
+        try:
+            store.check()
+        except BlobStoreError as e:
+            raise CheckFailed(str(e)) from None
+        return f"{store!r}: probe object put, read and deleted"
+    assert isinstance(store, LocalBlobStore)
+    return _writable(store.root, "exports")
+
+
+@click.command("check")
+@home_option
+@click.pass_context
+@user_errors
+def check(ctx: click.Context, /, home: Path | None) -> None:
+    """Probe the catalog, the blob store and the event store; exit 1 when one fails."""
+    settings = settings_from(ctx, home=home)
+    probes: list[tuple[str, Callable[[], str]]] = [
+        ("catalog", lambda: _catalog(settings)),
+        ("blobs", lambda: _blobs(settings)),
+        ("events", lambda: _writable(settings.events_dir, "events")),
+    ]
+    report: dict[str, dict[str, str]] = {}
+    for name, probe in probes:
+        try:
+            report[name] = {"ok": "yes", "detail": probe()}
+        except CheckFailed as e:
+            report[name] = {"ok": "no", "error": str(e)}
+            click.echo(f"rawexport check: {name}: {e}", err=True)
+    click.echo(json.dumps(report, indent=2))
+    if any(r["ok"] == "no" for r in report.values()):
+        sys.exit(1)

@@ -1,0 +1,48 @@
+"""`rawexport check`: each part probed as serve uses it; failures say what to fix."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from rawexport.cli import main
+from tests.blobs.conftest import fake_aws_env, moto_s3  # noqa: F401  (fixtures)
+from tests.s3_util import closed_port
+
+
+def run(home: Path, env: dict[str, str]) -> tuple[int, dict[str, dict[str, str]], str]:
+    result = CliRunner().invoke(main, ["check", "--home", str(home)], env=env)
+    return result.exit_code, json.loads(result.stdout), result.stderr
+
+
+def test_defaults_pass(tmp_path: Path) -> None:
+    code, report, _ = run(tmp_path, {})
+    assert code == 0 and {r["ok"] for r in report.values()} == {"yes"}
+    assert report["catalog"]["detail"].startswith("sqlite")
+
+
+def test_unreachable_catalog_fails_with_what_to_fix(tmp_path: Path) -> None:
+    url = f"postgresql://rawexport@127.0.0.1:{closed_port()}/rawexport"
+    code, report, err = run(tmp_path, {"RAWEXPORT_CATALOG_URL": url})
+    assert code == 1 and report["catalog"]["ok"] == "no"
+    assert "check catalog_url" in report["catalog"]["error"]
+    assert report["blobs"]["ok"] == "yes"  # the other parts are still checked
+    assert err.startswith("rawexport check: catalog: ")
+
+
+def test_s3_bucket_probe_and_its_failures(
+    tmp_path: Path,
+    moto_s3: tuple[str, str],  # noqa: F811
+) -> None:
+    endpoint, bucket = moto_s3
+    good = {"RAWEXPORT_BLOBS_URL": f"s3://{bucket}/check", "RAWEXPORT_S3_ENDPOINT_URL": endpoint}
+    code, report, _ = run(tmp_path, good)
+    assert code == 0 and "probe object" in report["blobs"]["detail"]
+    missing = good | {"RAWEXPORT_BLOBS_URL": "s3://no-such-bucket/x"}
+    code, report, _ = run(tmp_path, missing)
+    assert code == 1 and "does not exist" in report["blobs"]["error"]
+    away = good | {"RAWEXPORT_S3_ENDPOINT_URL": f"http://127.0.0.1:{closed_port()}"}
+    code, report, _ = run(tmp_path, away)
+    assert code == 1 and "cannot reach" in report["blobs"]["error"]
