@@ -85,6 +85,7 @@ def child(pipeline: str, root: Path, files: list[Path]) -> dict[str, Any]:
             name=DATA_TYPE,
             hour_ms=HOUR_MS,
             revision=0,
+            attempt=1,
             part_bytes=s.part_bytes,
             compress_level=s.compress_level,
             tmp_dir=out / "tmp",

@@ -121,12 +121,12 @@ class World:
         self.blobs.put_bytes(manifest, b'{"parts":[]}')
         job = self.run(project, version, data_type, hour_ms, preview)
         result = ExportResult(prefix, manifest, infos, len(infos), sum(len(d) for d in parts))
-        self.catalog.complete(job.id, self._last_owner, result, hour_ms + HOUR_MS)
+        self.catalog.complete(job, self._last_owner, result, hour_ms + HOUR_MS)
         return self.catalog.job(job.id), [p.key for p in infos]
 
     def fail(self, data_type: str, hour_ms: int, error: str, version: str = "v2") -> Job:
         job = self.run(self.project, version, data_type, hour_ms, False)
-        self.catalog.fail(job.id, self._last_owner, error, retry_at=None, now=hour_ms + HOUR_MS)
+        self.catalog.fail(job, self._last_owner, error, retry_at=None, now=hour_ms + HOUR_MS)
         return self.catalog.job(job.id)
 
     def queue(self, data_type: str, hour_ms: int, version: str = "v2") -> Job:

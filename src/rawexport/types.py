@@ -19,7 +19,7 @@ class PartInfo:
 
 @dataclass(frozen=True)
 class ExportResult:
-    """What one export run wrote: its parts, then its manifest (written last)."""
+    """What one export attempt wrote: its parts, and the key of the manifest its commit writes."""
 
     prefix: str
     manifest_key: str

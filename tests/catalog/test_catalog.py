@@ -70,11 +70,39 @@ def test_plan_is_idempotent_and_claim_leases(catalog: Catalog) -> None:
     again = catalog.claim("w3", 2000, 1000)
     assert again is not None and again.attempts == 2 and again.lease_owner == "w3"
     with pytest.raises(LeaseLost):
-        catalog.complete(again.id, "w1", result(), 2001)
-    catalog.complete(again.id, "w3", result(2), 2001)
+        catalog.complete(again, "w1", result(), 2001)
+    catalog.complete(again, "w3", result(2), 2001)
     done = catalog.job(again.id)
     assert done.status == "finished" and done.rows == 20
     assert [f.part for f in catalog.files(again.id)] == [0, 1]
+
+
+def test_a_stale_attempt_cannot_commit_renew_or_fail(catalog: Catalog) -> None:
+    """The attempt count is the fencing token: the same owner's older claim is refused."""
+    p = catalog.create_project("a")
+    catalog.plan(p.id, "v2", ["page"], [0], 0)
+    first = catalog.claim("w", 0, 1000)
+    assert first is not None and first.attempts == 1
+    second = catalog.claim("w", 2000, 1000)  # the lease ran out; the same owner claims again
+    assert second is not None and second.id == first.id and second.attempts == 2
+    published: list[str] = []
+    with pytest.raises(LeaseLost):
+        catalog.complete(first, "w", result(), 2001, publish=lambda: published.append("1"))
+    assert not catalog.renew_lease(first, "w", 2001, 1000)
+    with pytest.raises(LeaseLost):
+        catalog.fail(first, "w", "late", retry_at=None, now=2001)
+    assert published == [] and catalog.job(first.id).status == "running"
+
+    def broken_publish() -> None:
+        raise OSError("manifest write failed")
+
+    with pytest.raises(OSError):  # the manifest is part of the commit: nothing is committed
+        catalog.complete(second, "w", result(), 2002, publish=broken_publish)
+    assert catalog.job(second.id).status == "running" and catalog.files(second.id) == []
+    assert catalog.renew_lease(second, "w", 2002, 1000)
+    catalog.complete(second, "w", result(2), 2003, publish=lambda: published.append("2"))
+    assert published == ["2"] and catalog.job(second.id).status == "finished"
+    assert len(catalog.files(second.id)) == 2
 
 
 def test_fail_retry_then_error(catalog: Catalog) -> None:
@@ -82,11 +110,11 @@ def test_fail_retry_then_error(catalog: Catalog) -> None:
     catalog.plan(p.id, "v2", ["page"], [0], 0)
     j = catalog.claim("w", 0, 1000)
     assert j is not None
-    assert catalog.fail(j.id, "w", "boom", retry_at=500, now=1) == "retrying"
+    assert catalog.fail(j, "w", "boom", retry_at=500, now=1) == "retrying"
     assert catalog.claim("w", 100, 1000) is None
     j = catalog.claim("w", 500, 1000)
     assert j is not None and j.attempts == 2
-    assert catalog.fail(j.id, "w", "dead", retry_at=None, now=501) == "error"
+    assert catalog.fail(j, "w", "dead", retry_at=None, now=501) == "error"
     assert catalog.job(j.id).error == "dead"
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import func, select
 from starlette.exceptions import StarletteDeprecationWarning
 
 with warnings.catch_warnings():
@@ -16,10 +17,11 @@ with warnings.catch_warnings():
     from starlette.testclient import TestClient
 
 from rawexport.api.app import create_app
+from rawexport.catalog.tables import issued_links
 from rawexport.cli import main
 from rawexport.cli.services import Services, open_services
 from rawexport.export.actions import export_now, reexport
-from rawexport.export.retention import sweep
+from rawexport.export.retention import SweepReport, sweep
 from rawexport.ingest.generate import generate
 from rawexport.settings import Settings
 from rawexport.timeutil import DAY_MS, HOUR_MS, beijing_hour_label
@@ -48,6 +50,15 @@ def env(tmp_path: Path) -> Iterator[tuple[Services, TestClient, Clock, str, str]
     with TestClient(app) as client:
         yield services, client, clock, p.ai, token
     services.close()
+
+
+def sweep_at(services: Services, now: int) -> SweepReport:
+    return sweep(services.catalog, services.store, services.blobs, now, orphan_age_ms=120_000)
+
+
+def issued_links_left(services: Services) -> int:
+    with services.catalog.tx() as c:
+        return int(c.execute(select(func.count()).select_from(issued_links)).scalar_one())
 
 
 def links(client: TestClient, ai: str, token: str, hour: int, expire: int = 5) -> dict[str, object]:
@@ -85,14 +96,15 @@ def test_rerun_makes_a_revision_and_old_links_live_until_they_expire(
     assert new["status"] == "FINISHED" and new["downloadLinks"] != first["downloadLinks"]
     assert all(fetch(client, link) == 200 for link in new["downloadLinks"])  # type: ignore[union-attr]
     # (v1 revision 1 was never linked: it may go at once.)
-    assert (
-        sweep(services.catalog, services.store, services.blobs, clock.now).superseded_revisions == 1
-    )
-    assert fetch(client, old_link) == 200
+    first_sweep = sweep_at(services, clock.now)
+    assert first_sweep.superseded_revisions == 1 and first_sweep.expired_links == 0
+    assert issued_links_left(services) == 2  # the 10-minute and the 5-minute answer
+    assert fetch(client, old_link) == 200  # still served
     clock.now += 11 * 60_000
     assert fetch(client, old_link) == 403
-    report_sweep = sweep(services.catalog, services.store, services.blobs, clock.now)
+    report_sweep = sweep_at(services, clock.now)
     assert report_sweep.superseded_revisions == 1  # now v2 revision 1 too
+    assert report_sweep.expired_links == 2 and issued_links_left(services) == 0
     jobs = services.catalog.jobs(project.id, "superseded")
     assert sorted((j.version, j.revision) for j in jobs) == [("v1", 1), ("v2", 1)]
     assert services.catalog.files(jobs[0].id) == []
@@ -116,7 +128,7 @@ def test_backfill_cli_and_retention(env: tuple[Services, TestClient, Clock, str,
     assert links(client, ai, token, T0)["status"] == "FINISHED"
     # Two days later the first hour is past retention: files, events and rows go.
     clock.now = T0 + 2 * DAY_MS
-    report = sweep(services.catalog, services.store, services.blobs, clock.now)
+    report = sweep_at(services, clock.now)
     assert report.expired_hours == 1 and report.deleted_jobs == 4 and report.store_hours == 1
     assert links(client, ai, token, T0)["status"] == "NOT_EXISTS"
     assert services.store.hour_files(ai, "page", T0) == []
@@ -126,21 +138,21 @@ def test_backfill_cli_and_retention(env: tuple[Services, TestClient, Clock, str,
 def test_permanent_failure_shows_in_error_msg(
     env: tuple[Services, TestClient, Clock, str, str],
 ) -> None:
-    from rawexport.catalog import Job
-    from rawexport.export.worker import PermanentExportError
-
+    """A truly unreadable store file ends the hour in ERROR, and errorMsg names it."""
     services, client, clock, ai, token = env
     project = services.catalog.project(ai)
     assert project is not None
-
-    def broken(job: Job) -> None:
-        raise PermanentExportError("store file is unreadable: bad magic")
-
-    services.exporter.fail_hook = broken
     hour = T0 + 2 * HOUR_MS
+    generate(services.store, ai, hour, 1, 30, data_types=["page"], seed=6)
+    bad = services.store.hour_dir(ai, "page", hour) / f"{'e' * 32}.parquet"
+    bad.write_bytes(b"\x00" * 64)  # a disk fault: the file's bytes are gone
     clock.now = hour + HOUR_MS + 1000
     services.catalog.plan(project.id, "v2", ["page"], [hour], clock.now)
     services.exporter.drain("w")
     body = links(client, ai, token, hour)
     assert body["status"] == "ERROR" and body["downloadLinks"] == []
-    assert body["errorMsg"] == "PermanentExportError: store file is unreadable: bad magic"
+    msg = str(body["errorMsg"])
+    assert msg.startswith("PermanentExportError: event file ") and bad.name in msg
+    assert "not readable Parquet" in msg
+    [job] = services.catalog.jobs(project.id, since_hour_ms=hour)
+    assert job.attempts == 1  # no pointless retries

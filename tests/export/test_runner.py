@@ -1,4 +1,4 @@
-"""run_export end to end: Parquet hour in, gzip CSV parts and a manifest out."""
+"""run_export end to end: Parquet hour in, gzip CSV parts out; the manifest they make."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from rawexport.blobs.local import LocalBlobStore
-from rawexport.export.runner import parse_size, run_export
+from rawexport.export.runner import manifest_bytes, parse_size, run_export
 from rawexport.schema import DATA_TYPES, V1_TYPES
 from rawexport.timeutil import parse_hour_arg
 from rawexport.types import ExportResult
@@ -56,11 +56,18 @@ def export(
         name=name,
         hour_ms=HOUR,
         revision=1,
+        attempt=1,
         part_bytes=part_bytes,
         compress_level=1,
         tmp_dir=tmp_path / "tmp",
         memory_limit="256MB",
         threads=2,
+    )
+
+
+def manifest(res: ExportResult, name: str, created_ms: int = 1) -> bytes:
+    return manifest_bytes(
+        res, ai=AI, version="v2", name=name, hour_ms=HOUR, revision=1, created_ms=created_ms
     )
 
 
@@ -157,8 +164,8 @@ def test_small_parts_over_an_hour_of_rows(tmp_path: Path) -> None:
     res = export(tmp_path, files, part_bytes=65536, store=store)
     names = list(DATA_TYPES["page"].column_names)
     assert len(res.files) > 5
-    assert store.order[-1] == res.manifest_key
-    assert store.order[:-1] == [p.key for p in res.files]
+    # Parts only, in order: the manifest is written by the commit (see test_worker).
+    assert store.order == [p.key for p in res.files]
     got: list[list[str]] = []
     for p in res.files:
         path = store.path(p.key)
@@ -189,13 +196,14 @@ def test_small_parts_over_an_hour_of_rows(tmp_path: Path) -> None:
 def test_manifest(tmp_path: Path) -> None:
     f = write_parquet(tmp_path / "a.parquet", "action_tag", [{"sendTime": 5, "ruleId": "中"}])
     res = export(tmp_path, [f], name="action_tag")
-    raw = (tmp_path / "blobs" / res.manifest_key).read_bytes()
+    raw = manifest(res, "action_tag", created_ms=HOUR + 7)
     assert b" " not in raw  # compact separators
+    assert raw == manifest(res, "action_tag", created_ms=HOUR + 7)  # a pure function
     m = json.loads(raw)
     assert m["ai"] == AI and m["version"] == "v2" and m["dataType"] == "action_tag"
     assert m["exportHour"] == "2024030112" and m["hourStartMs"] == HOUR and m["revision"] == 1
     assert m["columns"] == ["sendTime", "actionRequestId", "ruleId"]
-    assert m["rows"] == 1 and m["bytes"] == res.bytes and m["createdMs"] > 0
+    assert m["rows"] == 1 and m["bytes"] == res.bytes and m["createdMs"] == HOUR + 7
     (p,) = res.files
     assert m["parts"] == [
         {"key": p.key, "part": 0, "rows": 1, "bytes": p.bytes, "sha256": p.sha256, "md5": p.md5}
@@ -207,12 +215,12 @@ def test_manifest(tmp_path: Path) -> None:
 def test_no_files_and_no_rows(tmp_path: Path) -> None:
     res = export(tmp_path, [])
     assert res.files == [] and res.rows == 0 and res.bytes == 0
-    m = json.loads((tmp_path / "blobs" / res.manifest_key).read_bytes())
+    m = json.loads(manifest(res, "page"))
     assert m["parts"] == [] and m["rows"] == 0
     empty = write_parquet(tmp_path / "e.parquet", "page", [])
     res = export(tmp_path, [empty])
     assert res.files == [] and res.rows == 0
-    assert [b.key for b in LocalBlobStore(tmp_path / "blobs").list("")] == [res.manifest_key]
+    assert LocalBlobStore(tmp_path / "blobs").list("") == []
     assert list((tmp_path / "tmp").iterdir()) == []
 
 
@@ -294,6 +302,7 @@ def ranged_export(root: Path, files: list[Path], name: str, range_bytes: int) ->
         name=name,
         hour_ms=HOUR,
         revision=1,
+        attempt=1,
         part_bytes=65536,
         compress_level=1,
         tmp_dir=root / "tmp",

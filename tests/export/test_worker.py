@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
-from rawexport.catalog import Job
+from rawexport.blobs.local import LocalBlobStore
 from rawexport.cli.services import Services, open_services
 from rawexport.export.actions import export_now
+from rawexport.export.retention import sweep
 from rawexport.export.scheduler import plan_due
-from rawexport.export.worker import PermanentExportError, backoff_ms
+from rawexport.export.worker import Exporter, backoff_ms
 from rawexport.ingest.generate import generate
 from rawexport.settings import Settings
-from rawexport.timeutil import HOUR_MS
+from rawexport.store.events import EventStore
+from rawexport.timeutil import HOUR_MS, hour_floor, now_ms
 
 T0 = 1_735_689_600_000  # 2025-01-01 00:00 UTC = 08:00 Beijing
 
@@ -29,7 +35,7 @@ class Clock:
 
 
 @pytest.fixture
-def services(tmp_path: Path) -> Services:
+def services(tmp_path: Path) -> Iterator[Services]:
     s = Settings(home=tmp_path, grace_seconds=0, retry_base_seconds=10, max_attempts=3)
     svc = open_services(s)
     yield svc
@@ -59,17 +65,24 @@ def test_planned_hours_export_and_commit(services: Services) -> None:
     assert gzip.decompress(data).startswith(b"visitUserId,sessionId,platform,")
 
 
+class FlakyStore(EventStore):
+    """The event store failing at its boundary: listing an hour raises an I/O error."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.calls = 0
+
+    def hour_files(self, ai: str, data_type: str, hour_ms: int) -> list[Path]:
+        self.calls += 1
+        raise OSError("disk on fire")
+
+
 def test_transient_failure_retries_then_errors(services: Services) -> None:
     clock = Clock(T0 + HOUR_MS)
     services.exporter.clock = clock
+    store = FlakyStore(services.store.root)
+    services.exporter.store = store
     p = services.catalog.create_project("a", export_since_ms=T0, v1_enabled=False)
-    calls: list[int] = []
-
-    def flaky(job: Job) -> None:
-        calls.append(job.attempts)
-        raise OSError("disk on fire")
-
-    services.exporter.fail_hook = flaky
     services.catalog.plan(p.id, "v2", ["page"], [T0], clock.now)
     assert services.exporter.run_one("w")
     job = services.catalog.jobs(p.id)[0]
@@ -80,22 +93,24 @@ def test_transient_failure_retries_then_errors(services: Services) -> None:
     clock.now += 20_000
     assert services.exporter.run_one("w")
     job = services.catalog.job(job.id)
-    assert calls == [1, 2, 3]
+    assert store.calls == 3 and job.attempts == 3
     assert job.status == "error" and job.error == "OSError: disk on fire"
 
 
-def test_permanent_failure_errors_at_once(services: Services) -> None:
+def test_an_unreadable_parquet_file_fails_at_once_and_says_which(services: Services) -> None:
+    """A stored file that is not Parquet: ERROR after one attempt, the file named."""
     p = services.catalog.create_project("a", export_since_ms=T0, v1_enabled=False)
-
-    def broken(job: Job) -> None:
-        raise PermanentExportError("column sendTime missing in store file")
-
-    services.exporter.fail_hook = broken
+    generate(services.store, p.ai, T0, 1, 50, data_types=["visit"], seed=4)
+    bad = services.store.hour_dir(p.ai, "visit", T0) / f"{'0' * 32}.parquet"
+    bad.write_bytes(b"PAR1 this is not a parquet file")
+    assert bad in services.store.hour_files(p.ai, "visit", T0)
     services.catalog.plan(p.id, "v2", ["visit"], [T0], T0 + HOUR_MS)
-    services.exporter.drain("w")
+    assert services.exporter.drain("w") == 1
     job = services.catalog.jobs(p.id)[0]
     assert job.status == "error" and job.attempts == 1
-    assert "column sendTime missing" in (job.error or "")
+    assert job.error is not None and job.error.startswith("PermanentExportError: event file ")
+    assert bad.name in job.error and "not readable Parquet" in job.error
+    assert services.blobs.list("") == []  # nothing was written
 
 
 def test_lost_worker_job_is_picked_up_after_lease(services: Services) -> None:
@@ -127,3 +142,106 @@ def test_export_now_preview_and_idempotence(services: Services) -> None:
     preview = export_now(services.exporter, p, [T0 + HOUR_MS], "page", now)
     assert all(r["preview"] and r["status"] == "finished" for r in preview)
     assert services.catalog.hour_jobs(p.id, "v2", T0 + HOUR_MS, T0 + 2 * HOUR_MS) == {}
+
+
+class OtherHost(EventStore):
+    """The event store as a worker on another host sees it: this host's hour locks (flock)
+    do not reach it."""
+
+    @contextmanager
+    def hour_lock(
+        self, ai: str, data_type: str, hour_ms: int, *, exclusive: bool
+    ) -> Iterator[None]:
+        yield
+
+
+class StolenMidWrite(LocalBlobStore):
+    """Blobs of worker A: at A's first part, steal() runs (B takes the job over and commits),
+    then A's write goes on. Records every key A writes."""
+
+    def __init__(self, root: Path, steal: Callable[[], None]) -> None:
+        super().__init__(root)
+        self.steal: Callable[[], None] | None = steal
+        self.written: list[str] = []
+
+    def put(self, key: str, src: Path) -> None:
+        if self.steal is not None:
+            steal, self.steal = self.steal, None
+            steal()
+        super().put(key, src)
+        self.written.append(key)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        super().put_bytes(key, data)
+        self.written.append(key)
+
+
+def _digests(data: bytes) -> tuple[str, str]:
+    return hashlib.md5(data).hexdigest(), hashlib.sha256(data).hexdigest()
+
+
+def test_a_worker_that_lost_its_lease_changes_nothing_committed(tmp_path: Path) -> None:
+    """Two workers on one job; A's lease is taken by B while A writes its first part, and
+    rows arrive in between, so B's parts differ from A's. B commits; A's late writes go to
+    keys of its own attempt, its commit is refused, and what B committed stays byte for
+    byte what the catalog and the manifest say. The sweeper later drops A's orphans."""
+    s = Settings(home=tmp_path, part_bytes=65536, lease_seconds=60, grace_seconds=0)
+    services = open_services(s)
+    try:
+        clock = Clock(now_ms())
+        hour = hour_floor(clock.now) - 3 * HOUR_MS
+        p = services.catalog.create_project("a", export_since_ms=hour, v1_enabled=False)
+        generate(services.store, p.ai, hour, 1, 4000, data_types=["page"], seed=1)
+        services.catalog.plan(p.id, "v2", ["page"], [hour], clock.now)
+        other = OtherHost(services.store.root)
+        b = Exporter(s, services.catalog, other, LocalBlobStore(s.exports_dir), clock=clock)
+        b_status: list[str] = []
+
+        def steal() -> None:
+            clock.now += 61_000  # A's lease has run out
+            generate(other, p.ai, hour, 1, 500, data_types=["page"], seed=2)  # late rows
+            b_job = services.catalog.claim("B", clock.now, 60_000)
+            assert b_job is not None and b_job.attempts == 2
+            b_status.append(b.execute(b_job, "B"))
+
+        blobs = StolenMidWrite(s.exports_dir, steal)
+        a = Exporter(s, services.catalog, services.store, blobs, clock=clock)
+        assert a.run_one("A")  # A's execute returns once its commit was refused
+        assert b_status == ["finished"]
+        job = services.catalog.jobs(p.id)[0]
+        assert (job.status, job.attempts, job.rows) == ("finished", 2, 4500)
+        assert job.lease_owner is None and job.manifest_key is not None
+
+        committed = services.catalog.files(job.id)
+        manifest = json.loads(blobs.path(job.manifest_key).read_bytes())
+        assert manifest["rows"] == 4500 and manifest["createdMs"] == job.finished_ms
+        assert [
+            (f["key"], f["rows"], f["bytes"], f["md5"], f["sha256"]) for f in manifest["parts"]
+        ] == [(f.key, f.rows, f.bytes, f.md5, f.sha256) for f in committed]
+        for f in committed:
+            data = blobs.path(f.key).read_bytes()
+            assert (len(data), *_digests(data)) == (f.bytes, f.md5, f.sha256)
+        # A did write after B's commit (all its parts), but only under its own keys.
+        assert len(blobs.written) > 1
+        assert not set(blobs.written) & {f.key for f in committed}
+        assert job.manifest_key not in blobs.written
+        a_parts = [services.blobs.stat(k) for k in blobs.written]
+        assert all(info is not None for info in a_parts)
+
+        # The sweeper drops A's orphans once older than the lease, and nothing else.
+        lease_ms = int(s.lease_seconds * 1000)
+        young = sweep(
+            services.catalog, services.store, services.blobs, clock.now, orphan_age_ms=3_600_000
+        )
+        assert young.orphan_files == 0
+        later = clock.now + 3_600_000 + lease_ms
+        report = sweep(
+            services.catalog, services.store, services.blobs, later, orphan_age_ms=lease_ms
+        )
+        assert report.orphan_files == len(blobs.written)
+        assert all(services.blobs.stat(k) is None for k in blobs.written)
+        left = {i.key for i in services.blobs.list(f"{job.prefix}/")}
+        assert left == {f.key for f in committed} | {job.manifest_key}
+    finally:
+        services.close()
+

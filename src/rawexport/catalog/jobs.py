@@ -6,7 +6,7 @@ Catalog (catalog.py) adds projects and credentials on top; both share one engine
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -69,12 +69,17 @@ FileRow = PartInfo  # a committed part, as the catalog lists it
 PENDING = ("queued", "running", "retrying")
 
 
-def _held(job_id: int, owner: str) -> tuple[ColumnElement[bool], ...]:
-    """The job is running under this owner's lease."""
+def _held(job: Job, owner: str) -> tuple[ColumnElement[bool], ...]:
+    """The job is running under this owner's lease, in the attempt this claim started.
+
+    The attempt count is the fencing token: a claim increments it, so an owner whose lease
+    was taken (even by itself, later) no longer matches.
+    """
     return (
-        export_jobs.c.id == job_id,
+        export_jobs.c.id == job.id,
         export_jobs.c.status == "running",
         export_jobs.c.lease_owner == owner,
+        export_jobs.c.attempts == job.attempts,
     )
 
 
@@ -245,14 +250,14 @@ class JobStore:
             }
         order = sorted(waiting, key=lambda r: (running.get(int(r[0]), 0), int(r[1]), int(r[0])))
         for project_id, _ in order[:8]:
-            job_id = self._take_next(int(project_id), runnable, owner, now, lease_ms)
-            if job_id is not None:
-                return self.job(job_id)
+            job = self._take_next(int(project_id), runnable, owner, now, lease_ms)
+            if job is not None:
+                return job
         return None
 
     def _take_next(
         self, project_id: int, runnable: ColumnElement[bool], owner: str, now: int, lease_ms: int
-    ) -> int | None:
+    ) -> Job | None:
         """Lease the project's next runnable job, in one transaction.
 
         PostgreSQL: the candidates are locked `FOR UPDATE SKIP LOCKED`, so claimers on other
@@ -274,8 +279,9 @@ class JobStore:
                 .all()
             )
             for job_id in candidates:
-                if self._lease(c, job_id, runnable, owner, now, lease_ms):
-                    return int(job_id)
+                job = self._lease(c, job_id, runnable, owner, now, lease_ms)
+                if job is not None:
+                    return job
         return None
 
     def claim_id(self, job_id: int, owner: str, now: int, lease_ms: int) -> Job | None:
@@ -288,8 +294,7 @@ class JobStore:
     ) -> Job | None:
         """Lease a job if it still matches `runnable` (a conditional update: one winner)."""
         with self.tx() as c:
-            claimed = self._lease(c, job_id, runnable, owner, now, lease_ms)
-        return self.job(job_id) if claimed else None
+            return self._lease(c, job_id, runnable, owner, now, lease_ms)
 
     @staticmethod
     def _lease(
@@ -299,7 +304,8 @@ class JobStore:
         owner: str,
         now: int,
         lease_ms: int,
-    ) -> bool:
+    ) -> Job | None:
+        """The claimed job, read in the claim's transaction (so its attempt is this claim's)."""
         res = c.execute(
             update(export_jobs)
             .where(export_jobs.c.id == job_id, runnable)
@@ -311,23 +317,41 @@ class JobStore:
                 started_ms=now,
             )
         )
-        return bool(res.rowcount == 1)
+        if res.rowcount != 1:
+            return None
+        row = c.execute(select(export_jobs).where(export_jobs.c.id == job_id)).one()
+        return Job(**row._asdict())
 
-    def renew_lease(self, job_id: int, owner: str, now: int, lease_ms: int) -> bool:
+    def renew_lease(self, job: Job, owner: str, now: int, lease_ms: int) -> bool:
         with self.tx() as c:
             res = c.execute(
                 update(export_jobs)
-                .where(*_held(job_id, owner))
+                .where(*_held(job, owner))
                 .values(lease_expires_ms=now + lease_ms)
             )
             return res.rowcount == 1
 
-    def complete(self, job_id: int, owner: str, result: ExportResult, now: int) -> None:
-        """Commit a revision: its files and FINISHED status, in one transaction."""
+    def complete(
+        self,
+        job: Job,
+        owner: str,
+        result: ExportResult,
+        now: int,
+        *,
+        publish: Callable[[], None] | None = None,
+    ) -> None:
+        """Commit a revision: its files and FINISHED status, in one transaction.
+
+        Only the attempt that still holds the lease commits (LeaseLost otherwise). publish
+        (writing the manifest) runs inside the transaction, after the fenced update: the
+        job's row is locked meanwhile (SQLite: the database's write lock), so no other
+        attempt can claim the job while it runs, and an error in it rolls the commit back.
+        """
+        job_id = job.id
         with self.tx() as c:
             res = c.execute(
                 update(export_jobs)
-                .where(*_held(job_id, owner))
+                .where(*_held(job, owner))
                 .values(
                     status="finished",
                     rows=result.rows,
@@ -359,8 +383,10 @@ class JobStore:
                         for f in result.files
                     ],
                 )
+            if publish is not None:
+                publish()
 
-    def fail(self, job_id: int, owner: str, error: str, *, retry_at: int | None, now: int) -> str:
+    def fail(self, job: Job, owner: str, error: str, *, retry_at: int | None, now: int) -> str:
         """Record a failed attempt: `retrying` until retry_at, or `error` when None."""
         status = "error" if retry_at is None else "retrying"
         values: dict[str, Any] = {
@@ -374,13 +400,9 @@ class JobStore:
         else:
             values["finished_ms"] = now
         with self.tx() as c:
-            res = c.execute(
-                update(export_jobs)
-                .where(export_jobs.c.id == job_id, export_jobs.c.lease_owner == owner)
-                .values(**values)
-            )
+            res = c.execute(update(export_jobs).where(*_held(job, owner)).values(**values))
             if res.rowcount != 1:
-                raise LeaseLost(f"job {job_id} is no longer held by {owner}")
+                raise LeaseLost(f"job {job.id} is no longer held by {owner}")
         return status
 
     def files(self, job_id: int) -> list[FileRow]:

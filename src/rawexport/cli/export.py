@@ -83,10 +83,18 @@ def backfill(ctx: click.Context, /, home: Path | None, ai: str, **o: Any) -> Non
 @click.pass_context
 @user_errors
 def sweep(ctx: click.Context, /, home: Path | None) -> None:
-    """Delete what is past retention and superseded revisions no link needs any more."""
-    services = open_services(settings_from(ctx, home=home))
+    """Delete what is past retention, superseded revisions no link needs any more, orphan
+    parts of attempts that never committed, and expired link records."""
+    settings = settings_from(ctx, home=home)
+    services = open_services(settings)
     try:
-        report = sweep_once(services.catalog, services.store, services.blobs, now_ms())
+        report = sweep_once(
+            services.catalog,
+            services.store,
+            services.blobs,
+            now_ms(),
+            orphan_age_ms=int(settings.lease_seconds * 1000),
+        )
         echo_json(report.as_dict())
     finally:
         services.close()

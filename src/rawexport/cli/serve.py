@@ -39,7 +39,13 @@ def run_server(settings: Settings) -> None:
     services = open_services(settings)
     scheduler = Scheduler(services.catalog, settings)
     compactor = Compactor(services.store, settings)
-    sweeper = Sweeper(services.catalog, services.store, services.blobs, settings.sweep_interval)
+    sweeper = Sweeper(
+        services.catalog,
+        services.store,
+        services.blobs,
+        settings.sweep_interval,
+        orphan_age_ms=int(settings.lease_seconds * 1000),
+    )
     pool = WorkerPool(services.exporter, settings.workers)
     app = create_app(settings, services.catalog, services.blobs, metrics=services.metrics)
     scheduler.start()

@@ -1,5 +1,5 @@
 """The sweeper: drops what is past retention, superseded revisions once no link needs them,
-and expired issued links."""
+the orphan parts of attempts that never committed, and expired issued links."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from sqlalchemy import and_, delete, select
 
 from rawexport.blobs import BlobStore
-from rawexport.catalog import Catalog
+from rawexport.catalog import PENDING, Catalog, Job
 from rawexport.catalog.tables import export_files, export_jobs, issued_links
+from rawexport.export.keys import export_prefix
 from rawexport.schema import DATA_TYPE_NAMES
 from rawexport.store.events import EventStore
 from rawexport.timeutil import DAY_MS, now_ms
@@ -27,6 +28,7 @@ class SweepReport:
     deleted_jobs: int = 0
     superseded_revisions: int = 0
     expired_links: int = 0
+    orphan_files: int = 0
     store_hours: int = 0
     errors: list[str] = field(default_factory=list)
 
@@ -61,8 +63,86 @@ def _keys_of(catalog: Catalog, job_ids: list[int]) -> dict[int, list[str]]:
     return out
 
 
-def sweep(catalog: Catalog, store: EventStore, blobs: BlobStore, now: int) -> SweepReport:
-    """One pass. Files go before their catalog rows, so a crash leaves rows to retry with."""
+def _prefix(ai: str, job: Job) -> str:
+    """Where the job's attempts wrote (a job that never committed has no prefix row)."""
+    return job.prefix or export_prefix(ai, job.version, job.data_type, job.hour_ms, job.revision)
+
+
+def _slot(catalog: Catalog, job: Job) -> list[Job]:
+    """Every job (revision) of the job's (project, version, type, hour)."""
+    with catalog.tx() as c:
+        rows = c.execute(
+            select(export_jobs).where(
+                export_jobs.c.project_id == job.project_id,
+                export_jobs.c.version == job.version,
+                export_jobs.c.data_type == job.data_type,
+                export_jobs.c.hour_ms == job.hour_ms,
+            )
+        ).all()
+    return [Job(**r._asdict()) for r in rows]
+
+
+def _drop_strays(
+    catalog: Catalog,
+    blobs: BlobStore,
+    ai: str,
+    job: Job,
+    keep_ids: set[int],
+    before_ms: int,
+    report: SweepReport,
+) -> None:
+    """Delete the files under the job's prefix that no job of keep_ids names, once older
+    than before_ms: the parts of attempts that lost their lease or failed (and of a dropped
+    revision). Two revisions of an hour may share a prefix (4 hex digits); one still running
+    there may be writing, so such a prefix waits."""
+    prefix = _prefix(ai, job)
+    slot = _slot(catalog, job)
+    if any(j.status in PENDING and _prefix(ai, j) == prefix for j in slot):
+        return
+    kept = [j.id for j in slot if j.id in keep_ids]
+    named = {k for keys in _keys_of(catalog, kept).values() for k in keys} if kept else set()
+    stray = [
+        b.key for b in blobs.list(f"{prefix}/") if b.key not in named and b.mtime_ms <= before_ms
+    ]
+    if stray and _delete_blobs(blobs, stray, report):
+        report.orphan_files += len(stray)
+        log.info("deleted %d orphan files under %s", len(stray), prefix)
+
+
+def _drop_orphans(
+    catalog: Catalog,
+    blobs: BlobStore,
+    ai: str,
+    project_id: int,
+    before_ms: int,
+    report: SweepReport,
+) -> None:
+    """Orphans of finished or failed jobs in which some attempt did not commit (a job
+    retried or taken over after a lost lease, or one that ended in ERROR)."""
+    with catalog.tx() as c:
+        rows = c.execute(
+            select(export_jobs).where(
+                export_jobs.c.project_id == project_id,
+                (
+                    (export_jobs.c.status == "error")
+                    | ((export_jobs.c.status == "finished") & (export_jobs.c.attempts > 1))
+                ),
+            )
+        ).all()
+    for row in rows:
+        job = Job(**row._asdict())
+        keep = {j.id for j in _slot(catalog, job) if j.status == "finished"}
+        _drop_strays(catalog, blobs, ai, job, keep, before_ms, report)
+
+
+def sweep(
+    catalog: Catalog, store: EventStore, blobs: BlobStore, now: int, *, orphan_age_ms: int
+) -> SweepReport:
+    """One pass. Files go before their catalog rows, so a crash leaves rows to retry with.
+
+    orphan_age_ms (the lease) is how old a file no committed row names must be before it
+    goes: an attempt that lost its lease may still be writing it.
+    """
     report = SweepReport()
     for project in catalog.projects():
         # Hours whose retention has ended: now >= hour + retention (the API's rule).
@@ -79,6 +159,8 @@ def sweep(catalog: Catalog, store: EventStore, blobs: BlobStore, now: int) -> Sw
         if old:
             keys = _keys_of(catalog, old)
             done = [j for j in old if _delete_blobs(blobs, keys.get(j, []), report)]
+            for job_id in done:  # and what failed attempts left under the prefix
+                _drop_strays(catalog, blobs, project.ai, catalog.job(job_id), set(), now, report)
             with catalog.tx() as c:
                 c.execute(delete(export_files).where(export_files.c.job_id.in_(done)))
                 c.execute(delete(export_jobs).where(export_jobs.c.id.in_(done)))
@@ -88,7 +170,11 @@ def sweep(catalog: Catalog, store: EventStore, blobs: BlobStore, now: int) -> Sw
                 if hour <= cutoff:
                     store.delete_hour(project.ai, data_type, hour)
                     report.store_hours += 1
-        report.superseded_revisions += _drop_superseded(catalog, blobs, project.id, now, report)
+        before = now - orphan_age_ms
+        report.superseded_revisions += _drop_superseded(
+            catalog, blobs, project.ai, project.id, now, before, report
+        )
+        _drop_orphans(catalog, blobs, project.ai, project.id, before, report)
     with catalog.tx() as c:
         report.expired_links = c.execute(
             delete(issued_links).where(issued_links.c.expires_ms <= now)
@@ -97,7 +183,13 @@ def sweep(catalog: Catalog, store: EventStore, blobs: BlobStore, now: int) -> Sw
 
 
 def _drop_superseded(
-    catalog: Catalog, blobs: BlobStore, project_id: int, now: int, report: SweepReport
+    catalog: Catalog,
+    blobs: BlobStore,
+    ai: str,
+    project_id: int,
+    now: int,
+    before_ms: int,
+    report: SweepReport,
 ) -> int:
     """Delete the files of finished revisions that a newer finished revision replaced, once
     no unexpired issued link points into them (a link handed out stays valid to its end)."""
@@ -144,6 +236,9 @@ def _drop_superseded(
             continue
         keys = _keys_of(catalog, [job_id]).get(job_id, [])
         if _delete_blobs(blobs, keys, report):
+            job = catalog.job(job_id)
+            keep = {j.id for j in _slot(catalog, job) if j.status == "finished" and j.id != job_id}
+            _drop_strays(catalog, blobs, ai, job, keep, before_ms, report)
             with catalog.tx() as c:
                 c.execute(delete(export_files).where(export_files.c.job_id == job_id))
                 c.execute(
@@ -164,10 +259,11 @@ class Sweeper:
         store: EventStore,
         blobs: BlobStore,
         interval: float,
+        orphan_age_ms: int,
         clock: Callable[[], int] = now_ms,
     ) -> None:
         self.catalog, self.store, self.blobs = catalog, store, blobs
-        self.interval, self.clock = interval, clock
+        self.interval, self.orphan_age_ms, self.clock = interval, orphan_age_ms, clock
         self.stop_event = threading.Event()
         self.thread: threading.Thread | None = None
 
@@ -178,8 +274,19 @@ class Sweeper:
     def _loop(self) -> None:
         while not self.stop_event.wait(self.interval):
             try:
-                report = sweep(self.catalog, self.store, self.blobs, self.clock())
-                if report.deleted_jobs or report.superseded_revisions or report.store_hours:
+                report = sweep(
+                    self.catalog,
+                    self.store,
+                    self.blobs,
+                    self.clock(),
+                    orphan_age_ms=self.orphan_age_ms,
+                )
+                if (
+                    report.deleted_jobs
+                    or report.superseded_revisions
+                    or report.store_hours
+                    or report.orphan_files
+                ):
                     log.info("retention sweep: %s", report.as_dict())
             except Exception:  # a failed pass is retried on the next tick
                 log.exception("retention sweep failed")

@@ -1,4 +1,4 @@
-"""One export run: Parquet files of an hour -> sorted gzip CSV parts -> manifest, written last."""
+"""One export run: Parquet files of an hour -> sorted gzip CSV parts; the manifest they make."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ from rawexport.export.rangesort import (
     sorted_ranges,
 )
 from rawexport.store.events import arrow_schema
-from rawexport.timeutil import beijing_hour_label, now_ms
+from rawexport.timeutil import beijing_hour_label
 from rawexport.types import ExportResult, PartInfo
 
 # DuckDB's limit covers its buffer pool only (Parquet reads and the sort of keys); the lines
@@ -259,6 +259,7 @@ def run_export(
     name: str,
     hour_ms: int,
     revision: int,
+    attempt: int,
     part_bytes: int,
     compress_level: int,
     tmp_dir: Path,
@@ -266,13 +267,13 @@ def run_export(
     threads: int = 2,
     range_bytes: int | None = None,
 ) -> ExportResult:
-    """Export one (project, version, type, hour, revision); a rerun rewrites the same keys.
+    """Write the parts of one (project, version, type, hour, revision) under this attempt's
+    keys; the manifest is the committer's (see manifest_bytes). A rerun writes the same bytes.
 
     memory_limit is the budget of the whole run; DuckDB gets DUCKDB_SHARE of it and spills
     to a temp directory under tmp_dir beyond that. range_bytes (default: RANGE_SHARE of the
     budget) is the most CSV sorted in one piece; tests set it small.
     """
-    cols = columns(version, name)
     prefix = export_prefix(ai, version, name, hour_ms, revision)
     tmp_dir = Path(tmp_dir)
     tmp_dir.mkdir(parents=True, exist_ok=True)
@@ -284,7 +285,9 @@ def run_export(
             level=compress_level,
             tmp_dir=work,
             blobs=blobs,
-            key_for=lambda n: part_key(prefix, version, ai, name, hour_ms, revision, n),
+            key_for=lambda n: part_key(
+                prefix, version, ai, name, hour_ms, revision, n, attempt=attempt
+            ),
         )
         parts: list[PartInfo] = []
         if files:
@@ -295,6 +298,21 @@ def run_export(
         shutil.rmtree(work, ignore_errors=True)
     rows = sum(p.rows for p in parts)
     size = sum(p.bytes for p in parts)
+    return ExportResult(prefix, manifest_key(prefix), parts, rows, size)
+
+
+def manifest_bytes(
+    result: ExportResult,
+    *,
+    ai: str,
+    version: str,
+    name: str,
+    hour_ms: int,
+    revision: int,
+    created_ms: int,
+) -> bytes:
+    """The `_manifest.json` of a committed revision: a pure function of what the catalog
+    commits (created_ms is the commit time), so writing it again writes the same bytes."""
     manifest: dict[str, Any] = {
         "ai": ai,
         "version": version,
@@ -302,7 +320,7 @@ def run_export(
         "exportHour": beijing_hour_label(hour_ms),
         "hourStartMs": hour_ms,
         "revision": revision,
-        "columns": list(cols),
+        "columns": list(columns(version, name)),
         "parts": [
             {
                 "key": p.key,
@@ -312,13 +330,10 @@ def run_export(
                 "sha256": p.sha256,
                 "md5": p.md5,
             }
-            for p in parts
+            for p in result.files
         ],
-        "rows": rows,
-        "bytes": size,
-        "createdMs": now_ms(),
+        "rows": result.rows,
+        "bytes": result.bytes,
+        "createdMs": created_ms,
     }
-    mkey = manifest_key(prefix)
-    data = json.dumps(manifest, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    blobs.put_bytes(mkey, data)
-    return ExportResult(prefix, mkey, parts, rows, size)
+    return json.dumps(manifest, separators=(",", ":"), ensure_ascii=False).encode("utf-8")

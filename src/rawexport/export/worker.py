@@ -10,11 +10,15 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
-from rawexport.blobs import BlobStore
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from rawexport.blobs import BlobInfo, BlobStore
 from rawexport.catalog import Catalog, Job, LeaseLost
 from rawexport.export.parts import RowTooLarge
-from rawexport.export.runner import run_export
+from rawexport.export.runner import manifest_bytes, run_export
 from rawexport.metrics import Metrics
 from rawexport.schema import DATA_TYPES, V1_TYPES
 from rawexport.settings import Settings
@@ -51,6 +55,53 @@ class PermanentExportError(Exception):
     """A failure that retrying cannot fix; the job ends in ERROR at once."""
 
 
+def check_readable(files: list[Path]) -> None:
+    """PermanentExportError naming the first file that is not Parquet (footer unreadable).
+
+    A stored file is renamed into place only once whole and fsynced, so one that does not
+    parse is damaged: reading it again cannot help, the job fails at once and says which.
+    """
+    for path in files:
+        try:
+            pq.read_metadata(path)
+        except FileNotFoundError:
+            continue  # compacted away meanwhile: the export lists the hour again
+        except pa.ArrowInvalid as e:
+            raise PermanentExportError(
+                f"event file {path} is not readable Parquet ({e}); "
+                "restore or remove it, then rerun the hour"
+            ) from None
+
+
+class FencedBlobs:
+    """The blob store as one attempt writes to it: once the attempt's lease is known to be
+    lost, every further write raises LeaseLost (it would only make orphans)."""
+
+    def __init__(self, blobs: BlobStore, lost: threading.Event) -> None:
+        self.blobs, self.lost = blobs, lost
+
+    def _check(self, key: str) -> None:
+        if self.lost.is_set():
+            raise LeaseLost(f"lease lost before writing {key}")
+
+    def put(self, key: str, src: Path) -> None:
+        self._check(key)
+        self.blobs.put(key, src)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self._check(key)
+        self.blobs.put_bytes(key, data)
+
+    def stat(self, key: str) -> BlobInfo | None:
+        return self.blobs.stat(key)
+
+    def delete(self, key: str) -> None:
+        self.blobs.delete(key)
+
+    def list(self, prefix: str) -> list[BlobInfo]:
+        return self.blobs.list(prefix)
+
+
 def owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -69,7 +120,6 @@ class Exporter:
     store: EventStore
     blobs: BlobStore
     clock: Callable[[], int] = now_ms
-    fail_hook: Callable[[Job], None] | None = None  # tests inject failures here
     metrics: Metrics | None = None
 
     def source_type(self, job: Job) -> str:
@@ -82,20 +132,25 @@ class Exporter:
         return V1_TYPES[job.data_type].source
 
     def execute(self, job: Job, owner: str) -> str:
-        """Run a job this owner has claimed; returns its new status."""
+        """Run a job this owner has claimed; returns its new status.
+
+        Fencing (DESIGN decision 9): the attempt writes its parts under keys of its own
+        (the job's attempt count is in their uuid), and commits them, with the manifest, only
+        if it still holds the lease. An attempt that lost it leaves orphans at most, which
+        the sweeper deletes; it can never change a byte of what another attempt committed.
+        """
         lease_ms = int(self.settings.lease_seconds * 1000)
-        stop = threading.Event()
+        stop, lost = threading.Event(), threading.Event()
         keeper = threading.Thread(
-            target=self._keep_lease, args=(job.id, owner, lease_ms, stop), daemon=True
+            target=self._keep_lease, args=(job, owner, lease_ms, stop, lost), daemon=True
         )
         keeper.start()
         started = time.monotonic()
         log_job(job, "running", owner=owner)
         try:
-            if self.fail_hook is not None:
-                self.fail_hook(job)
             project = self.catalog.project_by_id(job.project_id)
             source = self.source_type(job)
+            check_readable(self.store.hour_files(project.ai, source, job.hour_ms))
             # Many small files read slowly; merge them first, then keep them while reading.
             compact_hour(
                 self.store,
@@ -108,12 +163,13 @@ class Exporter:
                 files = self.store.hour_files(project.ai, source, job.hour_ms)
                 result = run_export(
                     files=files,
-                    blobs=self.blobs,
+                    blobs=FencedBlobs(self.blobs, lost),
                     ai=project.ai,
                     version=job.version,
                     name=job.data_type,
                     hour_ms=job.hour_ms,
                     revision=job.revision,
+                    attempt=job.attempts,
                     part_bytes=self.settings.part_bytes,
                     compress_level=self.settings.compress_level,
                     tmp_dir=self.settings.tmp_dir,
@@ -122,7 +178,24 @@ class Exporter:
                 )
             stop.set()
             done = self.clock()
-            self.catalog.complete(job.id, owner, result, done)
+            manifest = manifest_bytes(
+                result,
+                ai=project.ai,
+                version=job.version,
+                name=job.data_type,
+                hour_ms=job.hour_ms,
+                revision=job.revision,
+                created_ms=done,
+            )
+            # Parts are durable (put fsyncs them); the manifest is written last, inside the
+            # fenced commit, so only the committing attempt ever writes it.
+            self.catalog.complete(
+                job,
+                owner,
+                result,
+                done,
+                publish=lambda: self.blobs.put_bytes(result.manifest_key, manifest),
+            )
             seconds = time.monotonic() - started
             if self.metrics is not None:
                 self.metrics.job_finished(
@@ -151,7 +224,8 @@ class Exporter:
 
     def _record_failure(self, job: Job, owner: str, e: Exception) -> str:
         message = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-        permanent = isinstance(e, PermanentExportError | RowTooLarge)
+        # ArrowInvalid: data the export cannot parse or convert; the same bytes fail again.
+        permanent = isinstance(e, PermanentExportError | RowTooLarge | pa.ArrowInvalid)
         now = self.clock()
         retry_at = None
         if not permanent and job.attempts < self.settings.max_attempts:
@@ -159,19 +233,27 @@ class Exporter:
                 job.attempts, self.settings.retry_base_seconds, self.settings.retry_max_seconds
             )
         try:
-            status = self.catalog.fail(job.id, owner, message, retry_at=retry_at, now=now)
+            status = self.catalog.fail(job, owner, message, retry_at=retry_at, now=now)
         except LeaseLost:
             status = "lost"
         log_job(job, status, level=logging.WARNING, error=message, retry_at_ms=retry_at)
         return status
 
-    def _keep_lease(self, job_id: int, owner: str, lease_ms: int, stop: threading.Event) -> None:
+    def _keep_lease(
+        self,
+        job: Job,
+        owner: str,
+        lease_ms: int,
+        stop: threading.Event,
+        lost: threading.Event,
+    ) -> None:
         while not stop.wait(max(0.5, lease_ms / 3000)):
             try:
-                if not self.catalog.renew_lease(job_id, owner, self.clock(), lease_ms):
+                if not self.catalog.renew_lease(job, owner, self.clock(), lease_ms):
+                    lost.set()
                     return
             except Exception:  # a failed renewal is retried on the next tick
-                log.exception("lease renewal of job %s failed", job_id)
+                log.exception("lease renewal of job %s failed", job.id)
 
     def run_one(self, owner: str) -> bool:
         """Claim and run the next runnable job; False when there was none."""
