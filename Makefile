@@ -14,11 +14,16 @@ $(STAMP): pyproject.toml setup.py $(wildcard src/rawexport/export/_csvline*.[ch]
 
 install: $(STAMP)
 
-# What the tests need from Debian: PostgreSQL's server (initdb, pg_ctl) for the catalog
-# suite on PostgreSQL. Installed only when missing (as root; `apt-get update` once).
+# What the tests need from Debian: PostgreSQL's server (initdb, pg_ctl) and nginx, for
+# the catalog suite on PostgreSQL and the cluster test. Installed only when missing (as
+# root; `apt-get update` once).
 system-deps:
-	@command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql)
+	@missing=""; \
+	  { command -v initdb || ls /usr/lib/postgresql/*/bin/initdb; } >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	  { command -v nginx || test -x /usr/sbin/nginx; } >/dev/null 2>&1 || missing="$$missing nginx-light"; \
+	  if [ -n "$$missing" ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  fi
 
 run: install
 	$(BIN)/rawexport demo --home ./demo-data
