@@ -1,4 +1,5 @@
-"""Ingest against real processes: growingio-tracker, kill -9 mid-stream, CSV import round trip."""
+"""Ingest against real processes: growingio-tracker, a process crash mid-stream, CSV import
+round trip."""
 
 from __future__ import annotations
 
@@ -110,7 +111,9 @@ def test_growingio_tracker_default_and_buffered(tmp_path: Path) -> None:
     ]
 
 
-def test_kill_9_mid_stream_loses_no_acknowledged_event(tmp_path: Path) -> None:
+def test_process_crash_mid_stream_loses_no_acknowledged_event(tmp_path: Path) -> None:
+    """kill -9 mid-stream: process-crash safety (the page cache survives the kill, so
+    this holds without fsync; tests/ingest/test_group_commit.py checks the fsync order)."""
     home, port = tmp_path / "home", free_port()
     env = env_for(home, port, RAWEXPORT_COMPACT_INTERVAL="0.3", RAWEXPORT_COMPACT_MIN_FILES="2")
     ai = project(env)

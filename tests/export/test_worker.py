@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+from sqlalchemy import event
 
 from rawexport.blobs.local import LocalBlobStore
 from rawexport.cli.services import Services, open_services
@@ -22,6 +25,7 @@ from rawexport.ingest.generate import generate
 from rawexport.settings import Settings
 from rawexport.store.events import EventStore
 from rawexport.timeutil import HOUR_MS, hour_floor, now_ms
+from tests.fsync_util import Recorder
 
 T0 = 1_735_689_600_000  # 2025-01-01 00:00 UTC = 08:00 Beijing
 
@@ -245,3 +249,35 @@ def test_a_worker_that_lost_its_lease_changes_nothing_committed(tmp_path: Path) 
     finally:
         services.close()
 
+
+def test_parts_are_durable_before_the_commit_and_the_manifest_last(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An export is acknowledged by its catalog commit: every part is fsynced, renamed into
+    place and its directory fsynced before it; the manifest after the parts, before it."""
+    p = services.catalog.create_project("a", export_since_ms=T0, v1_enabled=False)
+    generate(services.store, p.ai, T0, 1, 4000, data_types=["page"], seed=1)
+    services.exporter.settings = dataclasses.replace(services.settings, part_bytes=65536)
+    services.catalog.plan(p.id, "v2", ["page"], [T0], T0 + HOUR_MS)
+    rec = Recorder(monkeypatch)
+    catalog = services.catalog
+    real_complete = catalog.complete
+
+    def complete(*args: Any, **kw: Any) -> None:
+        rec.add("complete")
+        real_complete(*args, **kw)
+
+    monkeypatch.setattr(catalog, "complete", complete)
+    event.listen(catalog.engine, "commit", lambda _conn: rec.add("commit"))
+    assert services.exporter.drain("w") == 1
+
+    job = catalog.jobs(p.id)[0]
+    assert job.status == "finished" and job.manifest_key is not None
+    files = catalog.files(job.id)
+    assert len(files) > 1
+    start = rec.index("complete")
+    committed = rec.index("commit", after=start)
+    parts = [rec.durable(services.blobs.path(f.key)) for f in files]
+    assert all(dir_synced < start for _, dir_synced in parts)
+    renamed, dir_synced = rec.durable(services.blobs.path(job.manifest_key))
+    assert max(d for _, d in parts) < renamed and dir_synced < committed

@@ -20,6 +20,7 @@ from rawexport.settings import Settings
 from rawexport.store.events import EventStore
 from rawexport.timeutil import HOUR_MS, parse_export_date
 from tests.conftest import BASE_URL, World
+from tests.fsync_util import Recorder
 
 T0 = 1_735_689_600_000  # 2025-01-01 00:00 UTC
 
@@ -37,31 +38,34 @@ def page_table(n: int, send: int, prefix: str = "v") -> pa.Table:
     ).tables["page"]
 
 
-def test_group_commit_acks_only_durable_rows(services: Services) -> None:
+def test_group_commit_acks_only_durable_rows(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each batch is acknowledged only after the file holding its rows was fsynced, renamed
+    into place and its directory fsynced. The callbacks only record the ack; every check
+    runs here, in the test's thread (an exception in a callback would be swallowed)."""
     p = services.catalog.create_project("a")
     ingestor = Ingestor(services.store, services.catalog, window_ms=200, max_rows=10_000)
-    missing: list[str] = []
-
-    def acked(prefix: str) -> None:
-        # At the moment of the ack the batch's rows are in committed files.
-        files = services.store.hour_files(p.ai, "page", T0)
-        ids = pa.concat_tables([pq.read_table(x) for x in files]).column("visitUserId")
-        if f"{prefix}4" not in ids.to_pylist():
-            missing.append(prefix)
-
+    rec = Recorder(monkeypatch)
     futures = []
     for i in range(20):
-        prefix = f"b{i}-"
-        fut = ingestor.submit(p.id, p.ai, {"page": page_table(5, T0 + i, prefix)})
-        fut.add_done_callback(lambda _f, prefix=prefix: acked(prefix))  # type: ignore[misc]
+        fut = ingestor.submit(p.id, p.ai, {"page": page_table(5, T0 + i, f"b{i}-")})
+        fut.add_done_callback(lambda _f, i=i: rec.add("ack", str(i)))  # type: ignore[misc]
         futures.append(fut)
     for f in futures:
         f.result(10)
-    assert missing == []
-    assert ingestor.commits < 20  # grouped
-    files = services.store.hour_files(p.ai, "page", T0)
-    assert len(files) == ingestor.commits
     ingestor.stop()
+    files = services.store.hour_files(p.ai, "page", T0)
+    assert 1 <= ingestor.commits == len(files) < 20  # grouped
+    holder = {}
+    for path in files:
+        for vid in pq.read_table(path).column("visitUserId").to_pylist():
+            holder[vid.split("-")[0]] = path
+    assert sorted(holder) == sorted(f"b{i}" for i in range(20))
+    for i in range(20):
+        acked = rec.index("ack", str(i))
+        renamed, dir_synced = rec.durable(holder[f"b{i}"])
+        assert renamed < dir_synced < acked, i
 
 
 def test_group_commit_splits_by_hour_and_project(services: Services) -> None:
