@@ -43,6 +43,7 @@ class Settings:
     rate_burst: int = _f(2, "requests a credential may send at once before they are delayed")
     rate_queue: int = _f(200, "requests of a credential that may wait their turn; more get 429")
     rate_max_delay: float = _f(120.0, "longest wait (s) of a delayed request; longer gets 429")
+    rate_nodes: int = _f(1, "API nodes behind the load balancer: each allows 1/N of the rates")
     workers: int = _f(2, "export jobs run at the same time by `serve`")
     grace_seconds: float = _f(5.0, "seconds after an hour closes before its export is planned")
     plan_interval: float = _f(5.0, "seconds between two scheduler passes")
@@ -81,6 +82,8 @@ class Settings:
             raise SettingsError("blobs_url must start with file:// or s3://")
         if self.rate_queue < 0 or self.rate_max_delay < 0:
             raise SettingsError("rate_queue and rate_max_delay must be >= 0")
+        if self.rate_nodes < 1:
+            raise SettingsError(f"rate_nodes must be >= 1, got {self.rate_nodes}")
         if self.workers < 1:
             raise SettingsError(f"workers must be >= 1, got {self.workers}")
         if self.max_batch_events < 1 or self.group_commit_rows < 1:

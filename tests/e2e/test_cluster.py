@@ -218,6 +218,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             "RAWEXPORT_PLAN_INTERVAL": "1",
             "RAWEXPORT_LOG_LEVEL": "info",
             "RAWEXPORT_WORKERS": "1",
+            "RAWEXPORT_RATE_NODES": "2",  # the default rate_limit (2/s) across both nodes
         }
         label = beijing_hour_label(hour)
         created = run_cli(["project", "create", "--name", "c", "--export-since", label], env)
@@ -344,3 +345,21 @@ def test_killing_a_node_during_ingest_loses_no_acknowledged_event(cluster: Clust
     )
     assert [v for v, n in counts.items() if n > 1] == []  # nothing twice
     assert set(acked) <= set(counts)  # every acknowledged event
+
+
+def test_the_rate_limit_holds_per_credential_across_both_nodes(cluster: Cluster) -> None:
+    """nginx alternates the nodes; each allows half the rate, so a credential that fires
+    requests back to back is paced at rate_limit in all, and none is refused."""
+    ai, label = cluster.creds["ai"], beijing_hour_label(cluster.hour)
+    url = f"{cluster.base}/v2/insights/hour/page/{ai}/{label}.json"
+    key = run_cli(["token", "create", "--project", ai], cluster.env)["token"]  # a fresh bucket
+    started = time.monotonic()
+    statuses = []
+    for _ in range(30):
+        req = urllib.request.Request(url, headers={"Authorization": str(key)})
+        with urllib.request.urlopen(req, timeout=60) as r:
+            statuses.append(r.status)
+    elapsed = time.monotonic() - started
+    assert statuses == [200] * 30
+    # 2 at once (1 per node), then 2 per second overall: at least 28 / 2 s, with slack.
+    assert elapsed >= 28 / 2 * 0.9, elapsed

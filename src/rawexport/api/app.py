@@ -316,6 +316,19 @@ async def _server_error(request: Request, exc: Exception) -> Response:
     return error_body(500, "Internal Server Error")
 
 
+def node_limiter(settings: Settings) -> RateLimiter:
+    """This node's share of the per-credential limit: with `rate_nodes` nodes behind a load
+    balancer that spreads requests evenly, each allows 1/N of the rate, the burst and the
+    queue, so a credential gets about `rate_limit` in all."""
+    n = settings.rate_nodes
+    return RateLimiter(
+        settings.rate_limit / n,
+        max(1, settings.rate_burst // n),
+        max(1, settings.rate_queue // n) if settings.rate_queue else 0,
+        settings.rate_max_delay,
+    )
+
+
 class PublicPath:
     """Routes requests under the path of `public_url` (a proxy serving rawexport at /export/):
     `/export/v2/insights/...` and `/export/{key}` reach the same routes as without it."""
@@ -342,9 +355,7 @@ def create_app(
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> Starlette:
     """The ASGI app. `blobs` is the local blob store its download links point at."""
-    limiter = limiter or RateLimiter(
-        settings.rate_limit, settings.rate_burst, settings.rate_queue, settings.rate_max_delay
-    )
+    limiter = limiter or node_limiter(settings)
     collector = ingestor or make_ingestor(settings, catalog)
     metrics = metrics or catalog_metrics(catalog)
 
