@@ -169,6 +169,26 @@ def test_rate_limit_delays_then_refuses_per_credential(make_world: Callable[...,
     assert len(w.clock.slept) == 4
 
 
+def test_a_code_and_a_token_of_one_project_have_separate_buckets(
+    make_world: Callable[..., World],
+) -> None:
+    """The limit counts per credential (a key pair's codes, or one API token), not per
+    project: one credential over its rate does not hold up another of the same project."""
+    w = make_world(rate_limit=0.5, rate_burst=1, rate_queue=0)
+    url = f"/v2/insights/hour/page/{w.project.ai}/2025011009.json"
+    by_code = w.headers()
+    second_key = w.catalog.create_key_pair(w.project.id)
+    by_other_key = w.headers(second_key)
+    by_token = w.token_headers()
+    assert w.client.get(url, headers=by_code).status_code == 200
+    assert w.client.get(url, headers=by_code).status_code == 429  # its bucket is full
+    assert w.client.get(url, headers={"Authorization": w.code()}).status_code == 429  # same key
+    assert w.client.get(url, headers=by_token).status_code == 200
+    assert w.client.get(url, headers=by_token).status_code == 429
+    assert w.client.get(url, headers=by_other_key).status_code == 200
+    assert w.clock.slept == []
+
+
 def test_rate_limit_refuses_past_the_queue(make_world: Callable[..., World]) -> None:
     w = make_world(rate_limit=2.0, rate_burst=2, rate_queue=3, rate_max_delay=60)
     key = f"t{hashlib.sha256(w.token.encode()).hexdigest()[:16]}"

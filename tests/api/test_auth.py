@@ -7,7 +7,6 @@ from urllib.parse import urlencode
 import pytest
 
 from rawexport.api.auth import Unauthorized, bearer, parse_auth_params, resolve, sign_auth
-from rawexport.timeutil import now_ms
 from tests.conftest import World
 
 UNAUTHORIZED = {"message": "Unauthorized", "errors": []}
@@ -134,8 +133,26 @@ def test_resolve_codes_and_tokens(world: World) -> None:
     for header in (None, "", "nope", f"Token {foreign_token[:-1]}"):
         with pytest.raises(Unauthorized):
             resolve(world.catalog, header, None, now)
-    with pytest.raises(Unauthorized):  # codes expire 30 days after they are issued
-        resolve(world.catalog, code, None, now_ms() + 30 * 86_400_000 + 1000)
+
+
+def test_a_code_is_valid_for_30_days_on_the_servers_clock(world: World) -> None:
+    """Issued and checked on the injected clock: valid a second before 30 days, not at 30
+    days, nor a second after."""
+    issued = world.clock.now
+    code = world.code()
+    url = f"/v2/insights/hour/page/{world.project.ai}/2025011008.json"
+    thirty_days = 30 * 86_400_000
+    for at, valid in (
+        (thirty_days - 1000, True),
+        (thirty_days, False),
+        (thirty_days + 1000, False),
+    ):
+        world.clock.now = issued + at
+        assert (world.catalog.auth_code_key(code, world.clock.now) == world.key) is valid, at
+        r = world.client.get(
+            url, headers={"X-Client-Id": world.key.public_key, "Authorization": code}
+        )
+        assert r.status_code == (200 if valid else 401), at
 
 
 def test_data_calls_accept_every_authorization_form(world: World) -> None:

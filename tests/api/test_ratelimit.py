@@ -1,5 +1,6 @@
 """The rate limit's nginx `limit_req` semantics: burst at once, then delay, then refuse."""
 
+import sys
 import threading
 
 import pytest
@@ -65,22 +66,29 @@ def test_rejects_bad_parameters() -> None:
 
 
 def test_thread_safe_under_contention() -> None:
+    """Eight threads released at once by a barrier, switching every microsecond (the
+    default 5 ms lets one thread drain its loop alone): without the lock, counts get lost."""
     clock = FakeClock()
-    rl = RateLimiter(1.0, 1, queue=10_000, max_delay=1e9, clock=clock)
+    rl = RateLimiter(1.0, 1, queue=100_000, max_delay=1e9, clock=clock)
     start = threading.Barrier(8)
 
     def worker() -> None:
         start.wait()  # all eight take at once
-        for _ in range(500):
+        for _ in range(4000):
             rl.take("shared")
 
     threads = [threading.Thread(target=worker) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    # Every take counted once: the next one waits behind all 4000.
-    assert rl.take("shared").delay == 4000 - 1 + 1
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(old)
+    # Every take counted once: the next one waits behind all 32000.
+    assert rl.take("shared").delay == 32000 - 1 + 1
 
 
 def test_drained_keys_are_pruned() -> None:

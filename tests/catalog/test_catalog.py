@@ -44,11 +44,11 @@ def test_credentials(catalog: Catalog) -> None:
     token = catalog.create_api_token(p.id, "ci")
     assert catalog.project_for_token(token) == p.id
     assert catalog.project_for_token(token + "x") is None
-    c1 = catalog.issue_auth_code(kp.id, days=30, strict=False)
-    c2 = catalog.issue_auth_code(kp.id, days=30, strict=False)
     now = p.created_ms
+    c1 = catalog.issue_auth_code(kp.id, days=30, strict=False, now=now)
+    c2 = catalog.issue_auth_code(kp.id, days=30, strict=False, now=now)
     assert catalog.auth_code_key(c1, now) == kp and catalog.auth_code_key(c2, now) == kp
-    c3 = catalog.issue_auth_code(kp.id, days=30, strict=True)
+    c3 = catalog.issue_auth_code(kp.id, days=30, strict=True, now=now)
     assert catalog.auth_code_key(c1, now) is None and catalog.auth_code_key(c3, now) == kp
     assert catalog.auth_code_key(c3, now + 31 * 24 * H) is None
 

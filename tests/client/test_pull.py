@@ -113,6 +113,24 @@ def test_pull_an_hour_into_the_beijing_layout_then_skip(site: Site, tmp_path: Pa
     assert again.skipped == len(files) and again.downloaded_bytes == 0 and again.statuses == []
 
 
+def test_parts_of_an_older_revision_are_removed(site: Site, tmp_path: Path) -> None:
+    """An older revision of the hour had more parts: pulling the hour again leaves only the
+    parts of the revision the server links now (loads would count the others twice)."""
+    first = pull(site.client(), "hour", "page", LABEL, tmp_path).files["page"]
+    hour_dir = tmp_path / "page" / LABEL[:8] / LABEL[8:]
+    stale = [hour_dir / f"part-{i:05d}.csv.gz" for i in range(len(first), len(first) + 3)]
+    for path in stale:
+        path.write_bytes(gzip.compress(b"visitUserId\nold\n"))
+    other_hour = tmp_path / "page" / LABEL[:8] / f"{(int(LABEL[8:]) + 1) % 24:02d}"
+    other_hour.mkdir()
+    (other_hour / "part-00000.csv.gz").write_bytes(b"")  # an hour this pull is not about
+    again = pull(site.client(), "hour", "page", LABEL, tmp_path)
+    assert again.files["page"] == first and again.skipped == len(first)
+    assert not any(path.exists() for path in stale)
+    assert sorted(hour_dir.glob("part-*")) == first
+    assert (other_hour / "part-00000.csv.gz").exists()
+
+
 class CutStream(httpx.SyncByteStream):
     def __init__(self, inner: httpx.SyncByteStream, after: int) -> None:
         self.inner, self.after = inner, after

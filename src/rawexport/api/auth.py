@@ -104,7 +104,7 @@ def issue_code(
         if project.uid != uid or project.ai != ai:
             break
         return catalog.issue_auth_code(
-            kp.id, days=settings.auth_code_days, strict=settings.strict_auth_codes
+            kp.id, days=settings.auth_code_days, strict=settings.strict_auth_codes, now=now
         )
     raise Unauthorized("bad signature")
 

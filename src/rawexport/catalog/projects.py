@@ -216,9 +216,9 @@ class Catalog(JobStore):
             ).first()
         return int(row[0]) if row else None
 
-    def issue_auth_code(self, key_pair_id: int, *, days: int, strict: bool) -> str:
+    def issue_auth_code(self, key_pair_id: int, *, days: int, strict: bool, now: int) -> str:
+        """A new code of the key pair, valid for days from now (the caller's clock)."""
         code = random_alnum(64)
-        now = now_ms()
         with self.tx() as c:
             if strict:
                 c.execute(
