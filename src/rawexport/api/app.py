@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -312,8 +313,19 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:
-    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_body(500, "Internal Server Error")
+    """Any unexpected exception: one JSON log line with its traceback and a request id;
+    the client gets the id and no traceback."""
+    request_id = uuid.uuid4().hex[:16]
+    log.error(
+        "unhandled error on %s %s (request %s)",
+        request.method,
+        request.url.path,
+        request_id,
+        exc_info=exc,
+        extra={"event": "error", "request_id": request_id},
+    )
+    body = {"message": "Internal Server Error", "errors": [], "requestId": request_id}
+    return JSON(body, 500)
 
 
 def node_limiter(settings: Settings) -> RateLimiter:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -52,21 +53,21 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
         shift += 7
 
 
-def fields(data: bytes) -> list[tuple[int, int | bytes]]:
-    """(field number, varint value or bytes) of one message; fixed-width fields skipped."""
-    out: list[tuple[int, int | bytes]] = []
+def iter_fields(data: bytes) -> Iterator[tuple[int, int | bytes]]:
+    """(field number, varint value or bytes) of one message, one at a time; fixed-width
+    fields skipped. A caller may stop early (a list of 8 M events is not built first)."""
     pos = 0
     while pos < len(data):
         key, pos = _varint(data, pos)
         number, wire = key >> 3, key & 7
         if wire == 0:
             value, pos = _varint(data, pos)
-            out.append((number, value))
+            yield number, value
         elif wire == 2:
             size, pos = _varint(data, pos)
             if pos + size > len(data):
                 raise BadProtobuf("truncated field")
-            out.append((number, data[pos : pos + size]))
+            yield number, data[pos : pos + size]
             pos += size
         elif wire in (1, 5):
             pos += 8 if wire == 1 else 4
@@ -74,7 +75,11 @@ def fields(data: bytes) -> list[tuple[int, int | bytes]]:
             raise BadProtobuf(f"unsupported wire type {wire}")
     if pos != len(data):
         raise BadProtobuf("truncated message")
-    return out
+
+
+def fields(data: bytes) -> list[tuple[int, int | bytes]]:
+    """Every field of one message (see iter_fields)."""
+    return list(iter_fields(data))
 
 
 def _text(value: int | bytes) -> str:
@@ -109,12 +114,19 @@ def _event(data: bytes) -> dict[str, Any]:
     return event
 
 
-def decode_events(data: bytes) -> list[dict[str, Any]]:
-    """The events of an EventV3List (field 1: repeated EventV3Dto)."""
-    events = []
-    for number, value in fields(data):
+class TooManyEvents(BadProtobuf):
+    """The list holds more events than the batch may (checked while decoding)."""
+
+
+def decode_events(data: bytes, limit: int | None = None) -> list[dict[str, Any]]:
+    """The events of an EventV3List (field 1: repeated EventV3Dto); past `limit` events
+    decoding stops with TooManyEvents (a 16 MiB body can hold 8 M empty events)."""
+    events: list[dict[str, Any]] = []
+    for number, value in iter_fields(data):
         if number == 1:
             if not isinstance(value, bytes):
                 raise BadProtobuf("expected an EventV3Dto")
+            if limit is not None and len(events) >= limit:
+                raise TooManyEvents(f"more than {limit} events")
             events.append(_event(value))
     return events

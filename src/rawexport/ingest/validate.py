@@ -206,7 +206,8 @@ def tracker(events: Iterable[Any], send_time: int) -> Batch:
         if not isinstance(event, dict):
             out.reject(i, "", "an event must be a JSON object")
             continue
-        data_type = TRACKER_TYPES.get(event.get("eventType"))  # type: ignore[arg-type]
+        kind = event.get("eventType")
+        data_type = TRACKER_TYPES.get(kind) if isinstance(kind, str) else None
         if data_type is None:
             out.reject(i, "eventType", f"unsupported event type {event.get('eventType')!r}")
             continue
