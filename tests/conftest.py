@@ -23,6 +23,7 @@ with warnings.catch_warnings():
 from rawexport.api.app import create_app
 from rawexport.api.auth import sign_auth
 from rawexport.api.ratelimit import RateLimiter
+from rawexport.blobs import BlobStore
 from rawexport.blobs.local import LocalBlobStore
 from rawexport.catalog import Catalog, Job, KeyPair, Project
 from rawexport.settings import Settings
@@ -34,6 +35,12 @@ NOW = parse_export_date("hour", "2025011012").start_ms + 30 * 60_000
 CURRENT_HOUR = NOW - NOW % HOUR_MS
 ENABLED_SINCE = NOW - 5 * DAY_MS - 20 * 60_000  # 2025-01-05 12:10 Beijing
 BASE_URL = "http://testserver"
+
+
+def local_path(blobs: BlobStore, key: str) -> Path:
+    """The file holding key in a local blob store (what the tests run on unless they pick S3)."""
+    assert isinstance(blobs, LocalBlobStore), blobs
+    return blobs.path(key)
 
 
 class Clock:

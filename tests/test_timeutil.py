@@ -19,8 +19,8 @@ from rawexport.timeutil import (
 )
 
 
-def bj(*args: int) -> int:
-    return to_ms(datetime(*args, tzinfo=BEIJING))
+def bj(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> int:
+    return to_ms(datetime(year, month, day, hour, minute, tzinfo=BEIJING))
 
 
 def test_beijing_hour_is_utc_minus_eight() -> None:

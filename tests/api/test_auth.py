@@ -33,7 +33,7 @@ def test_parse_auth_params_from_every_transport() -> None:
 
 
 def _post(w: World, **kw: object) -> tuple[int, object]:
-    r = w.client.post("/auth/token", **kw)  # type: ignore[arg-type]
+    r = w.client.post("/auth/token", **kw)
     return r.status_code, r.json()
 
 
@@ -130,9 +130,10 @@ def test_resolve_codes_and_tokens(world: World) -> None:
     _, foreign_key, foreign_token = world.add_project("other")
     with pytest.raises(Unauthorized):
         resolve(world.catalog, world.token, foreign_key.public_key, now)
-    for header in (None, "", "nope", f"Token {foreign_token[:-1]}"):
+    refused: tuple[str | None, ...] = (None, "", "nope", f"Token {foreign_token[:-1]}")
+    for refused_header in refused:
         with pytest.raises(Unauthorized):
-            resolve(world.catalog, header, None, now)
+            resolve(world.catalog, refused_header, None, now)
 
 
 def test_a_code_is_valid_for_30_days_on_the_servers_clock(world: World) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl
 
 import click
@@ -55,10 +56,10 @@ def envelope(status: str, links: list[str] | None = None, error: str = "") -> di
 
 
 def make(
-    handler: Callable[[httpx.Request], httpx.Response], t: FakeTime, **kw: object
+    handler: Callable[[httpx.Request], httpx.Response], t: FakeTime, **kw: Any
 ) -> ExportClient:
     http = httpx.Client(transport=httpx.MockTransport(handler))
-    creds: dict[str, object] = (
+    creds: dict[str, Any] = (
         {"token": kw.pop("token")}
         if "token" in kw
         else {"project_uid": UID, "public_key": PUB, "private_key": PRIV}
@@ -71,7 +72,7 @@ def make(
         clock=t.clock,
         wall_ms=lambda: 1_700_000_000_000,
         **creds,
-        **kw,  # type: ignore[arg-type]
+        **kw,
     )
 
 

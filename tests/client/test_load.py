@@ -21,6 +21,7 @@ from rawexport.ingest.generate import generate
 from rawexport.schema import DATA_TYPE_NAMES, DATA_TYPES
 from rawexport.settings import Settings
 from rawexport.timeutil import DAY_MS, HOUR_MS, beijing_hour_label, now_ms
+from tests.conftest import local_path
 
 FIRST = now_ms() - now_ms() % HOUR_MS - 30 * HOUR_MS
 HOURS = [FIRST, FIRST + HOUR_MS]
@@ -46,14 +47,14 @@ def pulled(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, in
         for (t, hour), found in jobs.items():
             job = found[0]
             assert job.status == "finished" and job.manifest_key
-            manifest = json.loads(services.blobs.path(job.manifest_key).read_bytes())
+            manifest = json.loads(local_path(services.blobs, job.manifest_key).read_bytes())
             rows[t] = rows.get(t, 0) + manifest["rows"]
             rows[f"{t}@{beijing_hour_label(hour)}"] = manifest["rows"]
             target = hour_dir(to, t, beijing_hour_label(hour))
             target.mkdir(parents=True)
             for part in manifest["parts"]:
                 name = f"part-{part['part']:05d}.csv.gz"
-                shutil.copy(services.blobs.path(part["key"]), target / name)
+                shutil.copy(local_path(services.blobs, part["key"]), target / name)
     finally:
         services.close()
     return to, rows

@@ -8,7 +8,7 @@ import io
 import math
 import random
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -30,6 +30,7 @@ from rawexport.export.csvline import (
 )
 
 Value = str | int | None
+T = TypeVar("T")
 
 SPECIALS = frozenset(',"\\\n\r')
 
@@ -145,7 +146,7 @@ def lines_of(fields: Sequence[pa.Array], quoted: Sequence[bool]) -> list[str]:
     return [str(x) for x in lines.to_pylist()]
 
 
-def columns_of(rows: Sequence[Sequence[Value]], ncols: int) -> list[list[Value]]:
+def columns_of(rows: Sequence[Sequence[T]], ncols: int) -> list[list[T]]:
     return [[row[j] for row in rows] for j in range(ncols)]
 
 
@@ -720,15 +721,15 @@ def test_raw_build_rejects_bad_input(name: str) -> None:
 def test_raw_build_rejects_bad_objects() -> None:
     good = _str32([0, 1, 2], b"ab")
     with pytest.raises(TypeError):
-        _csvline.build(2, [good], None)
+        _csvline.build(2, [good], None)  # type: ignore[arg-type]  # wrong on purpose
     with pytest.raises(TypeError):
-        _csvline.build(2, [good], 42)
+        _csvline.build(2, [good], 42)  # type: ignore[arg-type]  # wrong on purpose
     with pytest.raises(TypeError):
         _csvline.build(2, [good[:5]], pa.allocate_buffer)  # too short a tuple
     with pytest.raises(TypeError):
-        _csvline.build(2, 5, pa.allocate_buffer)
+        _csvline.build(2, 5, pa.allocate_buffer)  # type: ignore[arg-type]  # wrong on purpose
     with pytest.raises(TypeError):
-        _csvline.build(2, [_str32([0, 1, 2], None)], pa.allocate_buffer)
+        _csvline.build(2, [_str32([0, 1, 2], None)], pa.allocate_buffer)  # type: ignore[arg-type]
 
     def short(size: int) -> bytearray:
         return bytearray(max(size - 1, 0))
@@ -760,9 +761,9 @@ def test_raw_encode_and_bucket_reject_bad_input() -> None:
     with pytest.raises(ValueError):
         _csvline.bucket(3, _str32([0, 1, 2], b"ab"), [b"a"])
     with pytest.raises(TypeError):
-        _csvline.bucket(2, _str32([0, 1, 2], b"ab"), ["a"])
+        _csvline.bucket(2, _str32([0, 1, 2], b"ab"), ["a"])  # type: ignore[list-item]  # wrong on purpose
     with pytest.raises(TypeError):
-        _csvline.bucket(2, _str32([0, 1, 2], b"ab"), (b"a",))
+        _csvline.bucket(2, _str32([0, 1, 2], b"ab"), (b"a",))  # type: ignore[arg-type]  # wrong on purpose
     with pytest.raises(ValueError):
         _csvline.bucket(2, _str32([0, 1, 2], b"ab"), [b"a"] * 65534)
     got = _csvline.bucket(2, _str32([0, 1, 2], b"ab"), [b"a"])

@@ -73,7 +73,7 @@ def links(client: TestClient, ai: str, token: str, hour: int, expire: int = 5) -
 
 def fetch(client: TestClient, link: str) -> int:
     u = urllib.parse.urlsplit(link)
-    return client.get(f"{u.path}?{u.query}").status_code
+    return int(client.get(f"{u.path}?{u.query}").status_code)
 
 
 def test_rerun_makes_a_revision_and_old_links_live_until_they_expire(
@@ -94,7 +94,8 @@ def test_rerun_makes_a_revision_and_old_links_live_until_they_expire(
     # until it expires, so a sweep must keep revision 1's files meanwhile.
     new = links(client, ai, token, T0)
     assert new["status"] == "FINISHED" and new["downloadLinks"] != first["downloadLinks"]
-    assert all(fetch(client, link) == 200 for link in new["downloadLinks"])  # type: ignore[union-attr]
+    new_links = new["downloadLinks"]
+    assert isinstance(new_links, list) and all(fetch(client, link) == 200 for link in new_links)
     # (v1 revision 1 was never linked: it may go at once.)
     first_sweep = sweep_at(services, clock.now)
     assert first_sweep.superseded_revisions == 1 and first_sweep.expired_links == 0

@@ -18,6 +18,7 @@ from rawexport.ingest.generate import generate
 from rawexport.schema import DATA_TYPE_NAMES, DATA_TYPES
 from rawexport.settings import Settings
 from rawexport.timeutil import HOUR_MS
+from tests.conftest import local_path
 
 T0 = 1_735_689_600_000
 
@@ -55,13 +56,13 @@ def test_values_and_counts_round_trip(exported: tuple[Services, str], name: str)
     files = services.catalog.files(job.id)
     manifest_key = job.manifest_key
     assert manifest_key is not None
-    manifest = json.loads(services.blobs.path(manifest_key).read_bytes())
+    manifest = json.loads(local_path(services.blobs, manifest_key).read_bytes())
     columns = DATA_TYPES[name].columns
     assert manifest["columns"] == [c.name for c in columns]
 
     exported_rows: list[list[str]] = []
     for f, part in zip(files, manifest["parts"], strict=True):
-        data = services.blobs.path(f.key).read_bytes()
+        data = local_path(services.blobs, f.key).read_bytes()
         assert len(data) <= 65536 and part["bytes"] == len(data) == f.bytes
         rows = csv_rows(data)
         assert rows[0] == [c.name for c in columns]

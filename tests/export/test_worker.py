@@ -25,6 +25,7 @@ from rawexport.ingest.generate import generate
 from rawexport.settings import Settings
 from rawexport.store.events import EventStore
 from rawexport.timeutil import HOUR_MS, hour_floor, now_ms
+from tests.conftest import local_path
 from tests.fsync_util import Recorder
 
 T0 = 1_735_689_600_000  # 2025-01-01 00:00 UTC = 08:00 Beijing
@@ -65,7 +66,7 @@ def test_planned_hours_export_and_commit(services: Services) -> None:
         pq.read_metadata(f).num_rows for f in services.store.hour_files(p.ai, "page", page.hour_ms)
     )
     assert page.rows == store_rows
-    data = services.blobs.path(files[0].key).read_bytes()
+    data = local_path(services.blobs, files[0].key).read_bytes()
     assert gzip.decompress(data).startswith(b"visitUserId,sessionId,platform,")
 
 
@@ -277,7 +278,7 @@ def test_parts_are_durable_before_the_commit_and_the_manifest_last(
     assert len(files) > 1
     start = rec.index("complete")
     committed = rec.index("commit", after=start)
-    parts = [rec.durable(services.blobs.path(f.key)) for f in files]
+    parts = [rec.durable(local_path(services.blobs, f.key)) for f in files]
     assert all(dir_synced < start for _, dir_synced in parts)
-    renamed, dir_synced = rec.durable(services.blobs.path(job.manifest_key))
+    renamed, dir_synced = rec.durable(local_path(services.blobs, job.manifest_key))
     assert max(d for _, d in parts) < renamed and dir_synced < committed

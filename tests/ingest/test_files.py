@@ -19,6 +19,7 @@ from rawexport.export.actions import export_now
 from rawexport.ingest.generate import generate
 from rawexport.settings import Settings
 from rawexport.timeutil import HOUR_MS, now_ms
+from tests.conftest import local_path
 
 T0 = 1_735_689_600_000  # 2025-01-01 00:00 UTC
 
@@ -41,7 +42,10 @@ def all_rows(svc: Services, ai: str, data_type: str) -> list[dict[str, Any]]:
     files = [
         f for h in svc.store.hours(ai, data_type) for f in svc.store.hour_files(ai, data_type, h)
     ]
-    return pa.concat_tables([pq.read_table(f) for f in files]).to_pylist() if files else []  # type: ignore[no-any-return]
+    rows: list[dict[str, Any]] = (
+        pa.concat_tables([pq.read_table(f) for f in files]).to_pylist() if files else []
+    )
+    return rows
 
 
 def test_ndjson_plain_and_gzip(services: Services, tmp_path: Path) -> None:
@@ -91,7 +95,7 @@ def export_csv(svc: Services, ai: str, data_type: str) -> tuple[list[Path], byte
     [row] = export_now(svc.exporter, p, [T0], data_type, T0 + 2 * HOUR_MS)
     assert row["status"] == "finished", row
     job = [j for j in svc.catalog.jobs(p.id) if j.data_type == data_type and j.version == "v2"][-1]
-    paths = [svc.blobs.path(f.key) for f in svc.catalog.files(job.id)]
+    paths = [local_path(svc.blobs, f.key) for f in svc.catalog.files(job.id)]
     lines: list[bytes] = []
     for i, path in enumerate(paths):
         text = gzip.decompress(path.read_bytes()).split(b"\n", 1)

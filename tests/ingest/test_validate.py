@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from rawexport.ingest import validate as ingest
@@ -22,7 +24,7 @@ def test_check_row_converts_and_rejects() -> None:
     assert ingest.check_row("action_tag", {"actionRequestId": "r", "ruleId": None}) == {
         "actionRequestId": "r"
     }
-    bad = [
+    bad: list[tuple[str, dict[str, Any], str, str]] = [
         ("page", {"visitUserId": "v", "time": 2**63}, "time", "out of the 64-bit integer range"),
         ("page", {"visitUserId": "v", "time": 1.0}, "time", "expected an integer"),
         (

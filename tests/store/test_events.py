@@ -7,7 +7,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from rawexport.schema import DATA_TYPES
-from rawexport.store import events as store_module
 from rawexport.store.events import EventStore, arrow_schema, encode_map
 from rawexport.timeutil import HOUR_MS
 
@@ -164,7 +163,7 @@ def test_failed_write_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyP
             raise OSError("disk full")
         real_write(table, where, **kwargs)
 
-    monkeypatch.setattr(store_module.pq, "write_table", write_then_fail)
+    monkeypatch.setattr(pq, "write_table", write_then_fail)  # what the store calls
     with pytest.raises(OSError, match="disk full"):
         store.append(AI, "action_tag", _tag_rows([H0, H1]))
     assert _all_files(tmp_path) == []
