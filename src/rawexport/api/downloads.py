@@ -26,7 +26,7 @@ from rawexport.catalog.tables import export_files
 from rawexport.timeutil import DAY_MS, HOUR_MS, BadDate, parse_export_date, parse_utc_stamp
 
 CHUNK = 1024 * 1024  # 64 KiB chunks serve 5x slower (PERF_NOTES)
-_RANGE = re.compile(r"bytes=(\d{0,18})-(\d{0,18})")
+_RANGE_SPEC = re.compile(r"(\d{0,18})-(\d{0,18})")
 
 
 class KeyConvertor(Convertor[str]):
@@ -56,21 +56,46 @@ class Unsatisfiable(ValueError):
     """A Range header this server will not answer with 206."""
 
 
-def parse_range(header: str, size: int) -> tuple[int, int]:
-    """One `bytes=a-b`, `a-` or `-n` range as [start, end); multi or malformed raise."""
-    m = _RANGE.fullmatch(header.strip())
+def _one_range(spec: str, size: int) -> tuple[int, int] | None:
+    """[start, end) of one `a-b`, `a-` or `-n`; None when not satisfiable; raises when
+    malformed."""
+    m = _RANGE_SPEC.fullmatch(spec.strip())
     if m is None or not (m[1] or m[2]):
-        raise Unsatisfiable(header)
+        raise Unsatisfiable(spec)
     if not m[1]:
         n = int(m[2])
-        if n == 0 or size == 0:
-            raise Unsatisfiable(header)
-        return max(size - n, 0), size
+        return (max(size - n, 0), size) if n and size else None
     start = int(m[1])
     end = int(m[2]) + 1 if m[2] else size
-    if start >= size or end <= start:
+    if m[2] and end <= start:
+        raise Unsatisfiable(spec)  # last < first: invalid, not merely unsatisfiable
+    return (start, min(end, size)) if start < size else None
+
+
+def parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """The byte range to serve as [start, end), or None to serve the whole file.
+
+    RFC 9110 14.2: a Range of another unit than `bytes` (or no unit) is ignored; of
+    several byte ranges, when any is satisfiable, the whole file is served (a server may
+    ignore Range; no multipart answers here). Malformed or unsatisfiable ranges raise
+    Unsatisfiable (416).
+    """
+    unit, eq, specs = header.strip().partition("=")
+    if not eq or unit.strip().lower() != "bytes":
+        return None
+    ranges = [_one_range(spec, size) for spec in specs.split(",")]
+    satisfiable = [r for r in ranges if r is not None]
+    if not satisfiable:
         raise Unsatisfiable(header)
-    return start, min(end, size)
+    return satisfiable[0] if len(ranges) == 1 else None
+
+
+def etag_matches(header: str | None, etag: str) -> bool:
+    """If-None-Match: `*`, or a list of tags compared weakly (`W/"x"` matches `"x"`)."""
+    if header is None:
+        return False
+    tags = [tag.strip() for tag in header.split(",")]
+    return any(tag == "*" or tag.removeprefix("W/") == etag for tag in tags)
 
 
 def media_type(key: str) -> str:
@@ -250,16 +275,20 @@ class Downloads:
             "accept-ranges": "bytes",
             "content-type": media_type(key),
         }
-        if request.headers.get("if-none-match") == headers["etag"]:
+        if etag_matches(request.headers.get("if-none-match"), headers["etag"]):
             return Response(status_code=304, headers={"etag": headers["etag"]})
         wanted = request.headers.get("range")
         if_range = request.headers.get("if-range")
+        whole = RangeFileResponse(path, 0, size, 200, {**headers, "content-length": str(size)})
         if wanted is None or (if_range is not None and if_range != headers["etag"]):
-            return RangeFileResponse(path, 0, size, 200, {**headers, "content-length": str(size)})
+            return whole
         try:
-            start, end = parse_range(wanted, size)
+            chosen = parse_range(wanted, size)
         except Unsatisfiable:
             return _json_error(416, "Range Not Satisfiable", {"content-range": f"bytes */{size}"})
+        if chosen is None:
+            return whole
+        start, end = chosen
         headers["content-range"] = f"bytes {start}-{end - 1}/{size}"
         headers["content-length"] = str(end - start)
         return RangeFileResponse(path, start, end, 206, headers)

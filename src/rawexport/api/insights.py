@@ -156,7 +156,15 @@ class Insights:
             + [k for _, _, k in entries]
             + ["m:" + k for _, _, k in manifest_entries]
         )
+        # Cached links are handed out again (same links, expiry not extended) only while
+        # they keep at least half of the lifetime this request asks for: `expire=1` then
+        # `expire=10080` a minute later gets new week-long links, not ones about to expire.
+        asked = min(
+            links.expiry(now, expire_minutes, h, project.retention_days) for _, h, _ in served
+        )
         cached = self.catalog.issued(project.id, scope, fp, now)
+        if cached is not None and (cached[1] - now) * 2 < asked - now:
+            cached = None
         if cached is not None and isinstance(cached[0], dict) and "links" in cached[0]:
             saved_links, saved_manifests = cached[0]["links"], cached[0]["manifest"]
             return (

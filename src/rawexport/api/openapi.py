@@ -95,7 +95,8 @@ def _download(method: str) -> dict[str, Any]:
                 "name": "Range",
                 "in": "header",
                 "required": False,
-                "description": "one range: bytes=a-b, bytes=a- or bytes=-n",
+                "description": "bytes=a-b, bytes=a- or bytes=-n (206); another unit or several"
+                " ranges: the whole file (200)",
                 "schema": {"type": "string"},
             },
         ],
@@ -111,7 +112,7 @@ def _download(method: str) -> dict[str, Any]:
             "404": _json(_ERROR, "No such file (or no longer retained)"),
             "416": _json(
                 _ERROR,
-                "Malformed, multiple or unsatisfiable range",
+                "Malformed or unsatisfiable byte range",
                 headers={"Content-Range": {"schema": {"type": "string"}}},
             ),
         },

@@ -22,6 +22,7 @@ import httpx
 
 from rawexport.blobs.links import part_uuid
 from rawexport.client.client import DownloadError, Export, ExportClient
+from rawexport.schema import DATA_TYPE_NAMES, V1_TYPE_NAMES
 from rawexport.timeutil import beijing_hour_label, parse_export_date, to_ms
 
 log = logging.getLogger("rawexport.pull")
@@ -29,6 +30,7 @@ log = logging.getLogger("rawexport.pull")
 # `{4hex}_{ai}_{type}[_v2]_{UTC yyyyMMddHHmm}/{file}`, possibly after a bucket segment.
 _KEY = re.compile(r"(?:^|/)[0-9a-f]+_[0-9a-zA-Z]+_([a-z0-9_]+?)(?:_v2)?_(\d{12})/([^/]+)$")
 _PART_NO = re.compile(r"part-(\d+)")
+KNOWN_TYPES = frozenset(DATA_TYPE_NAMES) | frozenset(V1_TYPE_NAMES)
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
 MANIFEST = "_manifest.json"
 
@@ -244,8 +246,8 @@ class Puller:
         if not isinstance(data, dict) or not isinstance(data.get("parts"), list):
             raise DownloadError(f"{key}: not a manifest")
         parsed = parse_key(key)
-        hour = str(data.get("exportHour") or (parsed[1] if parsed else ""))
-        target = hour_dir(self.to, data_type, hour) / MANIFEST
+        hour = self._hour(str(data.get("exportHour") or (parsed[1] if parsed else "")), key)
+        target = self._inside(hour_dir(self.to, data_type, hour) / MANIFEST)
         _write_atomic(target, r.content)
         return data
 
@@ -325,7 +327,7 @@ class Puller:
         return verify(path, None, size, r.headers.get("x-amz-meta-md5-hash")) == ""
 
     def _fetch(self, part: Part) -> Path:
-        final = part.path(self.to)
+        final = self._inside(part.path(self.to))
         final.parent.mkdir(parents=True, exist_ok=True)
         if final.exists() and self._existing_ok(part, final):
             with self._lock:
@@ -367,15 +369,39 @@ class Puller:
                 key = key_of(url)
                 entry = expected.get(part_uuid(key) or key)
                 parsed = parse_key(str(entry["key"]) if entry else key) or parse_key(key)
-                hour = parsed[1] if parsed else self.result.hours[0]
+                hour = self._hour(parsed[1], key) if parsed else self.result.hours[0]
                 m = _PART_NO.match(parsed[2] if parsed else key.rsplit("/", 1)[-1])
                 number = int(m[1]) if m else i
                 out.append(Part(data_type, key, hour, number, entry))
         return out
 
+    # ---- nothing is written outside `to` --------------------------------------------
+    # What the server (or a man in the middle on http) says shapes paths: data types,
+    # hours. Each is checked against what this pull asked for before it names a path.
+
+    def _hour(self, hour: str, key: str) -> str:
+        if hour not in self.result.hours:
+            raise DownloadError(f"{key}: hour {hour[:40]!r} is not one this pull asked for")
+        return hour
+
+    def _inside(self, path: Path) -> Path:
+        root = self.to.resolve()
+        if not path.resolve().is_relative_to(root):
+            raise DownloadError(f"refusing to write {path} outside {self.to}")
+        return path
+
+    def _check_types(self) -> None:
+        for group in (self.answer.links, self.answer.manifests):
+            for data_type in group:
+                if data_type not in KNOWN_TYPES:
+                    raise DownloadError(
+                        f"the server answered an unknown data type {data_type[:40]!r}"
+                    )
+
     def run(self, export_type: str, export_date: str) -> PullResult:
         window = parse_export_date(export_type, export_date)
         self.result.hours = [beijing_hour_label(h) for h in window.hours]
+        self._check_types()
         pool = ThreadPoolExecutor(max(1, self.opts.jobs))
         try:
             for data_type, urls in self.answer.manifests.items():
