@@ -52,6 +52,12 @@ class Metrics:
             registry=r,
         )
         self.rate_limited = Counter("rawexport_rate_limited", "Requests answered 429", registry=r)
+        self.background_failures = Counter(
+            "rawexport_background_failures",
+            "Failed passes of a background thread (it logs, backs off and goes on)",
+            ["thread"],
+            registry=r,
+        )
         self.rate_delayed = Counter(
             "rawexport_rate_delayed",
             "Requests delayed until the rate limit allowed them",

@@ -15,6 +15,7 @@ from rawexport.cli.serve import run_server
 from rawexport.cli.services import Services, open_services
 from rawexport.export.actions import drain_parallel
 from rawexport.export.scheduler import plan_due
+from rawexport.fsutil import write_private
 from rawexport.ingest.generate import generate
 from rawexport.timeutil import DAY_MS, HOUR_MS, beijing, beijing_day_start, hour_floor, now_ms
 
@@ -55,7 +56,7 @@ def setup_demo(
     creds["generated_until_ms"] = max(start, last_hour)
     creds["base_url"] = settings.base_url
     creds["example_day"] = beijing(first_hour).strftime("%Y%m%d")
-    cred_path.write_text(json.dumps(creds, indent=2) + "\n", encoding="utf-8")
+    write_private(cred_path, (json.dumps(creds, indent=2) + "\n").encode())  # holds secrets
     plan_due(catalog, settings.replace(grace_seconds=0), now)
     drain_parallel(services.exporter, settings.workers)
     return creds

@@ -37,14 +37,15 @@ def run_server(settings: Settings) -> None:
 
     setup_logging(settings.log_level)
     services = open_services(settings)
-    scheduler = Scheduler(services.catalog, settings)
-    compactor = Compactor(services.store, settings)
+    scheduler = Scheduler(services.catalog, settings, metrics=services.metrics)
+    compactor = Compactor(services.store, settings, metrics=services.metrics)
     sweeper = Sweeper(
         services.catalog,
         services.store,
         services.blobs,
         settings.sweep_interval,
         orphan_age_ms=int(settings.lease_seconds * 1000),
+        metrics=services.metrics,
     )
     pool = WorkerPool(services.exporter, settings.workers)
     app = create_app(settings, services.catalog, services.blobs, metrics=services.metrics)

@@ -28,7 +28,7 @@ class Services:
 
 
 def open_services(settings: Settings) -> Services:
-    settings.home.mkdir(parents=True, exist_ok=True)
+    settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)  # the catalog holds secrets
     settings.tmp_dir.mkdir(parents=True, exist_ok=True)
     catalog = Catalog(settings.database_url)
     store = EventStore(settings.events_dir)

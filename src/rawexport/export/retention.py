@@ -14,6 +14,7 @@ from rawexport.blobs import BlobStore
 from rawexport.catalog import PENDING, Catalog, Job
 from rawexport.catalog.tables import export_files, export_jobs, issued_links
 from rawexport.export.keys import export_prefix
+from rawexport.metrics import Metrics
 from rawexport.schema import DATA_TYPE_NAMES
 from rawexport.store.events import EventStore
 from rawexport.timeutil import DAY_MS, now_ms
@@ -261,7 +262,9 @@ class Sweeper:
         interval: float,
         orphan_age_ms: int,
         clock: Callable[[], int] = now_ms,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics
         self.catalog, self.store, self.blobs = catalog, store, blobs
         self.interval, self.orphan_age_ms, self.clock = interval, orphan_age_ms, clock
         self.stop_event = threading.Event()
@@ -289,7 +292,9 @@ class Sweeper:
                 ):
                     log.info("retention sweep: %s", report.as_dict())
             except Exception:  # a failed pass is retried on the next tick
-                log.exception("retention sweep failed")
+                log.exception("retention sweep failed", extra={"event": "background_error"})
+                if self.metrics is not None:
+                    self.metrics.background_failures.labels("sweeper").inc()
 
     def stop(self) -> None:
         self.stop_event.set()

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from rawexport.catalog import Catalog, Project
 from rawexport.catalog.leader import Leadership
+from rawexport.metrics import Metrics
 from rawexport.schema import types_for
 from rawexport.settings import Settings
 from rawexport.timeutil import DAY_MS, HOUR_MS, hour_ceil, hour_floor, now_ms
@@ -60,8 +61,13 @@ class Scheduler:
     """
 
     def __init__(
-        self, catalog: Catalog, settings: Settings, clock: Callable[[], int] = now_ms
+        self,
+        catalog: Catalog,
+        settings: Settings,
+        clock: Callable[[], int] = now_ms,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics
         self.catalog = catalog
         self.settings = settings
         self.clock = clock
@@ -84,7 +90,9 @@ class Scheduler:
             try:
                 self.tick()
             except Exception:  # a failed pass is retried on the next tick
-                log.exception("scheduler pass failed")
+                log.exception("scheduler pass failed", extra={"event": "background_error"})
+                if self.metrics is not None:
+                    self.metrics.background_failures.labels("scheduler").inc()
             self.stop_event.wait(self.settings.plan_interval)
 
     def stop(self) -> None:

@@ -302,7 +302,9 @@ class WorkerPool:
             try:
                 ran = self.exporter.run_one(owner)
             except Exception:  # the catalog may be briefly unavailable; keep the pool alive
-                log.exception("worker loop error")
+                log.exception("worker loop error", extra={"event": "background_error"})
+                if self.exporter.metrics is not None:
+                    self.exporter.metrics.background_failures.labels("worker").inc()
                 ran = False
             if not ran:
                 self.stop_event.wait(self.poll_seconds)

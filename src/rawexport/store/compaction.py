@@ -21,6 +21,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from rawexport.metrics import Metrics
 from rawexport.schema import DATA_TYPES
 from rawexport.settings import Settings
 from rawexport.store.events import (
@@ -189,11 +190,19 @@ def compact_all(store: EventStore, settings: Settings) -> int:
 
 
 class Compactor:
-    """Runs compact_all every compact_interval seconds in a thread, starting at once."""
+    """Runs compact_all every compact_interval seconds in a thread, starting at once.
 
-    def __init__(self, store: EventStore, settings: Settings) -> None:
+    A failed pass (descriptors exhausted, a directory that vanished under it, anything)
+    is logged as JSON, counted in `rawexport_background_failures_total{thread}`, and the
+    next pass comes after a backoff that doubles up to 10 intervals: the thread never dies.
+    """
+
+    def __init__(
+        self, store: EventStore, settings: Settings, metrics: Metrics | None = None
+    ) -> None:
         self.store = store
         self.settings = settings
+        self.metrics = metrics
         self.stop_event = threading.Event()
         self.thread: threading.Thread | None = None
 
@@ -202,11 +211,20 @@ class Compactor:
         self.thread.start()
 
     def _loop(self) -> None:
+        interval = self.settings.compact_interval
+        wait = interval
         while not self.stop_event.is_set():
-            merged = compact_all(self.store, self.settings)
-            if merged:
-                log.info("compacted %d small event files", merged)
-            self.stop_event.wait(self.settings.compact_interval)
+            try:
+                merged = compact_all(self.store, self.settings)
+                if merged:
+                    log.info("compacted %d small event files", merged)
+                wait = interval
+            except Exception:
+                log.exception("compaction pass failed", extra={"event": "background_error"})
+                if self.metrics is not None:
+                    self.metrics.background_failures.labels("compactor").inc()
+                wait = min(max(wait, 0.1) * 2, 10 * max(interval, 0.1))
+            self.stop_event.wait(wait)
 
     def stop(self) -> None:
         self.stop_event.set()
