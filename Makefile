@@ -34,8 +34,10 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+# Tests run in a random order (pytest-randomly); the seed is printed first, and
+# `make test SEED=N` runs that order again.
 test: lint system-deps
-	$(BIN)/pytest -q
+	@seed=$${SEED:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}; echo "random order seed: $$seed (make test SEED=$$seed repeats it)"; $(BIN)/pytest -q -p randomly --randomly-seed=$$seed
 
 bench: install
 	$(BIN)/python bench/run_all.py

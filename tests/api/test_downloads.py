@@ -1,5 +1,6 @@
 import hashlib
 import os
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -191,17 +192,21 @@ def test_keys_the_store_refuses_are_403(world: World, monkeypatch: pytest.Monkey
 def test_streams_in_one_mib_chunks(tmp_path: Path) -> None:
     path = tmp_path / "f"
     path.write_bytes(DATA)
-    sent: list[dict[str, Any]] = []
+    sent: list[MutableMapping[str, Any]] = []
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         sent.append(message)
 
-    async def receive() -> dict[str, Any]:
+    async def receive() -> MutableMapping[str, Any]:
         return {"type": "http.request", "body": b"", "more_body": False}
 
     scope = {"type": "http", "method": "GET", "asgi": {"spec_version": "2.4"}}
     response = RangeFileResponse(path, 5, len(DATA), 206, {"content-length": "x"})
-    anyio.run(response, scope, receive, send)
+
+    async def serve() -> None:
+        await response(scope, receive, send)
+
+    anyio.run(serve)
     bodies = [m for m in sent if m["type"] == "http.response.body"]
     assert [len(m["body"]) for m in bodies] == [CHUNK, CHUNK, len(DATA) - 5 - 2 * CHUNK]
     assert [m["more_body"] for m in bodies] == [True, True, False]

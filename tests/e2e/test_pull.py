@@ -45,6 +45,7 @@ class Stack:
     port: int
     server: Server
     projects: dict[str, dict[str, str]]  # name -> ai, uid, public_key, private_key, token
+    day_page_done: bool = False
 
     @property
     def base(self) -> str:
@@ -60,6 +61,15 @@ class Stack:
             **env,
         }
         return subprocess.run([*PULL, *args], env=full, capture_output=True, text=True, timeout=120)
+
+
+def day_page_exported(stack: Stack, tmp_path: Path) -> None:
+    """Wait until the day project's page hours are exported (a test alone, or first in a
+    random order, must not depend on another test having waited)."""
+    if not stack.day_page_done:
+        args = ["--type", "day", "--data-type", "page", "--date", DAY, "--to", str(tmp_path)]
+        summary_of(stack.pull_cli("day", *args, "--wait", "100"))
+        stack.day_page_done = True
 
 
 def make_project(env: dict[str, str], name: str, since: str) -> dict[str, str]:
@@ -159,6 +169,7 @@ def test_exit_codes_and_one_line_messages(stack: Stack, tmp_path: Path) -> None:
 
 
 def test_a_part_corrupted_on_the_server_is_reported(stack: Stack, tmp_path: Path) -> None:
+    day_page_exported(stack, tmp_path / "first")
     ai = stack.projects["day"]["ai"]
     part = next(iter(sorted((stack.home / "exports").glob(f"*_{ai}_page_v2_*/part-*.csv.gz"))))
     good = part.read_bytes()
@@ -176,9 +187,10 @@ def test_a_part_corrupted_on_the_server_is_reported(stack: Stack, tmp_path: Path
     assert "after 3 downloads" in last
 
 
-def test_429_is_honoured(stack: Stack) -> None:
+def test_429_is_honoured(stack: Stack, tmp_path: Path) -> None:
     """Requests over the rate wait their turn; past the queue (concurrent calls of one
     credential) the server answers 429 and the client sleeps out Retry-After and retries."""
+    day_page_exported(stack, tmp_path)
     statuses: list[int] = []
     http = httpx.Client(event_hooks={"response": [lambda r: statuses.append(r.status_code)]})
     p = stack.projects["day"]
