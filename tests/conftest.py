@@ -69,6 +69,7 @@ class World:
     token: str
     client: TestClient
     limiter: RateLimiter
+    auth_limiter: RateLimiter
     _owner: int = field(default=0)
     _last_owner: str = ""
 
@@ -183,12 +184,27 @@ def make_world(tmp_path: Path) -> Iterator[Callable[..., World]]:
             clock.now += math.ceil(seconds * 1000)
             clock.slept.append(seconds)
 
-        app = create_app(s, catalog, blobs, clock=clock, limiter=limiter, sleep=sleep)
+        auth_limiter = RateLimiter(
+            s.auth_rate_limit,
+            s.auth_rate_burst,
+            queue=20,
+            max_delay=30.0,
+            clock=lambda: clock.now / 1000,
+        )
+        app = create_app(
+            s,
+            catalog,
+            blobs,
+            clock=clock,
+            limiter=limiter,
+            sleep=sleep,
+            auth_limiter=auth_limiter,
+        )
         p = catalog.create_project("main", export_since_ms=ENABLED_SINCE)
         key = catalog.create_key_pair(p.id)
         token = catalog.create_api_token(p.id, "tests")
         client = TestClient(app)
-        world = World(s, catalog, blobs, clock, p, key, token, client, limiter)
+        world = World(s, catalog, blobs, clock, p, key, token, client, limiter, auth_limiter)
         made.append(world)
         return world
 

@@ -54,6 +54,9 @@ class Settings:
     auth_skew_seconds: int = _f(600, "allowed clock difference of `tm` in /auth/token")
     auth_code_days: int = _f(30, "days an auth code from /auth/token stays valid")
     strict_auth_codes: bool = _f(False, "a new auth code revokes the key's older ones")
+    auth_max_live_codes: int = _f(20, "live auth codes per key; a new one revokes the oldest")
+    auth_rate_limit: float = _f(1.0, "/auth/token requests per second per key and per address")
+    auth_rate_burst: int = _f(10, "/auth/token requests at once before they are delayed")
     retention_days: int = _f(15, "default retention of new projects, in days")
     compress_level: int = _f(1, "gzip level of export parts (isal: 0-3)")
     duckdb_memory_limit: str = _f("1GB", "memory budget of one export job (DuckDB gets 40%)")
@@ -82,6 +85,10 @@ class Settings:
             raise SettingsError("blobs_url must start with file:// or s3://")
         if self.rate_queue < 0 or self.rate_max_delay < 0:
             raise SettingsError("rate_queue and rate_max_delay must be >= 0")
+        if self.auth_max_live_codes < 1 or self.auth_rate_limit <= 0 or self.auth_rate_burst < 1:
+            raise SettingsError(
+                "auth_max_live_codes and auth_rate_burst must be >= 1, auth_rate_limit > 0"
+            )
         if self.rate_nodes < 1:
             raise SettingsError(f"rate_nodes must be >= 1, got {self.rate_nodes}")
         if self.workers < 1:

@@ -92,8 +92,12 @@ def test_repeated_request_returns_identical_links(world: World) -> None:
     base = f"/v2/insights/hour/page/{world.project.ai}/2025011009.json"
     first = world.client.get(base + "?expire=5", headers=headers).json()["downloadLinks"]
     world.clock.now += 60_000
-    again = world.client.get(base + "?expire=100", headers=headers).json()["downloadLinks"]
+    # 4 of 5 minutes left, 6 asked: at least half of it, so the same links, not extended
+    again = world.client.get(base + "?expire=6", headers=headers).json()["downloadLinks"]
     assert again == first and len(first) == 2
+    # 100 minutes asked: 4 left is less than half, so new links (issue 13, point 8)
+    longer = world.client.get(base + "?expire=100", headers=headers).json()["downloadLinks"]
+    assert longer != first
     world.clock.now += 5 * 60_000
     assert world.client.get(base, headers=headers).json()["downloadLinks"] != first
 

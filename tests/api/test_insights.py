@@ -201,9 +201,13 @@ def test_repeated_requests_get_the_same_links_until_they_expire(world: World) ->
     window = hour_window(PAST)
     first = answer(world, ("page",), window, expire=5, scope="v2/hour/page/2025011009")
     again = answer(
+        world, ("page",), window, expire=6, scope="v2/hour/page/2025011009", now=NOW + 2 * 60_000
+    )
+    assert again == first  # 3 of the 6 minutes asked are left: reused, expiry not extended
+    longer = answer(
         world, ("page",), window, expire=60, scope="v2/hour/page/2025011009", now=NOW + 4 * 60_000
     )
-    assert again == first  # expiry not extended although expire differs
+    assert longer != first  # 1 minute left of 60 asked: new links
     other_scope = answer(world, ("page",), window, expire=60, scope="v2/day/page/20250110")
     assert other_scope != first
     later = answer(world, ("page",), window, scope="v2/hour/page/2025011009", now=NOW + 5 * 60_000)

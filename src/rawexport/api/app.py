@@ -144,7 +144,11 @@ class Api:
         clock: Callable[[], int],
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         metrics: Metrics | None = None,
+        auth_limiter: RateLimiter | None = None,
     ) -> None:
+        self.auth_limiter = auth_limiter or RateLimiter(
+            settings.auth_rate_limit, settings.auth_rate_burst, queue=20, max_delay=30.0
+        )
         self.settings = settings
         self.catalog = catalog
         self.limiter = limiter
@@ -164,6 +168,20 @@ class Api:
                 return error_body(413, "Payload Too Large")
         params = auth.parse_auth_params(request.query_params, bytes(body))
         client_id = request.headers.get("x-client-id")
+        # Every attempt counts, signed right or not, per key and per client address: one
+        # captured request cannot mint codes without end, nor can guesses run fast.
+        address = request.client.host if request.client else "?"
+        turns = [
+            self.auth_limiter.take(f"addr:{address}"),
+            self.auth_limiter.take(f"key:{client_id or params.get('ai', '')}"[:200]),
+        ]
+        refused = [t for t in turns if t.refused]
+        if refused:
+            wait = max(t.retry_after for t in refused)
+            return error_body(429, "Too Many Requests", {"retry-after": str(wait)})
+        delay = max(t.delay for t in turns)
+        if delay > 0:
+            await self.sleep(delay)
         try:
             code = await run_in_threadpool(
                 auth.issue_code, self.catalog, self.settings, params, client_id, self.clock()
@@ -365,6 +383,7 @@ def create_app(
     ingestor: Ingestor | None = None,
     metrics: Metrics | None = None,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    auth_limiter: RateLimiter | None = None,
 ) -> Starlette:
     """The ASGI app. `blobs` is the local blob store its download links point at."""
     limiter = limiter or node_limiter(settings)
@@ -375,7 +394,7 @@ def create_app(
         body = await run_in_threadpool(metrics.render)
         return Response(body, media_type=METRICS_CONTENT_TYPE)
 
-    api = Api(settings, catalog, limiter, clock, sleep, metrics)
+    api = Api(settings, catalog, limiter, clock, sleep, metrics, auth_limiter)
     downloads = Downloads(catalog, blobs, catalog.secret(SECRET_NAME), clock)
     routes = [
         Route("/auth/token", api.auth_token, methods=["POST"]),

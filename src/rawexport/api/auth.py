@@ -104,7 +104,11 @@ def issue_code(
         if project.uid != uid or project.ai != ai:
             break
         return catalog.issue_auth_code(
-            kp.id, days=settings.auth_code_days, strict=settings.strict_auth_codes, now=now
+            kp.id,
+            days=settings.auth_code_days,
+            strict=settings.strict_auth_codes,
+            now=now,
+            max_live=settings.auth_max_live_codes,
         )
     raise Unauthorized("bad signature")
 

@@ -216,8 +216,14 @@ class Catalog(JobStore):
             ).first()
         return int(row[0]) if row else None
 
-    def issue_auth_code(self, key_pair_id: int, *, days: int, strict: bool, now: int) -> str:
-        """A new code of the key pair, valid for days from now (the caller's clock)."""
+    def issue_auth_code(
+        self, key_pair_id: int, *, days: int, strict: bool, now: int, max_live: int = 0
+    ) -> str:
+        """A new code of the key pair, valid for days from now (the caller's clock).
+
+        With max_live > 0 the key keeps at most that many live codes: the oldest beyond
+        it are revoked (one captured signed request cannot mint an unbounded number).
+        """
         code = random_alnum(64)
         with self.tx() as c:
             if strict:
@@ -235,7 +241,73 @@ class Catalog(JobStore):
                     revoked=False,
                 )
             )
+            if max_live > 0:
+                older = (
+                    c.execute(
+                        select(auth_codes.c.id)
+                        .where(
+                            auth_codes.c.key_pair_id == key_pair_id,
+                            auth_codes.c.revoked.is_(False),
+                            auth_codes.c.expires_ms > now,
+                        )
+                        .order_by(auth_codes.c.created_ms.desc(), auth_codes.c.id.desc())
+                        .offset(max_live)
+                    )
+                    .scalars()
+                    .all()
+                )
+                if older:
+                    c.execute(
+                        update(auth_codes).where(auth_codes.c.id.in_(older)).values(revoked=True)
+                    )
         return code
+
+    def revoke_key_pair(self, public_key: str) -> bool:
+        """Revoke a key pair and every code issued to it; False when there is no such key."""
+        with self.tx() as c:
+            kp = c.execute(
+                select(key_pairs.c.id).where(key_pairs.c.public_key == public_key)
+            ).scalar()
+            if kp is None:
+                return False
+            c.execute(update(key_pairs).where(key_pairs.c.id == kp).values(revoked=True))
+            c.execute(update(auth_codes).where(auth_codes.c.key_pair_id == kp).values(revoked=True))
+        return True
+
+    def revoke_auth_codes(self, public_key: str) -> int | None:
+        """Revoke every live code of a key (the key stays); None when there is no such key."""
+        with self.tx() as c:
+            kp = c.execute(
+                select(key_pairs.c.id).where(key_pairs.c.public_key == public_key)
+            ).scalar()
+            if kp is None:
+                return None
+            res = c.execute(
+                update(auth_codes)
+                .where(auth_codes.c.key_pair_id == kp, auth_codes.c.revoked.is_(False))
+                .values(revoked=True)
+            )
+        return int(res.rowcount)
+
+    def revoke_api_token(self, token: str) -> bool:
+        """Revoke a static API token, named by its value; False when it is unknown."""
+        with self.tx() as c:
+            res = c.execute(
+                update(api_tokens)
+                .where(api_tokens.c.token_sha256 == sha256_hex(token))
+                .values(revoked=True)
+            )
+        return bool(res.rowcount)
+
+    def delete_dead_auth_codes(self, now: int) -> int:
+        """Delete expired and revoked codes (they can never be used again)."""
+        with self.tx() as c:
+            res = c.execute(
+                auth_codes.delete().where(
+                    (auth_codes.c.expires_ms <= now) | auth_codes.c.revoked.is_(True)
+                )
+            )
+        return int(res.rowcount)
 
     def auth_code_key(self, code: str, now: int) -> KeyPair | None:
         """The key pair an unexpired, unrevoked auth code was issued to."""

@@ -9,6 +9,7 @@ import click
 
 from rawexport.cli.common import echo_json, home_option, need_project, settings_from, user_errors
 from rawexport.cli.services import open_services
+from rawexport.export.actions import OpsError
 from rawexport.timeutil import parse_hour_arg
 
 
@@ -134,3 +135,47 @@ def token_create(ctx: click.Context, home: Path | None, ai: str, description: st
         echo_json({"ai": p.ai, "token": services.catalog.create_api_token(p.id, description)})
     finally:
         services.close()
+
+
+def _revoke(ctx: click.Context, home: Path | None, action: Any, what: str) -> Any:
+    services = open_services(settings_from(ctx, home=home))
+    try:
+        result = action(services.catalog)
+    finally:
+        services.close()
+    if result is None or result is False:
+        raise OpsError(f"no such {what}")
+    return result
+
+
+@key.command("revoke")
+@home_option
+@click.option("--public-key", required=True, help="the key's public key (X-Client-Id)")
+@click.pass_context
+@user_errors
+def key_revoke(ctx: click.Context, home: Path | None, public_key: str) -> None:
+    """Revoke a key pair: it signs no more codes and its codes stop working."""
+    _revoke(ctx, home, lambda c: c.revoke_key_pair(public_key), "key")
+    echo_json({"public_key": public_key, "revoked": True})
+
+
+@key.command("revoke-codes")
+@home_option
+@click.option("--public-key", required=True, help="the key's public key (X-Client-Id)")
+@click.pass_context
+@user_errors
+def key_revoke_codes(ctx: click.Context, home: Path | None, public_key: str) -> None:
+    """Revoke every auth code of a key (the key stays: it can sign new ones)."""
+    n = _revoke(ctx, home, lambda c: c.revoke_auth_codes(public_key), "key")
+    echo_json({"public_key": public_key, "revoked_codes": n})
+
+
+@token.command("revoke")
+@home_option
+@click.option("--token", "value", required=True, help="the API token to revoke")
+@click.pass_context
+@user_errors
+def token_revoke(ctx: click.Context, home: Path | None, value: str) -> None:
+    """Revoke a static API token."""
+    _revoke(ctx, home, lambda c: c.revoke_api_token(value), "token")
+    echo_json({"token": f"{value[:5]}*{value[-5:]}", "revoked": True})

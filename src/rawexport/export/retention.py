@@ -29,6 +29,7 @@ class SweepReport:
     deleted_jobs: int = 0
     superseded_revisions: int = 0
     expired_links: int = 0
+    dead_auth_codes: int = 0
     orphan_files: int = 0
     store_hours: int = 0
     errors: list[str] = field(default_factory=list)
@@ -180,6 +181,7 @@ def sweep(
         report.expired_links = c.execute(
             delete(issued_links).where(issued_links.c.expires_ms <= now)
         ).rowcount
+    report.dead_auth_codes = catalog.delete_dead_auth_codes(now)
     return report
 
 
