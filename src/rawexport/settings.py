@@ -45,6 +45,10 @@ class Settings:
     rate_max_delay: float = _f(120.0, "longest wait (s) of a delayed request; longer gets 429")
     rate_nodes: int = _f(1, "API nodes behind the load balancer: each allows 1/N of the rates")
     workers: int = _f(2, "export jobs run at the same time by `serve`")
+    max_connections: int = _f(4096, "open connections `serve` keeps; more are closed at once")
+    header_timeout: float = _f(10.0, "seconds a request's headers may take to arrive")
+    max_header_bytes: int = _f(65536, "largest request line + headers; larger answers 431")
+    keepalive_timeout: float = _f(5.0, "seconds an idle kept-alive connection stays open")
     grace_seconds: float = _f(5.0, "seconds after an hour closes before its export is planned")
     plan_interval: float = _f(5.0, "seconds between two scheduler passes")
     lease_seconds: float = _f(120.0, "seconds a worker holds a job before others may take it")
@@ -91,6 +95,10 @@ class Settings:
             )
         if self.rate_nodes < 1:
             raise SettingsError(f"rate_nodes must be >= 1, got {self.rate_nodes}")
+        if self.max_connections < 1 or self.max_header_bytes < 1024:
+            raise SettingsError("max_connections must be >= 1 and max_header_bytes >= 1024")
+        if self.header_timeout <= 0 or self.keepalive_timeout <= 0:
+            raise SettingsError("header_timeout and keepalive_timeout must be > 0")
         if self.workers < 1:
             raise SettingsError(f"workers must be >= 1, got {self.workers}")
         if self.max_batch_events < 1 or self.group_commit_rows < 1:

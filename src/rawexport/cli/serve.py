@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 from typing import Any
 
 import click
@@ -26,10 +27,19 @@ def serve(ctx: click.Context, /, **opts: Any) -> None:
     run_server(settings)
 
 
+def raise_descriptor_limit(wanted: int) -> None:
+    """Lift the soft RLIMIT_NOFILE toward `wanted` (never past the hard limit)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
 def run_server(settings: Settings) -> None:
     import uvicorn
 
     from rawexport.api.app import create_app
+    from rawexport.api.limits import guarded_protocol
     from rawexport.export.retention import Sweeper
     from rawexport.export.scheduler import Scheduler
     from rawexport.export.worker import WorkerPool
@@ -54,10 +64,15 @@ def run_server(settings: Settings) -> None:
     sweeper.start()
     pool.start()
     try:
+        raise_descriptor_limit(settings.max_connections + 1024)
         uvicorn.run(
             app,
             host=settings.host,
             port=settings.port,
+            http=guarded_protocol(
+                settings.max_connections, settings.header_timeout, settings.max_header_bytes
+            ),
+            timeout_keep_alive=int(max(1, settings.keepalive_timeout)),
             log_level=settings.log_level.lower(),
             access_log=False,  # RequestMetrics writes one JSON line per request instead
             log_config=None,

@@ -1,0 +1,80 @@
+"""Connections and headers of a real `rawexport serve` (issue 13, point 4): idle sockets
+do not pile up, a huge header is refused early, and other clients are served meanwhile."""
+
+from __future__ import annotations
+
+import select
+import socket
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.e2e_util import Server, env_for, free_port
+
+pytestmark = pytest.mark.e2e
+
+
+def healthz_seconds(base: str) -> float:
+    started = time.monotonic()
+    with urllib.request.urlopen(base + "/healthz", timeout=5) as r:
+        assert r.status == 200
+    return time.monotonic() - started
+
+
+def closed_by_server(sock: socket.socket, timeout: float) -> bool:
+    sock.settimeout(timeout)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_idle_connections_are_bounded_and_time_out(tmp_path: Path) -> None:
+    """Before: idle sockets were kept forever and ~20 k of them exhausted the process's
+    descriptors. Now past max_connections new ones are closed at once (they fail fast
+    instead of hanging), and idle ones are closed after header_timeout."""
+    port = free_port()
+    env = env_for(tmp_path, port, RAWEXPORT_MAX_CONNECTIONS="50", RAWEXPORT_HEADER_TIMEOUT="1")
+    with Server(["serve"], env, port, tmp_path / "serve.log") as server:
+        server.wait_ready()
+        idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(120)]
+        try:
+            time.sleep(0.3)
+            assert sum(closed_by_server(s, 0.2) for s in idle[50:]) == 70
+            assert not any(closed_by_server(s, 0.01) for s in idle[:50])
+            # The 50 it kept, saying nothing, are closed after header_timeout.
+            time.sleep(1.2)
+            assert all(closed_by_server(s, 0.5) for s in idle[:50])
+        finally:
+            for s in idle:
+                s.close()
+        assert healthz_seconds(server.base) < 2
+
+
+def test_a_huge_header_is_refused_early_and_others_are_served(tmp_path: Path) -> None:
+    port = free_port()
+    env = env_for(tmp_path, port)
+    with Server(["serve"], env, port, tmp_path / "serve.log") as server:
+        server.wait_ready()
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.settimeout(5)
+        started = time.monotonic()
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        answer = b""
+        try:
+            for _ in range(2048):  # up to 128 MiB, 64 KiB at a time, reading as we go
+                readable, _, _ = select.select([sock], [], [], 0.01)
+                if readable:
+                    answer = sock.recv(4096)
+                    break
+                sock.sendall(b"a" * 65536)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        sock.close()
+        assert answer.startswith(b"HTTP/1.1 431"), answer[:100]
+        assert time.monotonic() - started < 5  # refused at 64 KiB, not after 128 MiB
+        assert healthz_seconds(server.base) < 2
