@@ -60,7 +60,7 @@ class Stack:
             "RAWEXPORT_CLIENT_TOKEN": p["token"],
             **env,
         }
-        return subprocess.run([*PULL, *args], env=full, capture_output=True, text=True, timeout=120)
+        return subprocess.run([*PULL, *args], env=full, capture_output=True, text=True, timeout=400)
 
 
 def day_page_exported(stack: Stack, tmp_path: Path) -> None:
@@ -68,7 +68,7 @@ def day_page_exported(stack: Stack, tmp_path: Path) -> None:
     random order, must not depend on another test having waited)."""
     if not stack.day_page_done:
         args = ["--type", "day", "--data-type", "page", "--date", DAY, "--to", str(tmp_path)]
-        summary_of(stack.pull_cli("day", *args, "--wait", "100"))
+        summary_of(stack.pull_cli("day", *args, "--wait", "300"))
         stack.day_page_done = True
 
 
@@ -131,7 +131,7 @@ def test_pull_a_day_of_all_types_into_parquet_and_duckdb(stack: Stack, tmp_path:
         "RAWEXPORT_CLIENT_PUBLIC_KEY": p["public_key"],
         "RAWEXPORT_CLIENT_PRIVATE_KEY": p["private_key"],
     }
-    summary = summary_of(stack.pull_cli("day", *args, "--wait", "90", **hmac_env))
+    summary = summary_of(stack.pull_cli("day", *args, "--wait", "300", **hmac_env))
     assert sorted(summary["types"]) == sorted(DATA_TYPE_NAMES)
     with duckdb.connect(str(db)) as con:
         for t, info in summary["types"].items():
