@@ -3,6 +3,7 @@ do not pile up, a huge header is refused early, and other clients are served mea
 
 from __future__ import annotations
 
+import json
 import select
 import socket
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e_util import Server, env_for, free_port
+from tests.e2e_util import Server, env_for, free_port, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -78,3 +79,24 @@ def test_a_huge_header_is_refused_early_and_others_are_served(tmp_path: Path) ->
         assert answer.startswith(b"HTTP/1.1 431"), answer[:100]
         assert time.monotonic() - started < 5  # refused at 64 KiB, not after 128 MiB
         assert healthz_seconds(server.base) < 2
+
+
+def test_a_large_body_is_not_mistaken_for_large_headers(tmp_path: Path) -> None:
+    """The header limit counts bytes until the headers end, never the body that arrives
+    in the same read (a 4 MiB event batch is accepted)."""
+    port = free_port()
+    env = env_for(tmp_path, port)
+    ai = str(run_cli(["project", "create", "--name", "big"], env)["ai"])
+    events = b"\n".join(
+        b'{"type":"vstr","visitUserId":"v%d","sessionId":"s","visitorVariable":{"k":"%s"}}'
+        % (i, b"x" * 180)
+        for i in range(20_000)
+    )
+    assert len(events) > 4 * 1024 * 1024
+    with Server(["serve"], env, port, tmp_path / "serve.log") as server:
+        server.wait_ready()
+        req = urllib.request.Request(
+            f"{server.base}/api/v1/projects/{ai}/events", data=events, method="POST"
+        )
+        with urllib.request.urlopen(req, timeout=60) as r:
+            assert r.status == 200 and json.loads(r.read())["accepted"] == 20_000

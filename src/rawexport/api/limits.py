@@ -72,12 +72,14 @@ def guarded_protocol(
         def data_received(self, data: bytes) -> None:
             if self._refused:
                 return
-            if self._in_headers:  # httptools reports a header only once it has ended
+            # httptools reports a header only once it has ended, so the bytes are counted
+            # as they arrive; a chunk may also carry the start of the body, so the limit
+            # applies only if the headers are still not complete once it is parsed.
+            if self._in_headers:
                 self._header_bytes += len(data)
-                if self._header_bytes > max_header_bytes:
-                    self._refuse_large()
-                    return
             super().data_received(data)
+            if self._in_headers and self._header_bytes > max_header_bytes:
+                self._refuse_large()
 
         def _refuse_large(self) -> None:
             self._refused = True
