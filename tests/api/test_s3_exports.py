@@ -11,6 +11,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvicorn
@@ -57,7 +58,7 @@ def site(
 ) -> Iterator[Site]:
     endpoint, bucket = moto_s3
     port = free_port()
-    common = {"part_bytes": 65536, "rate_limit": 1e6, "rate_burst": 1_000_000}
+    common: dict[str, Any] = {"part_bytes": 65536, "rate_limit": 1e6, "rate_burst": 1_000_000}
     base = f"http://127.0.0.1:{port}"
     s3_settings = Settings(
         home=tmp_path_factory.mktemp("s3"),

@@ -9,7 +9,7 @@ import time
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -214,13 +214,16 @@ def test_failed_put_leaves_the_old_object_and_nothing_else(
 ) -> None:
     store.put_bytes(PART_KEY, b"old")
     src = _src(tmp_path, _big(17 * MIB))
-    injected: Callable[[Any, pytest.MonkeyPatch], None]
+    expected: type[BaseException] = OSError
     if isinstance(store, LocalBlobStore):
-        injected, expected = _fail_local, OSError
+        _fail_local(store, monkeypatch)
     else:
-        injected = _fail_s3_second_part if where == "part" else _fail_s3_complete
-        expected = OSError if where == "part" else KeyboardInterrupt
-    injected(store, monkeypatch)
+        assert isinstance(store, S3BlobStore)
+        if where == "part":
+            _fail_s3_second_part(store, monkeypatch)
+        else:
+            _fail_s3_complete(store, monkeypatch)
+            expected = KeyboardInterrupt
     with pytest.raises(expected):
         store.put(PART_KEY, src)
     monkeypatch.undo()
