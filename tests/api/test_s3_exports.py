@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
-import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from starlette.testclient import TestClient
 
 from rawexport.api.app import create_app
@@ -27,7 +24,7 @@ from rawexport.ingest.generate import generate
 from rawexport.settings import Settings
 from rawexport.timeutil import DAY_MS, HOUR_MS, beijing_hour_label, now_ms
 from tests.blobs.conftest import fake_aws_env, moto_s3  # noqa: F401  (fixtures)
-from tests.e2e_util import free_port
+from tests.e2e_util import free_port, serve_in_thread
 
 HOUR = now_ms() - now_ms() % HOUR_MS - 30 * HOUR_MS
 LABEL = beijing_hour_label(HOUR)
@@ -71,18 +68,10 @@ def site(
     s3, token = _export(s3_settings)
     local, _ = _export(local_settings)
     app = create_app(s3_settings, s3.catalog, s3.blobs)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started
     try:
-        yield Site(s3, local, base, token)
+        with serve_in_thread(app, port):
+            yield Site(s3, local, base, token)
     finally:
-        server.should_exit = True
-        thread.join(10)
         s3.close()
         local.close()
 

@@ -6,15 +6,12 @@ import csv
 import dataclasses
 import gzip
 import json
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from rawexport.api.app import create_app
 from rawexport.cli.services import Services, open_services
@@ -25,7 +22,7 @@ from rawexport.ingest.generate import generate
 from rawexport.settings import Settings
 from rawexport.timeutil import DAY_MS, HOUR_MS, beijing_hour_label, now_ms
 from tests.conftest import Clock
-from tests.e2e_util import free_port
+from tests.e2e_util import free_port, serve_in_thread
 
 HOUR = now_ms() - now_ms() % HOUR_MS - 30 * HOUR_MS
 LABEL = beijing_hour_label(HOUR)
@@ -64,18 +61,10 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     export_now(services.exporter, project, [HOUR], None, now_ms())
     clock = Clock(now_ms())
     app = create_app(settings, services.catalog, services.blobs, clock=clock)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started
     try:
-        yield Site(services, clock, f"http://127.0.0.1:{port}", project.ai, token)
+        with serve_in_thread(app, port):
+            yield Site(services, clock, f"http://127.0.0.1:{port}", project.ai, token)
     finally:
-        server.should_exit = True
-        thread.join(10)
         services.close()
 
 

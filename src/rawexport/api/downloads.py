@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from rawexport.blobs import BlobStore, links
+from rawexport.blobs import BlobStore, links, media_type
 from rawexport.blobs.s3 import S3BlobStore
 from rawexport.catalog import Catalog
 from rawexport.catalog.tables import export_files
@@ -96,14 +96,6 @@ def etag_matches(header: str | None, etag: str) -> bool:
         return False
     tags = [tag.strip() for tag in header.split(",")]
     return any(tag == "*" or tag.removeprefix("W/") == etag for tag in tags)
-
-
-def media_type(key: str) -> str:
-    if key.endswith(".gz"):
-        return "application/gzip"
-    if key.endswith(".json"):
-        return "application/json"
-    return "application/octet-stream"
 
 
 def file_md5(path: Path) -> str:

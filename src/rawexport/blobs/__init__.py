@@ -31,3 +31,12 @@ class BlobStore(Protocol):
 
     def list(self, prefix: str) -> list[BlobInfo]:
         """Every key starting with prefix, sorted."""
+
+
+def media_type(key: str) -> str:
+    """The Content-Type of an export object: parts are gzip, manifests JSON."""
+    if key.endswith(".gz"):
+        return "application/gzip"
+    if key.endswith(".json"):
+        return "application/json"
+    return "application/octet-stream"

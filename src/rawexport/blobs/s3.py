@@ -29,7 +29,7 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 
-from rawexport.blobs import BlobInfo
+from rawexport.blobs import BlobInfo, media_type
 from rawexport.blobs.local import check_key
 
 log = logging.getLogger(__name__)
@@ -47,15 +47,6 @@ _WRONG_REGION = {"301", "PermanentRedirect", "AuthorizationHeaderMalformed", "Il
 
 class BlobStoreError(Exception):
     """An S3 call failed; the message says what to fix (credentials, bucket, endpoint)."""
-
-
-def _content_type(key: str) -> str:
-    # The same types the local store's downloads send, so presigned GETs answer alike.
-    if key.endswith(".gz"):
-        return "application/gzip"
-    if key.endswith(".json"):
-        return "application/json"
-    return "application/octet-stream"
 
 
 def _code(e: ClientError) -> str:
@@ -185,7 +176,7 @@ class S3BlobStore:
         return {
             "Bucket": self.bucket,
             "Key": okey,
-            "ContentType": _content_type(okey),
+            "ContentType": media_type(okey),  # what local downloads send too
             "Metadata": {MD5_META: md5},
         }
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
+    Connection,
     insert,
     select,
     update,
@@ -71,6 +72,11 @@ class KeyPair:
     project_id: int
     public_key: str
     private_key: str
+
+
+def _key_id(c: Connection, public_key: str) -> int | None:
+    kp = c.execute(select(key_pairs.c.id).where(key_pairs.c.public_key == public_key)).scalar()
+    return None if kp is None else int(kp)
 
 
 class Catalog(JobStore):
@@ -265,9 +271,7 @@ class Catalog(JobStore):
     def revoke_key_pair(self, public_key: str) -> bool:
         """Revoke a key pair and every code issued to it; False when there is no such key."""
         with self.tx() as c:
-            kp = c.execute(
-                select(key_pairs.c.id).where(key_pairs.c.public_key == public_key)
-            ).scalar()
+            kp = _key_id(c, public_key)
             if kp is None:
                 return False
             c.execute(update(key_pairs).where(key_pairs.c.id == kp).values(revoked=True))
@@ -277,9 +281,7 @@ class Catalog(JobStore):
     def revoke_auth_codes(self, public_key: str) -> int | None:
         """Revoke every live code of a key (the key stays); None when there is no such key."""
         with self.tx() as c:
-            kp = c.execute(
-                select(key_pairs.c.id).where(key_pairs.c.public_key == public_key)
-            ).scalar()
+            kp = _key_id(c, public_key)
             if kp is None:
                 return None
             res = c.execute(
