@@ -196,8 +196,8 @@ class Downloads:
             ).scalar()
         return str(md5) if md5 else file_md5(path)
 
-    def key_of(self, path: str) -> str | None:
-        """The object key behind a (verified) link path; None when it is gone.
+    def _resolve(self, path: str) -> tuple[str, str | None] | None:
+        """(object key, its md5 when the lookup read it) of a link path; None when gone.
 
         A 4-hex prefix on an hour stamp is the key itself (GrowingIO's shape, manifests).
         Any other prefix (sized for the base URL) or a v1 day path is looked up among the
@@ -209,7 +209,7 @@ class Downloads:
             return None
         prefix, ai, middle, stamp = seg
         if len(prefix) == links.STORED_PREFIX and len(stamp) == 12:
-            return path
+            return path, None
         version, name = ("v2", middle[:-3]) if middle.endswith("_v2") else ("v1", middle)
         project = self.catalog.project(ai)
         if project is None:
@@ -231,7 +231,7 @@ class Downloads:
             for f in rows:
                 own = f.key.rpartition("/")[2]
                 if own == file_name or (len(stamp) == 8 and uuid and links.part_uuid(own) == uuid):
-                    return f.key
+                    return f.key, f.md5
         return None
 
     def serve(self, request: Request) -> Response:
@@ -239,9 +239,10 @@ class Downloads:
         q = request.query_params
         if not links.verify(self.secret, link_path, q.get("expires"), q.get("sign"), self.clock()):
             return forbidden()
-        key = self.key_of(link_path)
-        if key is None:
+        found = self._resolve(link_path)
+        if found is None:
             return not_found()
+        key, known_md5 = found
         if isinstance(self.blobs, S3BlobStore):
             return self._from_s3(self.blobs, request, key, int(q["expires"]))
         paths = self.blobs
@@ -257,7 +258,7 @@ class Downloads:
         if not stat.S_ISREG(st.st_mode):
             return not_found()
         try:
-            md5 = self.md5_of(key, path)
+            md5 = known_md5 or self.md5_of(key, path)  # the lookup read it already
         except OSError:
             return not_found()
         size = st.st_size
