@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from rawexport.blobs.local import LocalBlobStore
+from rawexport.export.parts import GROUP_STRIDE
 from rawexport.export.runner import manifest_bytes, parse_size, run_export
 from rawexport.schema import DATA_TYPES, V1_TYPES
 from rawexport.timeutil import parse_hour_arg
@@ -312,7 +313,11 @@ def ranged_export(root: Path, files: list[Path], name: str, range_bytes: int) ->
     )
 
 
-def test_key_ranges_give_the_bytes_of_one_sort(
+def part_lines(root: Path, res: ExportResult) -> list[list[str]]:
+    return [r for p in res.files for r in read_part(root / "blobs" / p.key)[1:]]
+
+
+def test_key_ranges_give_the_order_of_one_sort(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import rawexport.export.rangesort as rangesort
@@ -325,28 +330,34 @@ def test_key_ranges_give_the_bytes_of_one_sort(
             row["sessionId"] = None
     a = [write_parquet(tmp_path / "a.parquet", "page", rows)]
     b = [write_parquet(tmp_path / f"b{i}.parquet", "page", rows[i::3]) for i in (2, 0, 1)]
-    files = rangesort.RangeFiles.files
-    calls: list[int] = []
+    plan = rangesort.plan_groups
+    groups: list[int] = []
 
-    def counting_files(self: Any) -> list[Path]:
-        paths = files(self)
-        calls.append(len(paths))
-        return paths
+    def counting_plan(line_bytes: dict[int, int], group_bytes: int) -> list[list[int]]:
+        out = plan(line_bytes, group_bytes)
+        groups.append(len(out))
+        return out
 
-    monkeypatch.setattr(rangesort.RangeFiles, "files", counting_files)
+    monkeypatch.setattr("rawexport.export.runner.plan_groups", counting_plan)
 
     def run(name: str, files: list[Path], range_bytes: int) -> ExportResult:
         return ranged_export(tmp_path / name, files, "page", range_bytes)
 
     whole = run("whole", a, 1 << 40)
-    assert calls == []
-    ranged = [run("ranged-a", a, 100_000), run("ranged-b", b, 300_000)]
-    assert len(calls) == 2 and all(n > 5 for n in calls)
-    for res in ranged:
-        assert [(p.sha256, p.rows) for p in res.files] == [(p.sha256, p.rows) for p in whole.files]
-        assert list((tmp_path / "ranged-a" / "tmp").iterdir()) == []
+    assert groups == []
+    ranged_a, ranged_b = run("ranged-a", a, 300_000), run("ranged-b", b, 300_000)
+    assert len(groups) == 2 and all(n > 3 for n in groups)
+    # The same files give the same parts, wherever and however often they are exported.
+    again = run("ranged-a-again", a, 300_000)
+    assert [(p.part, p.sha256) for p in again.files] == [(p.part, p.sha256) for p in ranged_a.files]
+    # Each group has parts of its own, numbered from group * GROUP_STRIDE.
+    assert len({p.part // GROUP_STRIDE for p in ranged_a.files}) == groups[0]
+    assert list((tmp_path / "ranged-a" / "tmp").iterdir()) == []
+    got = part_lines(tmp_path / "whole", whole)
+    assert part_lines(tmp_path / "ranged-a", ranged_a) == got
+    assert part_lines(tmp_path / "ranged-b", ranged_b) == got
+    assert whole.rows == ranged_a.rows == len(rows)
     names = list(DATA_TYPES["page"].column_names)
-    got = [r for p in whole.files for r in read_part(tmp_path / "whole" / "blobs" / p.key)[1:]]
     assert got[-1][0] == "" and got[0][0] != ""
     keys = [(r[0] == "", r[0], r[1] == "", r[1], int(r[names.index("sendTime")])) for r in got]
     assert keys == sorted(keys)
@@ -362,8 +373,8 @@ def test_integer_key_ranges(tmp_path: Path) -> None:
     got = []
     for name, range_bytes in (("whole", 1 << 40), ("ranged", 20_000)):
         res = ranged_export(tmp_path / name, f, "action_tag", range_bytes)
-        got.append([p.sha256 for p in res.files])
-    assert got[0] == got[1]
+        got.append(part_lines(tmp_path / name, res))
+    assert got[0] == got[1] and len(got[0]) == len(rows)
 
 
 def test_rebatch_cuts_fixed_chunks() -> None:

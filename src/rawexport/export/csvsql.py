@@ -86,13 +86,17 @@ def fields_query(version: str, name: str, files: Sequence[Path | str]) -> str:
     )
 
 
-def first_key_sample_query(version: str, name: str, files: Sequence[Path | str], rows: int) -> str:
-    """A sorted, repeatable reservoir sample of the non-null first sort key (for ranges)."""
+def key_sample_query(version: str, name: str, files: Sequence[Path | str], every: int) -> str:
+    """The sorted non-null first sort keys of the rows whose sort-key hash is 0 mod every.
+
+    The sample depends on the rows alone, not on their files or read order (for ranges).
+    """
     _, _, sort_keys = _plan(version, name)
     paths = "[" + ", ".join(literal(str(f)) for f in files) + "]"
     key = ident(sort_keys[0])
+    hashed = ", ".join(ident(k) for k in sort_keys)
     return (
-        f"SELECT k FROM (SELECT {key} AS k FROM read_parquet({paths}, union_by_name = true) "
-        f"WHERE {key} IS NOT NULL USING SAMPLE reservoir({int(rows)} ROWS) REPEATABLE (7)) "
-        "ORDER BY k"
+        f"SELECT k FROM (SELECT {key} AS k, hash({hashed}) AS h "
+        f"FROM read_parquet({paths}, union_by_name = true)) "
+        f"WHERE k IS NOT NULL AND h % {int(every)} = 0 ORDER BY k"
     )

@@ -24,6 +24,9 @@ PART_STAGING = 1 << 20
 # A final empty block (at most one dynamic Huffman header, <= 328 bytes) and the
 # 8-byte gzip trailer: what Z_FINISH may still add once everything is sync-flushed.
 FINISH_RESERVE = 512
+# A ranged export numbers the parts of its g-th range group from g * GROUP_STRIDE, so each
+# group (a task on a cluster) knows its part numbers without waiting for the groups before.
+GROUP_STRIDE = 100
 
 
 class RowTooLarge(ValueError):
@@ -78,7 +81,12 @@ def line_buffers(lines: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray[Any, Any
 
 
 class PartWriter:
-    """Streams CSV lines into gzip parts; each finished part goes to blobs.put(key_for(n))."""
+    """Streams CSV lines into gzip parts; each finished part goes to blobs.put(key_for(n)).
+
+    Parts are numbered from first_part on; write((group, lines)) items (see write_group)
+    end the open part when the group changes and number the new group's parts from
+    group * GROUP_STRIDE.
+    """
 
     def __init__(
         self,
@@ -89,6 +97,7 @@ class PartWriter:
         tmp_dir: Path,
         blobs: BlobStore,
         key_for: Callable[[int], str],
+        first_part: int = 0,
     ) -> None:
         if part_bytes < MIN_PART_BYTES:
             raise ValueError(f"part_bytes must be >= {MIN_PART_BYTES}, got {part_bytes}")
@@ -101,6 +110,8 @@ class PartWriter:
         self.blobs = blobs
         self.key_for = key_for
         self.parts: list[PartInfo] = []
+        self.next_part = first_part
+        self.group: int | None = None
         self._file: DirectWriter | None = None
         self._path: Path | None = None
         self._comp: Any = None
@@ -139,7 +150,10 @@ class PartWriter:
         self._file = None
         if self._written > self.part_bytes:
             raise RuntimeError(f"part of {self._written} bytes exceeds {self.part_bytes}")
-        n = len(self.parts)
+        n = self.next_part
+        if self.group is not None and n >= (self.group + 1) * GROUP_STRIDE:
+            raise RuntimeError(f"range group {self.group} needs more than {GROUP_STRIDE} parts")
+        self.next_part += 1
         key = self.key_for(n)
         self.blobs.put(key, self._path)
         info = PartInfo(
@@ -148,8 +162,12 @@ class PartWriter:
         self.parts.append(info)
         self._path = None
 
-    def write(self, lines: pa.Array | pa.ChunkedArray) -> None:
-        """Add whole lines (each ending in a newline), in order."""
+    def write(self, lines: pa.Array | pa.ChunkedArray | tuple[int, pa.Array]) -> None:
+        """Add whole lines (each ending in a newline), in order; or (group, lines)."""
+        if isinstance(lines, tuple):
+            group, lines = lines
+            if group != self.group:
+                self.start_group(group)
         offsets, data = line_buffers(lines)
         self.write_buffers(offsets, data)
 
@@ -175,6 +193,13 @@ class PartWriter:
             self._compress(data[offsets[i] : offsets[j]])
             self._rows += j - i
             i = j
+
+    def start_group(self, group: int) -> None:
+        """End the open part; the next parts are range group `group`'s."""
+        if self._file is not None:
+            self._close_part()
+        self.group = group
+        self.next_part = group * GROUP_STRIDE
 
     def close(self) -> list[PartInfo]:
         """Finish the open part (if any) and return every part written."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from typing import Any
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from rawexport.export.csvline import build_lines, gather_lines, key_ranges
 from rawexport.export.csvsql import quoted, sort_columns
@@ -86,6 +87,9 @@ class RangeFiles:
         self.bounds = bounds
         self.keyed = keyed
         self.schema: pa.Schema | None = None
+        # Bytes of lines per range: what groups are planned by (the same on every machine).
+        self.line_bytes: dict[int, int] = {}
+        self._sizes = threading.Lock()
         self.queue: queue.Queue[tuple[pa.RecordBatch, np.ndarray[Any, Any]] | None] = queue.Queue(
             maxsize=SPILL_QUEUE
         )
@@ -115,7 +119,15 @@ class RangeFiles:
         # Lines are built straight into range order: no second copy to group them.
         grouped = self.keyed(batch, np.argsort(r, kind="stable"))
         self.schema = grouped.schema
-        self.queue.put((grouped, np.bincount(r, minlength=len(self.paths))))
+        counts = np.bincount(r, minlength=len(self.paths))
+        lengths = pc.binary_length(grouped.column(0)).to_numpy(zero_copy_only=False)
+        ends = np.concatenate([[0], np.cumsum(lengths)])
+        edges = np.concatenate([[0], np.cumsum(counts)])
+        sizes = ends[edges[1:]] - ends[edges[:-1]]
+        with self._sizes:
+            for i in map(int, np.flatnonzero(counts)):
+                self.line_bytes[i] = self.line_bytes.get(i, 0) + int(sizes[i])
+        self.queue.put((grouped, counts))
 
     def _finish(self) -> None:
         if self.thread.is_alive():
@@ -135,6 +147,10 @@ class RangeFiles:
     def files(self) -> list[Path]:
         """The non-empty range files, in export order."""
         return [self.paths[i] for i in sorted(self.writers)]
+
+    def range_files(self) -> dict[int, Path]:
+        """{range: its spill file} of the non-empty ranges."""
+        return {i: self.paths[i] for i in sorted(self.writers)}
 
 
 def read_spills(paths: list[Path], schema: pa.Schema) -> list[pa.RecordBatch]:
@@ -209,32 +225,75 @@ def sort_group(
         yield gather_lines(lines, perm[start : start + BATCH_ROWS])
 
 
-def sorted_ranges(
-    con: duckdb.DuckDBPyConnection,
-    paths: list[Path],
-    schema: pa.Schema,
-    keys: list[str],
-    group_bytes: int,
-) -> Iterator[pa.Array]:
-    """Sorted lines of consecutive range files, read and sorted group_bytes at a time.
+def rebatch(arrays: Iterable[pa.Array], rows: int) -> Iterator[pa.Array]:
+    """The lines of arrays in chunks of exactly `rows` (the last one shorter).
 
-    Ranges are disjoint and in key order, so sorting each group alone gives the same bytes
-    as one global sort. The next group is read while this one is sorted.
+    The part writer sync-flushes its compressor per chunk, so fixed chunks make the bytes of
+    a part independent of how the lines were produced.
     """
-    groups: list[list[Path]] = []
+    pending: list[pa.Array] = []
+    count = 0
+    for a in arrays:
+        while len(a):
+            take = min(rows - count, len(a))
+            pending.append(a.slice(0, take))
+            count += take
+            a = a.slice(take)
+            if count == rows:
+                yield pa.concat_arrays(pending) if len(pending) > 1 else pending[0]
+                pending, count = [], 0
+    if pending:
+        yield pa.concat_arrays(pending) if len(pending) > 1 else pending[0]
+
+
+def plan_groups(line_bytes: Mapping[int, int], group_bytes: int) -> list[list[int]]:
+    """Consecutive non-empty ranges packed into groups of at most group_bytes of lines.
+
+    A range bigger than that is a group alone. Each group is sorted in one piece and has
+    parts of its own (numbered from its index * GROUP_STRIDE), so the groups of an hour can
+    run anywhere, in any order, and still give the same bytes.
+    """
+    groups: list[list[int]] = []
     size = 0
-    for p in paths:
-        n = p.stat().st_size
+    for r in sorted(i for i, n in line_bytes.items() if n > 0):
+        n = line_bytes[r]
         if groups and size + n <= group_bytes:
-            groups[-1].append(p)
+            groups[-1].append(r)
             size += n
         else:
-            groups.append([p])
+            groups.append([r])
             size = n
+    return groups
+
+
+def sorted_group_lines(
+    con: duckdb.DuckDBPyConnection, batches: list[pa.RecordBatch], keys: list[str], group: int
+) -> Iterator[tuple[int, pa.Array]]:
+    """(group, lines) in export order, BATCH_ROWS lines at a time (a PartWriter's input)."""
+    for chunk in rebatch(sort_group(con, batches, keys), BATCH_ROWS):
+        yield group, chunk
+
+
+def sorted_groups(
+    con: duckdb.DuckDBPyConnection,
+    range_files: Mapping[int, Path],
+    groups: list[list[int]],
+    schema: pa.Schema,
+    keys: list[str],
+) -> Iterator[tuple[int, pa.Array]]:
+    """Sorted lines of each group of range files, read and sorted a group at a time.
+
+    Ranges are disjoint and in key order, so sorting each group alone gives the order of
+    one global sort. The next group is read while this one is sorted.
+    """
+
+    def read(i: int) -> list[pa.RecordBatch]:
+        return read_spills([range_files[r] for r in groups[i]], schema)
+
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rawexport-spill") as pool:
-        ahead = pool.submit(read_spills, groups[0], schema) if groups else None
+        ahead = pool.submit(read, 0) if groups else None
         for i in range(len(groups)):
             assert ahead is not None
             batches = ahead.result()
-            ahead = pool.submit(read_spills, groups[i + 1], schema) if i + 1 < len(groups) else None
-            yield from sort_group(con, batches, keys)
+            ahead = pool.submit(read, i + 1) if i + 1 < len(groups) else None
+            yield from sorted_group_lines(con, batches, keys, i)

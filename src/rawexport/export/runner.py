@@ -18,8 +18,8 @@ from rawexport.blobs import BlobStore
 from rawexport.export.csvsql import (
     columns,
     fields_query,
-    first_key_sample_query,
     header_line,
+    key_sample_query,
     literal,
     sort_keys,
     source_type,
@@ -31,8 +31,10 @@ from rawexport.export.rangesort import (
     Collect,
     Keyed,
     RangeFiles,
+    plan_groups,
+    rebatch,
     sort_group,
-    sorted_ranges,
+    sorted_groups,
 )
 from rawexport.store.events import arrow_schema
 from rawexport.timeutil import beijing_hour_label
@@ -46,7 +48,7 @@ DUCKDB_SHARE = 0.4
 # one is read, and its lines are gathered into order.
 RANGE_SHARE = 0.15
 # Ranges planned per range_bytes of estimated CSV (the estimate is rough; see
-# sorted_ranges), the cap on ranges (one open file each; past it, groups grow), and sampled
+# plan_groups), the cap on ranges (one open file each; past it, groups grow), and sampled
 # keys per range.
 RANGE_SPLIT = 4
 MAX_RANGES = 256
@@ -72,26 +74,7 @@ def parse_size(text: str) -> int:
     return int(float(m.group(1)) * _UNITS[(m.group(2) or "b").lower()])
 
 
-def _rebatch(arrays: Iterable[pa.Array], rows: int) -> Iterator[pa.Array]:
-    """The same lines in chunks of exactly rows rows (the last one shorter).
-
-    The compressor sync-flushes per chunk, so chunk boundaries shape the gzip bytes; fixed
-    chunks keep a rerun byte-identical whatever the file layout, DuckDB's batching or the
-    key ranges (which come from a sample) were.
-    """
-    pending: list[pa.Array] = []
-    have = 0
-    for arr in arrays:
-        while len(arr):
-            take = min(rows - have, len(arr))
-            pending.append(arr.slice(0, take))
-            have += take
-            arr = arr.slice(take)
-            if have == rows:
-                yield pending[0] if len(pending) == 1 else pa.concat_arrays(pending)
-                pending, have = [], 0
-    if have:
-        yield pending[0] if len(pending) == 1 else pa.concat_arrays(pending)
+_rebatch = rebatch
 
 
 def _connect(work: Path, duck_bytes: int, threads: int) -> duckdb.DuckDBPyConnection:
@@ -113,13 +96,38 @@ def _estimated_csv_bytes(files: list[Path]) -> int:
     return total * CSV_PER_PLAIN_BYTE
 
 
-def _bounds(con: duckdb.DuckDBPyConnection, sql: str, ranges: int) -> list[str | int]:
-    """ranges-1 increasing values splitting the sampled first key into equal counts."""
-    sample = [row[0] for row in con.execute(sql).fetchall()]
+def range_bytes_of(memory_limit: str, range_bytes: int | None) -> int:
+    """The most CSV sorted in one piece: RANGE_SHARE of the job's budget unless given."""
+    return int(parse_size(memory_limit) * RANGE_SHARE) if range_bytes is None else range_bytes
+
+
+def plan_bounds(
+    con: duckdb.DuckDBPyConnection,
+    version: str,
+    name: str,
+    files: list[Path],
+    range_bytes: int,
+) -> list[str | int]:
+    """Bounds of the first sort key splitting an hour too big to sort at once ([] if not).
+
+    A pure function of the hour's rows (not of how they lie in files): the size estimate
+    and row count come from Parquet metadata and the sample takes the rows whose key hash
+    falls in a fixed residue class, so a cluster and one machine plan the same ranges.
+    """
+    est = _estimated_csv_bytes(files)
+    if est <= range_bytes:
+        return []
+    # Over-split: the estimate is rough, and small neighbours are sorted together.
+    count = min(MAX_RANGES, -(-est * RANGE_SPLIT // range_bytes))
+    rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    every = max(1, rows // (count * SAMPLE_PER_RANGE))
+    sample = [
+        row[0] for row in con.execute(key_sample_query(version, name, files, every)).fetchall()
+    ]
     out: list[str | int] = []
     last: Any = None
-    for i in range(1, ranges):
-        v = sample[len(sample) * i // ranges] if sample else None
+    for i in range(1, count):
+        v = sample[len(sample) * i // count] if sample else None
         if v is None or v == last:
             continue
         if isinstance(v, bool) or not isinstance(v, (str, int)):
@@ -220,22 +228,14 @@ def _query_into(
     hour's lines are split by ranges of the first sort key into files, and each group of
     ranges is sorted in memory and streamed to the compressor.
     """
-    budget = parse_size(memory_limit)
-    if range_bytes is None:
-        range_bytes = int(budget * RANGE_SHARE)
-    con = _connect(work, int(budget * DUCKDB_SHARE), threads)
+    range_bytes = range_bytes_of(memory_limit, range_bytes)
+    con = _connect(work, int(parse_size(memory_limit) * DUCKDB_SHARE), threads)
     try:
         keyed = Keyed(version, name)
-        est = _estimated_csv_bytes(files)
-        bounds: list[str | int] = []
-        if est > range_bytes:
-            # Over-split: the estimate is rough, and small neighbours are sorted together.
-            count = min(MAX_RANGES, -(-est * RANGE_SPLIT // range_bytes))
-            sample = first_key_sample_query(version, name, files, count * SAMPLE_PER_RANGE)
-            bounds = _bounds(con, sample, count)
+        bounds = plan_bounds(con, version, name, files, range_bytes)
         if not bounds:
             lines = sorted_lines(con, version, name, files, threads)
-            return write_parts(_rebatch(lines, BATCH_ROWS), writer, SORTED_QUEUE)
+            return write_parts(rebatch(lines, BATCH_ROWS), writer, SORTED_QUEUE)
         split = work / "ranges"
         split.mkdir()
         ranges = RangeFiles(split, bounds, keyed)
@@ -244,8 +244,9 @@ def _query_into(
         feed(_source(con, version, name, files), ranges, workers=max(1, threads))
         if ranges.schema is None:
             return []
-        lines = sorted_ranges(con, ranges.files(), ranges.schema, keyed.keys, range_bytes)
-        return write_parts(_rebatch(lines, BATCH_ROWS), writer, SORTED_QUEUE)
+        groups = plan_groups(ranges.line_bytes, range_bytes)
+        lines = sorted_groups(con, ranges.range_files(), groups, ranges.schema, keyed.keys)
+        return write_parts(lines, writer, SORTED_QUEUE)
     finally:
         con.close()
 
