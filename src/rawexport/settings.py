@@ -38,6 +38,10 @@ class Settings:
     )
     s3_endpoint_url: str = _f("", "endpoint of an S3-compatible store (default: AWS)")
     s3_region: str = _f("", "S3 region (default: boto3's, from AWS_DEFAULT_REGION or config)")
+    dask_address: str = _f(
+        "", "Dask scheduler (tcp://host:8786) to run export jobs on; empty: in `serve` itself"
+    )
+    dask_timeout: float = _f(30.0, "seconds to wait for the Dask scheduler when connecting")
     part_bytes: int = _f(64 * 1024 * 1024, "max bytes of one gzip CSV part (>= 65536)")
     rate_limit: float = _f(2.0, "API requests per second allowed per credential")
     rate_burst: int = _f(2, "requests a credential may send at once before they are delayed")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import urllib.parse
 import warnings
 from collections.abc import Iterator
@@ -17,10 +18,12 @@ with warnings.catch_warnings():
     from starlette.testclient import TestClient
 
 from rawexport.api.app import create_app
+from rawexport.blobs.local import LocalBlobStore
 from rawexport.catalog.tables import issued_links
 from rawexport.cli import main
 from rawexport.cli.services import Services, open_services
 from rawexport.export.actions import export_now, reexport
+from rawexport.export.keys import export_prefix
 from rawexport.export.retention import SweepReport, sweep
 from rawexport.ingest.generate import generate
 from rawexport.settings import Settings
@@ -157,3 +160,24 @@ def test_permanent_failure_shows_in_error_msg(
     assert "not readable Parquet" in msg
     [job] = services.catalog.jobs(project.id, since_hour_ms=hour)
     assert job.attempts == 1  # no pointless retries
+
+
+def test_sweep_drops_scratch_of_interrupted_cluster_exports(
+    env: tuple[Services, TestClient, Clock, str, str],
+) -> None:
+    services, _, clock, ai, _ = env
+    project = services.catalog.project(ai)
+    assert project is not None
+    reexport(services.exporter, project, [T0], "page", clock.now, wait=False)
+    pending = export_prefix(ai, "v2", "page", T0, 2)  # revision 2 is queued
+    dead = export_prefix(ai, "v2", "page", T0 + HOUR_MS, 7)
+    keys = [f"_work/{p}/a1/s00000-r00001.spill" for p in (pending, dead)]
+    for key in keys:
+        services.blobs.put_bytes(key, b"lines")
+    assert sweep_at(services, clock.now).orphan_files == 0  # written "now": kept
+    assert isinstance(services.blobs, LocalBlobStore)
+    written = (clock.now - 121_000) / 1000  # older than the lease
+    for key in keys:
+        os.utime(services.blobs.path(key), (written, written))
+    assert sweep_at(services, clock.now).orphan_files == 1
+    assert [b.key for b in services.blobs.list("_work/")] == keys[:1]  # its job may run yet

@@ -32,6 +32,9 @@ class BlobStore(Protocol):
     def list(self, prefix: str) -> list[BlobInfo]:
         """Every key starting with prefix, sorted."""
 
+    def fetch(self, key: str, dest: Path) -> None:
+        """Copy key's bytes into the file dest (FileNotFoundError when key is missing)."""
+
 
 def media_type(key: str) -> str:
     """The Content-Type of an export object: parts are gzip, manifests JSON."""

@@ -43,6 +43,15 @@ class LocalBlobStore:
         """The file holding key (it may not exist); for serving downloads."""
         return self.root.joinpath(*check_key(key).split("/"))
 
+    def fetch(self, key: str, dest: Path) -> None:
+        src = self.path(key)
+        try:
+            os.link(src, dest)  # same file system: no copy (stored files never change)
+        except OSError as e:
+            if isinstance(e, FileNotFoundError):
+                raise
+            shutil.copyfile(src, dest)
+
     def _target_dir(self, target: Path) -> None:
         missing: list[Path] = []
         parent = target.parent

@@ -281,6 +281,15 @@ class S3BlobStore:
         found.sort(key=lambda b: b.key)
         return found
 
+    def fetch(self, key: str, dest: Path) -> None:
+        with self._errors(f"read of {key}"):
+            try:
+                self.client.download_file(self.bucket, self.object_key(key), str(dest))
+            except ClientError as e:
+                if _code(e) in _NOT_FOUND or _status(e) == 404:
+                    raise FileNotFoundError(key) from e
+                raise
+
     def open_range(self, key: str, start: int, end: int, chunk_size: int = MIB) -> Iterator[bytes]:
         """Bytes [start, end) of key as chunks, for proxying a download.
 

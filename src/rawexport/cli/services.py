@@ -8,6 +8,7 @@ from rawexport.blobs import BlobStore
 from rawexport.blobs.stores import open_blob_store
 from rawexport.catalog import Catalog
 from rawexport.catalog.metrics import catalog_metrics
+from rawexport.export.ondask import DaskExecutor
 from rawexport.export.worker import Exporter
 from rawexport.metrics import Metrics
 from rawexport.settings import Settings
@@ -24,6 +25,8 @@ class Services:
     metrics: Metrics
 
     def close(self) -> None:
+        if self.exporter.dask is not None:
+            self.exporter.dask.close()
         self.catalog.close()
 
 
@@ -39,5 +42,6 @@ def open_services(settings: Settings) -> Services:
         region=settings.s3_region,
     )
     metrics = catalog_metrics(catalog)
-    exporter = Exporter(settings, catalog, store, blobs, metrics=metrics)
+    dask = DaskExecutor(settings) if settings.dask_address else None
+    exporter = Exporter(settings, catalog, store, blobs, metrics=metrics, dask=dask)
     return Services(settings, catalog, store, blobs, exporter, metrics)

@@ -15,6 +15,8 @@ from rawexport.timeutil import utc_key_stamp
 # Fixed forever: part uuids derive from it.
 _PART_NAMESPACE = uuid.UUID("74d27f3c-5e3e-5ba2-a847-7cba6c732e2c")
 _VERSIONS = ("v2", "v1")
+# Scratch objects of exports run on a cluster: `_work/{prefix}/a{attempt}/...`, never linked.
+SCRATCH = "_work"
 
 
 def _identity(ai: str, version: str, name: str, hour_ms: int, revision: int) -> str:

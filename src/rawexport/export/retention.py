@@ -13,7 +13,7 @@ from sqlalchemy import and_, delete, select
 from rawexport.blobs import BlobStore
 from rawexport.catalog import PENDING, Catalog, Job
 from rawexport.catalog.tables import export_files, export_jobs, issued_links
-from rawexport.export.keys import export_prefix
+from rawexport.export.keys import SCRATCH, export_prefix
 from rawexport.metrics import Metrics
 from rawexport.schema import DATA_TYPE_NAMES
 from rawexport.store.events import EventStore
@@ -146,6 +146,7 @@ def sweep(
     goes: an attempt that lost its lease may still be writing it.
     """
     report = SweepReport()
+    pending_prefixes: set[str] = set()
     for project in catalog.projects():
         # Hours whose retention has ended: now >= hour + retention (the API's rule).
         cutoff = now - project.retention_days * DAY_MS
@@ -177,12 +178,39 @@ def sweep(
             catalog, blobs, project.ai, project.id, now, before, report
         )
         _drop_orphans(catalog, blobs, project.ai, project.id, before, report)
+        pending_prefixes |= _pending_prefixes(catalog, project.ai, project.id)
+    _drop_scratch(blobs, pending_prefixes, now - orphan_age_ms, report)
     with catalog.tx() as c:
         report.expired_links = c.execute(
             delete(issued_links).where(issued_links.c.expires_ms <= now)
         ).rowcount
     report.dead_auth_codes = catalog.delete_dead_auth_codes(now)
     return report
+
+
+def _pending_prefixes(catalog: Catalog, ai: str, project_id: int) -> set[str]:
+    with catalog.tx() as c:
+        rows = c.execute(
+            select(export_jobs).where(
+                export_jobs.c.project_id == project_id, export_jobs.c.status.in_(PENDING)
+            )
+        ).all()
+    return {_prefix(ai, Job(**row._asdict())) for row in rows}
+
+
+def _drop_scratch(
+    blobs: BlobStore, pending_prefixes: set[str], before_ms: int, report: SweepReport
+) -> None:
+    """Scratch objects of Dask exports (`_work/{prefix}/...`) whose coordinator died: those
+    older than before_ms of prefixes no queued or running job writes."""
+    stray = [
+        b.key
+        for b in blobs.list(f"{SCRATCH}/")
+        if b.mtime_ms <= before_ms and b.key.split("/")[1] not in pending_prefixes
+    ]
+    if stray and _delete_blobs(blobs, stray, report):
+        report.orphan_files += len(stray)
+        log.info("deleted %d scratch files of interrupted exports", len(stray))
 
 
 def _drop_superseded(

@@ -162,12 +162,14 @@ def _dictionary_columns(pf: pq.ParquetFile, names: list[str]) -> list[str]:
     return out
 
 
-def _store_batches(version: str, name: str, files: list[Path]) -> Iterator[pa.RecordBatch]:
+def _store_batches(
+    version: str, name: str, files: list[Path], row_groups: list[int] | None = None
+) -> Iterator[pa.RecordBatch]:
     """Batches of (f0..., k0...) read from the store's Parquet files with pyarrow (v2).
 
     A v2 export writes the stored columns as they are, so no SQL is needed: small-dictionary
     columns stay dictionary-encoded and numbers are formatted by csvline. Columns a file
-    lacks are nulls (as DuckDB's union_by_name).
+    lacks are nulls (as DuckDB's union_by_name). row_groups (one file only): read just those.
     """
     fields = list(columns(version, name))
     keys = sort_keys(version, name)
@@ -179,7 +181,10 @@ def _store_batches(version: str, name: str, files: list[Path]) -> Iterator[pa.Re
         present = [c for c in wanted if c in pf.schema_arrow.names]
         strings = [c for c in present if pa.types.is_string(types[c])]
         pf = pq.ParquetFile(path, read_dictionary=_dictionary_columns(pf, strings))
-        for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=present, use_threads=False):
+        batches = pf.iter_batches(
+            batch_size=BATCH_ROWS, row_groups=row_groups, columns=present, use_threads=False
+        )
+        for batch in batches:
             n = batch.num_rows
             by_name = {c: batch.column(i) for i, c in enumerate(batch.schema.names)}
             arrays = [by_name.get(c, pa.nulls(n, types[c])) for c in [*fields, *keys]]

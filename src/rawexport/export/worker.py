@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 
 from rawexport.blobs import BlobInfo, BlobStore
 from rawexport.catalog import Catalog, Job, LeaseLost
+from rawexport.export.ondask import DaskExecutor, Hour
 from rawexport.export.parts import RowTooLarge
 from rawexport.export.runner import manifest_bytes, run_export
 from rawexport.metrics import Metrics
@@ -25,6 +26,7 @@ from rawexport.settings import Settings
 from rawexport.store.compaction import compact_hour
 from rawexport.store.events import EventStore
 from rawexport.timeutil import now_ms
+from rawexport.types import ExportResult
 
 log = logging.getLogger("rawexport.worker")
 
@@ -101,6 +103,9 @@ class FencedBlobs:
     def list(self, prefix: str) -> list[BlobInfo]:
         return self.blobs.list(prefix)
 
+    def fetch(self, key: str, dest: Path) -> None:
+        self.blobs.fetch(key, dest)
+
 
 def owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -121,6 +126,8 @@ class Exporter:
     blobs: BlobStore
     clock: Callable[[], int] = now_ms
     metrics: Metrics | None = None
+    # Set: jobs run on this Dask cluster (their lease and commit stay here).
+    dask: DaskExecutor | None = None
 
     def source_type(self, job: Job) -> str:
         if job.version == "v2":
@@ -161,21 +168,7 @@ class Exporter:
             )
             with self.store.hour_lock(project.ai, source, job.hour_ms, exclusive=False):
                 files = self.store.hour_files(project.ai, source, job.hour_ms)
-                result = run_export(
-                    files=files,
-                    blobs=FencedBlobs(self.blobs, lost),
-                    ai=project.ai,
-                    version=job.version,
-                    name=job.data_type,
-                    hour_ms=job.hour_ms,
-                    revision=job.revision,
-                    attempt=job.attempts,
-                    part_bytes=self.settings.part_bytes,
-                    compress_level=self.settings.compress_level,
-                    tmp_dir=self.settings.tmp_dir,
-                    memory_limit=self.settings.duckdb_memory_limit,
-                    threads=self.settings.duckdb_threads,
-                )
+                result = self._run(job, project.ai, files, lost)
             stop.set()
             done = self.clock()
             manifest = manifest_bytes(
@@ -221,6 +214,27 @@ class Exporter:
         finally:
             stop.set()
             keeper.join()
+
+    def _run(self, job: Job, ai: str, files: list[Path], lost: threading.Event) -> ExportResult:
+        """Write the attempt's parts: on the Dask cluster if there is one, else here."""
+        if self.dask is not None:
+            hour = Hour(ai, job.version, job.data_type, job.hour_ms, job.revision, job.attempts)
+            return self.dask.run(files=files, hour=hour, lost=lost)
+        return run_export(
+            files=files,
+            blobs=FencedBlobs(self.blobs, lost),
+            ai=ai,
+            version=job.version,
+            name=job.data_type,
+            hour_ms=job.hour_ms,
+            revision=job.revision,
+            attempt=job.attempts,
+            part_bytes=self.settings.part_bytes,
+            compress_level=self.settings.compress_level,
+            tmp_dir=self.settings.tmp_dir,
+            memory_limit=self.settings.duckdb_memory_limit,
+            threads=self.settings.duckdb_threads,
+        )
 
     def _record_failure(self, job: Job, owner: str, e: Exception) -> str:
         message = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
