@@ -15,12 +15,14 @@ $(STAMP): pyproject.toml setup.py $(wildcard src/rawexport/export/_csvline*.[ch]
 install: $(STAMP)
 
 # What the tests need from Debian: PostgreSQL's server (initdb, pg_ctl) and nginx, for
-# the catalog suite on PostgreSQL and the cluster test. Installed only when missing (as
+# the catalog suite on PostgreSQL and the cluster test; chromium for the console's browser
+# tests (Playwright drives it; no browser download). Installed only when missing (as
 # root; `apt-get update` once).
 system-deps:
 	@missing=""; \
 	  { command -v initdb || ls /usr/lib/postgresql/*/bin/initdb; } >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	  { command -v nginx || test -x /usr/sbin/nginx; } >/dev/null 2>&1 || missing="$$missing nginx-light"; \
+	  command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	  if [ -n "$$missing" ]; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	  fi

@@ -79,6 +79,10 @@ class Settings:
     compact_interval: float = _f(60.0, "seconds between two compaction passes of `serve`")
     sweep_interval: float = _f(600.0, "seconds between two retention sweeps of `serve`")
     log_level: str = _f("info", "log level: debug, info, warning, error")
+    admin_token: str = _f(
+        "", "operator sign-in of the console (>= 16 characters); empty: no operator", secret=True
+    )
+    console_session_hours: float = _f(12.0, "hours a console sign-in lasts")
 
     def __post_init__(self) -> None:
         if self.part_bytes < 65536:
@@ -109,6 +113,10 @@ class Settings:
             raise SettingsError("max_batch_events and group_commit_rows must be >= 1")
         if self.group_commit_ms < 0 or self.compact_min_files < 2:
             raise SettingsError("group_commit_ms must be >= 0 and compact_min_files >= 2")
+        if self.admin_token and len(self.admin_token) < 16:
+            raise SettingsError("admin_token must be at least 16 characters")
+        if not 0 < self.console_session_hours <= 24 * 30:
+            raise SettingsError("console_session_hours must be > 0 and at most 720")
         if not 0 <= self.compress_level <= 3:
             raise SettingsError(f"compress_level must be 0..3, got {self.compress_level}")
 

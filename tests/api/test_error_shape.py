@@ -179,9 +179,13 @@ def test_wrong_methods_and_unknown_routes(world: World) -> None:
         "/abcd_0123456789abcdef_page_v2_202501100000/part-00000.csv.gz",
     ):
         assert_error(world.client.post(url), 405, "Method Not Allowed")
-    for url in ("/", "/v2", "/v2/insights", "/insights/x", "/v3/insights/hour/a/b.json", "/%00"):
+    for url in ("/v2", "/v2/insights", "/insights/x", "/v3/insights/hour/a/b.json", "/%00"):
         assert_error(world.client.get(url), 404, "Not Found")
         assert_error(world.client.post(url), 404, "Not Found")
+    # `/` is the console's front door (issue 14): GET redirects there, POST is refused.
+    r = world.client.get("/", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == "/console/"
+    assert_error(world.client.post("/"), 405, "Method Not Allowed")
 
 
 def test_download_errors(world: World) -> None:

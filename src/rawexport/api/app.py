@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from rawexport.api import auth, openapi
 from rawexport.api.access import RequestMetrics
 from rawexport.api.collect import collector_routes
+from rawexport.api.console import console_routes
 from rawexport.api.downloads import Downloads, FilePaths
 from rawexport.api.insights import ERROR, FINISHED, NOT_EXISTS, Answer, Insights
 from rawexport.api.ratelimit import RateLimiter, Turn
@@ -410,6 +411,7 @@ def create_app(
         Route("/openapi.json", api.openapi_json, methods=["GET"]),
         Route("/docs", api.docs, methods=["GET"]),
         *collector_routes(settings, catalog, collector, metrics),
+        *console_routes(settings, catalog, blobs, clock),
         # Last, and only matching export keys: it must not shadow the routes above.
         Route("/{key:exportkey}", downloads.serve, methods=["GET", "HEAD"]),
     ]

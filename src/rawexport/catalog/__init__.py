@@ -8,12 +8,13 @@ public face.
 
 from rawexport.catalog.engine import make_engine, migrate
 from rawexport.catalog.jobs import PENDING, CatalogError, FileRow, Job, LeaseLost
-from rawexport.catalog.projects import Catalog, KeyPair, Project
+from rawexport.catalog.projects import Catalog, Credential, KeyPair, Project
 
 __all__ = [
     "PENDING",
     "Catalog",
     "CatalogError",
+    "Credential",
     "FileRow",
     "Job",
     "KeyPair",

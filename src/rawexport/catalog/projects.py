@@ -74,6 +74,18 @@ class KeyPair:
     private_key: str
 
 
+@dataclass(frozen=True)
+class Credential:
+    """A key pair or API token as listed: never its secret (the private key, the token)."""
+
+    kind: str  # "key" or "token"
+    id: int
+    label: str  # the public key, or the token's masked display
+    description: str
+    created_ms: int
+    revoked: bool
+
+
 def _key_id(c: Connection, public_key: str) -> int | None:
     kp = c.execute(select(key_pairs.c.id).where(key_pairs.c.public_key == public_key)).scalar()
     return None if kp is None else int(kp)
@@ -155,6 +167,19 @@ class Catalog(JobStore):
         with self.tx() as c:
             rows = c.execute(select(projects).order_by(projects.c.id)).all()
         return [Project(**r._asdict()) for r in rows]
+
+    def set_retention(self, ai: str, days: int) -> Project:
+        """Keep the project's exports `days` days (1..3650); the sweeper applies it."""
+        if not 1 <= days <= 3650:
+            raise CatalogError(f"retention must be 1..3650 days, got {days}")
+        project = self.project(ai)
+        if project is None:
+            raise CatalogError(f"no project {ai}")
+        with self.tx() as c:
+            c.execute(
+                update(projects).where(projects.c.id == project.id).values(retention_days=days)
+            )
+        return self.project_by_id(project.id)
 
     def set_export(self, ai: str, enabled: bool, since_ms: int | None = None) -> Project:
         project = self.project(ai)
@@ -327,3 +352,47 @@ class Catalog(JobStore):
         if row is None:
             return None
         return KeyPair(row.id, row.project_id, row.public_key, row.private_key)
+
+    # ---- credentials as listed (console, `key list`, `token list`) ---------------------
+
+    def credentials(self, project_id: int) -> list[Credential]:
+        """The project's key pairs, then its API tokens, oldest first, without secrets."""
+        with self.tx() as c:
+            keys = c.execute(
+                select(key_pairs).where(key_pairs.c.project_id == project_id).order_by("id")
+            ).all()
+            tokens = c.execute(
+                select(api_tokens).where(api_tokens.c.project_id == project_id).order_by("id")
+            ).all()
+        return [
+            Credential("key", r.id, r.public_key, "", r.created_ms, r.revoked) for r in keys
+        ] + [
+            Credential("token", r.id, r.display, r.description, r.created_ms, r.revoked)
+            for r in tokens
+        ]
+
+    def token_identity(self, token: str) -> tuple[int, int] | None:
+        """(token id, project id) of a live API token."""
+        with self.tx() as c:
+            row = c.execute(
+                select(api_tokens.c.id, api_tokens.c.project_id).where(
+                    api_tokens.c.token_sha256 == sha256_hex(token),
+                    api_tokens.c.revoked.is_(False),
+                )
+            ).first()
+        return (int(row[0]), int(row[1])) if row else None
+
+    def token_live(self, token_id: int) -> bool:
+        with self.tx() as c:
+            row = c.execute(select(api_tokens.c.revoked).where(api_tokens.c.id == token_id)).first()
+        return row is not None and not row[0]
+
+    def revoke_api_token_id(self, project_id: int, token_id: int) -> bool:
+        """Revoke the project's API token with this id; False when it has none such."""
+        with self.tx() as c:
+            res = c.execute(
+                update(api_tokens)
+                .where(api_tokens.c.id == token_id, api_tokens.c.project_id == project_id)
+                .values(revoked=True)
+            )
+        return bool(res.rowcount)

@@ -6,6 +6,7 @@ import json
 import shlex
 import sys
 from pathlib import Path
+from secrets import token_urlsafe
 from typing import Any
 
 import click
@@ -54,6 +55,8 @@ def setup_demo(
     if hours > 0:
         generate(services.store, creds["ai"], start, hours, events_per_hour, seed=seed + start)
     creds["generated_until_ms"] = max(start, last_hour)
+    # The console's operator sign-in: the admin_token setting, else one made for the demo.
+    creds["admin_token"] = settings.admin_token or creds.get("admin_token") or token_urlsafe(24)
     creds["base_url"] = settings.base_url
     creds["example_day"] = beijing(first_hour).strftime("%Y%m%d")
     write_private(cred_path, (json.dumps(creds, indent=2) + "\n").encode())  # holds secrets
@@ -90,6 +93,10 @@ GrowingIO's flow with curl (HMAC auth code, then the day's links for `page`):
          | python3 -c 'import json,sys; print(json.load(sys.stdin)["code"])')
   curl -s -H 'X-Client-Id: {pub}' -H "Authorization: $CODE" \\
        '{base}/v2/insights/day/page/{ai}/{day}.json?expire=60'
+
+The console (a browser): {base}/console
+  operator sign-in  {creds["admin_token"]}   (admin token: every project, every action)
+  project sign-in   the API token above      (this project only, read only)
 
 With the static API token:
   curl -s -H 'Authorization: {token}' '{base}/v2/insights/day/{ai}/{day}.json?expire=60'
@@ -129,4 +136,4 @@ def demo(
     click.echo(usage_text(creds, str(settings.home)))
     sys.stdout.flush()
     if not no_serve:
-        run_server(settings)
+        run_server(settings.replace(admin_token=creds["admin_token"]))

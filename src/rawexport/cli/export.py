@@ -16,7 +16,7 @@ from rawexport.cli.common import (
     user_errors,
 )
 from rawexport.cli.services import open_services
-from rawexport.export.actions import OpsError, export_now, reexport
+from rawexport.export.actions import backfill_hours, day_hours, export_now, reexport
 from rawexport.export.retention import sweep as sweep_once
 from rawexport.schema import DATA_TYPE_NAMES
 from rawexport.timeutil import HOUR_MS, now_ms, parse_day_arg, parse_hour_arg
@@ -56,8 +56,7 @@ def rerun(ctx: click.Context, /, home: Path | None, ai: str, **o: Any) -> None:
     if o["hour"] is not None:
         hours = [parse_hour_arg(o["hour"])]
     else:
-        start = parse_day_arg(o["day"])
-        hours = list(range(start, start + 24 * HOUR_MS, HOUR_MS))
+        hours = day_hours(parse_day_arg(o["day"]))
     _run(ctx, home, ai, hours, **o)
 
 
@@ -70,12 +69,8 @@ def rerun(ctx: click.Context, /, home: Path | None, ai: str, **o: Any) -> None:
 @user_errors
 def backfill(ctx: click.Context, /, home: Path | None, ai: str, **o: Any) -> None:
     """Export a range of closed hours as new revisions (after an import, say)."""
-    first, last = parse_hour_arg(o["first"]), parse_hour_arg(o["last"])
-    if last < first:
-        raise OpsError("--to is before --from")
-    if (last - first) // HOUR_MS >= 24 * 366:
-        raise OpsError("a backfill covers at most 366 days")
-    _run(ctx, home, ai, list(range(first, last + 1, HOUR_MS)), **o)
+    hours = backfill_hours(parse_hour_arg(o["first"]), parse_hour_arg(o["last"]))
+    _run(ctx, home, ai, hours, **o)
 
 
 @click.command("sweep")

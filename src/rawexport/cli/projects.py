@@ -95,6 +95,38 @@ def project_disable(ctx: click.Context, home: Path | None, ai: str) -> None:
     _set_export(ctx, home, ai, False, None)
 
 
+@project.command("set-retention")
+@home_option
+@click.option("--project", "ai", required=True, help="project ai")
+@click.option("--days", type=int, required=True, help="days exports are kept (1..3650)")
+@click.pass_context
+@user_errors
+def project_set_retention(ctx: click.Context, home: Path | None, ai: str, days: int) -> None:
+    """Keep the project's exports this many days; older hours answer NOT_EXISTS and are swept."""
+    services = open_services(settings_from(ctx, home=home))
+    try:
+        need_project(services, ai)
+        echo_json(services.catalog.set_retention(ai, days).public())
+    finally:
+        services.close()
+
+
+def _list_credentials(ctx: click.Context, home: Path | None, ai: str, kind: str) -> None:
+    services = open_services(settings_from(ctx, home=home))
+    try:
+        p = need_project(services, ai)
+        echo_json(
+            [
+                {"id": c.id, "label": c.label, "description": c.description,
+                 "created_ms": c.created_ms, "revoked": c.revoked}
+                for c in services.catalog.credentials(p.id)
+                if c.kind == kind
+            ]
+        )  # fmt: skip
+    finally:
+        services.close()
+
+
 @click.group()
 def key() -> None:
     """Public/private key pairs (X-Client-Id and the HMAC key)."""
@@ -116,9 +148,29 @@ def key_create(ctx: click.Context, home: Path | None, ai: str) -> None:
         services.close()
 
 
+@key.command("list")
+@home_option
+@click.option("--project", "ai", required=True, help="project ai")
+@click.pass_context
+@user_errors
+def key_list(ctx: click.Context, home: Path | None, ai: str) -> None:
+    """The project's key pairs (public keys only), revoked ones included."""
+    _list_credentials(ctx, home, ai, "key")
+
+
 @click.group()
 def token() -> None:
     """Static API tokens (work alone in Authorization)."""
+
+
+@token.command("list")
+@home_option
+@click.option("--project", "ai", required=True, help="project ai")
+@click.pass_context
+@user_errors
+def token_list(ctx: click.Context, home: Path | None, ai: str) -> None:
+    """The project's API tokens (masked, with their ids), revoked ones included."""
+    _list_credentials(ctx, home, ai, "token")
 
 
 @token.command("create")
@@ -172,10 +224,25 @@ def key_revoke_codes(ctx: click.Context, home: Path | None, public_key: str) -> 
 
 @token.command("revoke")
 @home_option
-@click.option("--token", "value", required=True, help="the API token to revoke")
+@click.option("--token", "value", default=None, help="the API token to revoke")
+@click.option("--project", "ai", default=None, help="with --id: the token's project ai")
+@click.option("--id", "token_id", type=int, default=None, help="the token's id (`token list`)")
 @click.pass_context
 @user_errors
-def token_revoke(ctx: click.Context, home: Path | None, value: str) -> None:
-    """Revoke a static API token."""
-    _revoke(ctx, home, lambda c: c.revoke_api_token(value), "token")
-    echo_json({"token": f"{value[:5]}*{value[-5:]}", "revoked": True})
+def token_revoke(
+    ctx: click.Context, home: Path | None, value: str | None, ai: str | None, token_id: int | None
+) -> None:
+    """Revoke a static API token, by its value or by --project and --id."""
+    if value is not None and (ai, token_id) == (None, None):
+        _revoke(ctx, home, lambda c: c.revoke_api_token(value), "token")
+        echo_json({"token": f"{value[:5]}*{value[-5:]}", "revoked": True})
+        return
+    if value is not None or ai is None or token_id is None:
+        raise click.UsageError("give --token, or --project and --id")
+
+    def by_id(c: Any) -> bool:
+        p = c.project(ai)
+        return p is not None and bool(c.revoke_api_token_id(p.id, token_id))
+
+    _revoke(ctx, home, by_id, "token")
+    echo_json({"project": ai, "id": token_id, "revoked": True})

@@ -1,19 +1,20 @@
 """Operator actions: export hours now, export them again (rerun, backfill), drain the queue.
 
-The CLI, the demo and (later) the console call these, so every action takes one path.
+The CLI, the demo and the console call these, so every action takes one path.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from rawexport.catalog import Job, Project
+from rawexport.catalog import Catalog, Job, Project
 from rawexport.export.scheduler import versions
 from rawexport.export.worker import Exporter, owner_id
 from rawexport.schema import DATA_TYPES, V1_TYPES, types_for
-from rawexport.timeutil import beijing_hour_label, hour_floor
+from rawexport.timeutil import HOUR_MS, beijing_hour_label, hour_floor
 
 
 class OpsError(Exception):
@@ -90,6 +91,35 @@ def job_row(job: Job) -> dict[str, Any]:
     }
 
 
+def day_hours(day_start_ms: int) -> list[int]:
+    """The 24 hours of the Beijing day starting at day_start_ms (a rerun of a day)."""
+    return list(range(day_start_ms, day_start_ms + 24 * HOUR_MS, HOUR_MS))
+
+
+def backfill_hours(first_ms: int, last_ms: int) -> list[int]:
+    """The hours first..last (both included) of a backfill, at most 366 days of them."""
+    if last_ms < first_ms:
+        raise OpsError("--to is before --from")
+    if (last_ms - first_ms) // HOUR_MS >= 24 * 366:
+        raise OpsError("a backfill covers at most 366 days")
+    return list(range(first_ms, last_ms + 1, HOUR_MS))
+
+
+def _new_revisions(
+    catalog: Catalog, project: Project, hours: list[int], data_type: str | None, now: int
+) -> Iterator[Job]:
+    """Queue a new revision of each closed hour and target, yielding each once queued."""
+    current = hour_floor(now)
+    if any(h >= current for h in hours):
+        raise OpsError("only closed hours can be exported again; the open hour is still running")
+    chosen = targets(project, data_type)
+    for hour in hours:
+        for target in chosen:
+            yield catalog.new_revision(
+                project.id, target.version, target.data_type, hour, preview=False, now=now
+            )
+
+
 def reexport(
     exporter: Exporter,
     project: Project,
@@ -104,20 +134,22 @@ def reexport(
     The API keeps linking the previous revision until the new one has committed. With
     wait=False the revisions are only queued, for the workers of `rawexport serve`.
     """
-    current = hour_floor(now)
-    if any(h >= current for h in hours):
-        raise OpsError("only closed hours can be exported again; the open hour is still running")
+    if not wait:
+        return queue_reexport(exporter.catalog, project, hours, data_type, now)
     owner = owner_id()
     report: list[dict[str, Any]] = []
-    for hour in hours:
-        for target in targets(project, data_type):
-            job = exporter.catalog.new_revision(
-                project.id, target.version, target.data_type, hour, preview=False, now=now
-            )
-            if wait:
-                exporter.run_job_now(job.id, owner)
-            report.append(job_row(exporter.catalog.job(job.id)))
+    for job in _new_revisions(exporter.catalog, project, hours, data_type, now):
+        exporter.run_job_now(job.id, owner)
+        report.append(job_row(exporter.catalog.job(job.id)))
     return report
+
+
+def queue_reexport(
+    catalog: Catalog, project: Project, hours: list[int], data_type: str | None, now: int
+) -> list[dict[str, Any]]:
+    """reexport(wait=False): queue the new revisions for `serve`'s workers (`--queue`, the
+    console's rerun and backfill)."""
+    return [job_row(job) for job in _new_revisions(catalog, project, hours, data_type, now)]
 
 
 def drain_parallel(exporter: Exporter, workers: int) -> int:
