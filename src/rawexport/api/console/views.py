@@ -193,7 +193,8 @@ def hour_detail(catalog: Catalog, project: Project, kind: str, hour: int, now: i
     per_type = []
     for t in types:
         js = jobs.get((t, hour), [])
-        served = hour_status(project, version, hour, js, now).job
+        hs = hour_status(project, version, hour, js, now)
+        served = hs.job if hs.status == FINISHED else None  # an ERROR's job is not served
         per_type.append(
             (t, [Revision(j, served is not None and j.id == served.id, files[j.id]) for j in js])
         )
