@@ -1,14 +1,17 @@
-"""Two `rawexport serve` nodes on one PostgreSQL catalog and one S3 bucket, behind nginx.
+"""Two `rawexport serve` nodes on one PostgreSQL catalog and one S3 bucket, behind nginx,
+exporting on a Dask cluster.
 
 Everything runs on loopback and is started and stopped (by pid) here: a throwaway
-PostgreSQL cluster, moto's S3 server, two nodes sharing one home (its event directory;
-events on S3 are not built yet) and nginx with the upstream of deploy/nginx-rawexport.conf.
+PostgreSQL cluster, moto's S3 server, `dask scheduler` with two `dask worker`s, two nodes
+sharing one home (its event directory, which the workers read too) and nginx with the
+upstream of deploy/nginx-rawexport.conf.
 The nodes' clocks are shifted (RAWEXPORT_CLOCK_OFFSET_MS) to just before the end of an
 hour, so the hour closes and is exported while the test waits.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import hashlib
@@ -33,7 +36,8 @@ from typing import Any
 import pytest
 
 from rawexport.timeutil import HOUR_MS, beijing_hour_label, now_ms
-from tests.e2e_util import Server, env_for, free_port, get_json, run_cli
+from tests.dask_util import DaskCluster
+from tests.e2e_util import RAWEXPORT, Server, env_for, free_port, get_json, run_cli
 from tests.pg_util import PostgresCluster
 from tests.s3_util import FAKE_AWS_ENV, UNSET_AWS_ENV, MotoServer
 
@@ -120,6 +124,7 @@ class Cluster:
     nginx: Nginx
     creds: dict[str, str]
     hour: int  # the hour the nodes' clocks are in
+    dask: DaskCluster
     nodes: dict[str, Server] = field(default_factory=dict)
 
     @property
@@ -202,6 +207,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     home = root / "home"
     with PostgresCluster() as pg, MotoServer(root / "moto.log") as moto:
         bucket = moto.create_bucket("rawexport-cluster")
+        worker_env = {k: v for k, v in os.environ.items() if k not in UNSET_AWS_ENV}
+        dask = DaskCluster(root, worker_env | FAKE_AWS_ENV, workers=2)
+        stack = contextlib.ExitStack()
+        stack.enter_context(dask)
         offset, hour = offset_before_close(LEAD_MS)
         ports = {"a": free_port(), "b": free_port()}
         listen = free_port()
@@ -219,6 +228,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             "RAWEXPORT_LOG_LEVEL": "info",
             "RAWEXPORT_WORKERS": "1",
             "RAWEXPORT_RATE_NODES": "2",  # the default rate_limit (2/s) across both nodes
+            "RAWEXPORT_DASK_ADDRESS": dask.address,
+            # A small budget, so that an hour of 120k events is sorted in several ranges.
+            "RAWEXPORT_DUCKDB_MEMORY_LIMIT": "64MB",
         }
         label = beijing_hour_label(hour)
         created = run_cli(["project", "create", "--name", "c", "--export-since", label], env)
@@ -232,7 +244,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             "private_key": str(key["private_key"]),
             "token": str(token),
         }
-        c = Cluster(home, env, ports, None, creds, hour)  # type: ignore[arg-type]
+        c = Cluster(home, env, ports, None, creds, hour, dask)  # type: ignore[arg-type]
         try:
             c.start("a")
             c.start("b")
@@ -243,6 +255,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
                 c.nginx.stop()
             for node in c.nodes.values():
                 node.stop()
+            stack.close()
 
 
 def rows_of(data: bytes) -> list[dict[str, str]]:
@@ -267,8 +280,9 @@ def test_events_through_both_nodes_exported_and_read_the_growingio_way(cluster: 
         ids = [f"u{n}-{i}" for i in range(250)]
         assert cluster.post_events(ids)
         acked += ids
-    route = f'"path": "/api/v1/projects/{ai}/events"'
-    assert route in cluster.log("a") and route in cluster.log("b")  # nginx used both
+    route = f'"path":"/api/v1/projects/{ai}/events"'
+    logs = [cluster.log(n).replace('": ', '":') for n in ("a", "b")]
+    assert all(route in log for log in logs)  # nginx used both
     label = beijing_hour_label(hour)
     cluster.wait_finished(f"/v2/insights/hour/page/{ai}/{label}.json")
     # GrowingIO's flow, through nginx: HMAC auth code, v2 links, downloads (302 to S3).
@@ -278,7 +292,8 @@ def test_events_through_both_nodes_exported_and_read_the_growingio_way(cluster: 
     assert all(link.startswith(cluster.base + "/") for link in body["downloadLinks"])
     rows = [r for link in body["downloadLinks"] for r in rows_of(fetch(link))]
     assert Counter(r["visitUserId"] for r in rows) == Counter(acked)  # each event once
-    # v1 of the same hour, through nginx too.
+    # v1 of the same hour, through nginx too (its jobs may still be running).
+    cluster.wait_finished(f"/insights/{ai}/{label}.json")
     status, v1 = get_json(f"{cluster.base}/insights/{ai}/{label}.json", headers)
     assert status == 200 and v1["status"] == "FINISHED", v1
     page_links = [u for u in v1["downlinks"] if f"_{ai}_page_" in u]
@@ -363,3 +378,56 @@ def test_the_rate_limit_holds_per_credential_across_both_nodes(cluster: Cluster)
     assert statuses == [200] * 30
     # 2 at once (1 per node), then 2 per second overall: at least 28 / 2 s, with slack.
     assert elapsed >= 28 / 2 * 0.9, elapsed
+
+
+def v2_files(env: dict[str, str], rows: list[dict[str, Any]]) -> list[tuple[int, int, str]]:
+    """(part, rows, sha256) of the v2 revision a rerun report names."""
+    (job,) = [r for r in rows if r["version"] == "v2"]
+    assert job["status"] == "finished", job
+    shown = run_cli(["jobs", "show", str(job["id"])], env)
+    return [(f["part"], f["rows"], f["sha256"]) for f in shown["files"]]
+
+
+def test_killing_a_dask_worker_mid_export_commits_the_same_bytes(cluster: Cluster) -> None:
+    """A ranged export on Dask, with a worker killed while it runs a range group: the
+    revision commits with the parts of a clean Dask run and of an in-process run."""
+    env = cluster.env
+    since = beijing_hour_label(cluster.hour - 6 * HOUR_MS)
+    created = run_cli(["project", "create", "--name", "big", "--export-since", since], env)
+    ai = str(created["ai"])
+    label = beijing_hour_label(cluster.hour - 3 * HOUR_MS)
+    run_cli(
+        ["generate", "--project", ai, "--start", label, "--hours", "1"]
+        + ["--events-per-hour", "120000", "--data-type", "page", "--seed", "9"],
+        env,
+    )
+    rerun = ["export", "rerun", "--project", ai, "--hour", label, "--data-type", "page"]
+    clean = v2_files(env, run_cli(rerun, env, timeout=300))
+    assert len({part // 100 for part, _, _ in clean}) >= 3  # several range groups
+    assert sum(rows for _, rows, _ in clean) == 120_000
+    assert {"split_task", "group_task"} <= cluster.dask.task_prefixes()
+
+    # Again, killing the worker that runs the first range group it is seen running.
+    pids = cluster.dask.worker_pids()
+    proc = subprocess.Popen(
+        [*RAWEXPORT, *rerun], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    killed = ""
+    deadline = time.monotonic() + 240
+    while not killed and proc.poll() is None and time.monotonic() < deadline:
+        for worker, keys in cluster.dask.processing().items():
+            if any(k.startswith("group_task") for k in keys):
+                os.kill(pids[worker], signal.SIGKILL)
+                killed = worker
+                break
+        time.sleep(0.05)
+    out, err = proc.communicate(timeout=300)
+    assert killed, f"no range group seen running: {err.decode()[-2000:]}"
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert v2_files(env, json.loads(out)) == clean
+    cluster.dask.add_worker()  # back to two workers for the other tests
+    cluster.dask.wait_workers(2)
+
+    # And in one process (no Dask): the same bytes.
+    local = env | {"RAWEXPORT_DASK_ADDRESS": ""}
+    assert v2_files(local, run_cli(rerun, local, timeout=300)) == clean
