@@ -46,3 +46,27 @@ def test_s3_bucket_probe_and_its_failures(
     away = good | {"RAWEXPORT_S3_ENDPOINT_URL": f"http://127.0.0.1:{closed_port()}"}
     code, report, _ = run(tmp_path, away)
     assert code == 1 and "cannot reach" in report["blobs"]["error"]
+
+
+def test_dask_probe_and_its_failures(tmp_path: Path) -> None:
+    from distributed import LocalCluster
+
+    code, report, _ = run(tmp_path, {"RAWEXPORT_DASK_TIMEOUT": "3"})
+    assert code == 0 and report["dask"]["detail"].startswith("not used")
+    unreachable = f"tcp://127.0.0.1:{closed_port()}"
+    env = {"RAWEXPORT_DASK_ADDRESS": unreachable, "RAWEXPORT_DASK_TIMEOUT": "2"}
+    code, report, err = run(tmp_path, env)
+    assert code == 1 and report["dask"]["ok"] == "no"
+    assert "cannot reach the Dask scheduler" in report["dask"]["error"]
+    assert "rawexport check: dask: " in err
+    with LocalCluster(  # type: ignore[no-untyped-call]
+        n_workers=0, processes=False, protocol="tcp", host="127.0.0.1", dashboard_address=None
+    ) as cluster:
+        env["RAWEXPORT_DASK_ADDRESS"] = str(cluster.scheduler_address)
+        code, report, _ = run(tmp_path, env)
+        assert code == 1 and "no Dask workers are connected" in report["dask"]["error"]
+        cluster.scale(1)
+        cluster.wait_for_workers(1, timeout=30)  # type: ignore[no-untyped-call]
+        code, report, _ = run(tmp_path, env)
+        assert code == 0, report
+        assert "1 workers, probe task ran" in report["dask"]["detail"]

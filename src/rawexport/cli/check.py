@@ -2,7 +2,8 @@
 
 Each part is probed the way `serve` will use it, and a failure says what to fix: the
 catalog (connect, migrations at head), the blob store (S3: the bucket, with a probe
-object put, read and deleted; a directory: writable), the event store directory.
+object put, read and deleted; a directory: writable), the event store directory, and the
+Dask cluster when dask_address is set (reachable, workers connected, a probe task run).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from rawexport.blobs.s3 import BlobStoreError, S3BlobStore
 from rawexport.blobs.stores import open_blob_store
 from rawexport.catalog import Catalog
 from rawexport.cli.common import home_option, settings_from, user_errors
+from rawexport.export import ondask
 from rawexport.settings import Settings
 
 
@@ -76,17 +78,27 @@ def _blobs(settings: Settings) -> str:
     return _writable(store.root, "exports")
 
 
+def _dask(settings: Settings) -> str:
+    if not settings.dask_address:
+        return "not used (dask_address is empty): `serve` runs export jobs itself"
+    try:
+        return ondask.probe(settings)
+    except ondask.DaskUnusable as e:
+        raise CheckFailed(str(e)) from None
+
+
 @click.command("check")
 @home_option
 @click.pass_context
 @user_errors
 def check(ctx: click.Context, /, home: Path | None) -> None:
-    """Probe the catalog, the blob store and the event store; exit 1 when one fails."""
+    """Probe the catalog, blob store, event store and Dask cluster; exit 1 if one fails."""
     settings = settings_from(ctx, home=home)
     probes: list[tuple[str, Callable[[], str]]] = [
         ("catalog", lambda: _catalog(settings)),
         ("blobs", lambda: _blobs(settings)),
         ("events", lambda: _writable(settings.events_dir, "events")),
+        ("dask", lambda: _dask(settings)),
     ]
     report: dict[str, dict[str, str]] = {}
     for name, probe in probes:

@@ -384,3 +384,55 @@ class DaskExecutor:
         rows = sum(p.rows for p in parts)
         size = sum(p.bytes for p in parts)
         return ExportResult(hour.prefix, manifest_key(hour.prefix), parts, rows, size)
+
+
+class DaskUnusable(Exception):
+    """The Dask cluster of dask_address cannot run exports; the message says what to fix."""
+
+
+def worker_probe(place: Place, events_dir: str) -> str:
+    """Run on a worker: can it import this rawexport, open the blob store, see the events?"""
+    import rawexport
+
+    blobs_of(place).list(f"{SCRATCH}/probe/")
+    if not Path(events_dir).is_dir():
+        raise DaskUnusable(
+            f"a Dask worker cannot see the event directory {events_dir}; run workers on "
+            "the same host or a shared file system"
+        )
+    return str(getattr(rawexport, "__version__", "?"))
+
+
+def probe(settings: Settings, timeout: float = 10.0) -> str:
+    """What `rawexport check` says of the Dask cluster; DaskUnusable when it cannot work."""
+    from distributed import Client
+
+    address = settings.dask_address
+    try:
+        client = Client(  # type: ignore[no-untyped-call]
+            address, timeout=min(timeout, settings.dask_timeout), set_as_default=False
+        )
+    except (OSError, TimeoutError, ValueError) as e:
+        raise DaskUnusable(
+            f"cannot reach the Dask scheduler at {address} ({type(e).__name__}: {e}); "
+            f"start `dask scheduler` there or fix dask_address"
+        ) from None
+    try:
+        workers = client.scheduler_info().get("workers", {})
+        if not workers:
+            raise DaskUnusable(
+                f"no Dask workers are connected to {address}; start `dask worker {address}`"
+            )
+        run = client.submit(worker_probe, Place.of(settings), str(settings.events_dir), pure=False)
+        try:
+            version = run.result(timeout=timeout * 3)
+        except DaskUnusable:
+            raise
+        except Exception as e:
+            raise DaskUnusable(
+                f"a probe task failed on a Dask worker ({type(e).__name__}: {e}); the "
+                "workers need this rawexport installed and the storage settings' access"
+            ) from None
+        return f"scheduler {address}, {len(workers)} workers, probe task ran (rawexport {version})"
+    finally:
+        client.close()  # type: ignore[no-untyped-call]
