@@ -66,7 +66,7 @@ def test_dask_probe_and_its_failures(tmp_path: Path) -> None:
         code, report, _ = run(tmp_path, env)
         assert code == 1 and "no Dask workers are connected" in report["dask"]["error"]
         cluster.scale(1)
-        cluster.wait_for_workers(1, timeout=30)  # type: ignore[no-untyped-call]
+        cluster.wait_for_workers(1, timeout=30)
         code, report, _ = run(tmp_path, env)
         assert code == 0, report
         assert "1 workers, probe task ran" in report["dask"]["detail"]
