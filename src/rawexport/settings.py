@@ -53,6 +53,9 @@ class Settings:
     header_timeout: float = _f(10.0, "seconds a request's headers may take to arrive")
     max_header_bytes: int = _f(65536, "largest request line + headers; larger answers 431")
     keepalive_timeout: float = _f(5.0, "seconds an idle kept-alive connection stays open")
+    cache_seconds: float = _f(
+        1.0, "longest a node reuses credentials, projects and answers read from the catalog"
+    )
     grace_seconds: float = _f(5.0, "seconds after an hour closes before its export is planned")
     plan_interval: float = _f(5.0, "seconds between two scheduler passes")
     lease_seconds: float = _f(120.0, "seconds a worker holds a job before others may take it")
@@ -95,6 +98,10 @@ class Settings:
             raise SettingsError("catalog_url must start with sqlite:/// or postgresql://")
         if self.blobs_url and not self.blobs_url.startswith(("file://", "s3://")):
             raise SettingsError("blobs_url must start with file:// or s3://")
+        if self.events_url and not self.events_url.startswith(("file://", "s3://")):
+            raise SettingsError("events_url must start with file:// or s3://")
+        if self.cache_seconds < 0:
+            raise SettingsError(f"cache_seconds must be >= 0, got {self.cache_seconds}")
         if self.rate_queue < 0 or self.rate_max_delay < 0:
             raise SettingsError("rate_queue and rate_max_delay must be >= 0")
         if self.auth_max_live_codes < 1 or self.auth_rate_limit <= 0 or self.auth_rate_burst < 1:

@@ -8,6 +8,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from rawexport.logs import info_line
 from rawexport.metrics import Metrics
 
 access = logging.getLogger("rawexport.access")
@@ -41,17 +42,13 @@ class RequestMetrics:
             if status[0] == 429:
                 self.metrics.rate_limited.inc()
             self.metrics.requests.labels(template, scope["method"], str(status[0])).observe(seconds)
-            access.info(
-                "%s %s %s",
-                scope["method"],
-                scope.get("path", ""),
-                status[0],
-                extra={
-                    "event": "request",
-                    "method": scope["method"],
-                    "route": template,
-                    "path": scope.get("path", ""),
-                    "status": status[0],
-                    "ms": round(seconds * 1000, 3),
-                },
-            )
+            method, path = scope["method"], scope.get("path", "")
+            fields: dict[str, object] = {
+                "event": "request",
+                "method": method,
+                "route": template,
+                "path": path,
+                "status": status[0],
+                "ms": round(seconds * 1000, 3),
+            }
+            info_line(access, f"{method} {path} {status[0]}", fields)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import html
 import logging
+import math
+import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 from sqlalchemy import text
@@ -24,6 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rawexport.api import auth, openapi
 from rawexport.api.access import RequestMetrics
+from rawexport.api.cache import Fresh, Loads
 from rawexport.api.collect import collector_routes
 from rawexport.api.console import console_routes
 from rawexport.api.downloads import Downloads, FilePaths
@@ -50,6 +54,7 @@ from rawexport.timeutil import (
 log = logging.getLogger("rawexport.api")
 
 DEFAULT_EXPIRE = 5
+HEALTH_SECONDS = 1.0  # the longest /healthz reports a catalog state it has not probed
 MAX_EXPIRE = 10080
 BAD_PARAM = "请求参数不合法，"
 EXPIRE_TOO_LONG = "过期时间应小于7天"
@@ -87,6 +92,7 @@ def parse_expire(raw: str | None) -> int:
     raise BadParam(BAD_PARAM + raw)
 
 
+@functools.lru_cache(maxsize=4096)  # a pure function of the path; bad ones raise (not kept)
 def _window(export_type: str, raw_date: str, data_type: str | None = None) -> Window:
     """The request's hours; checks export_type, then data_type, then the date."""
     if export_type not in ("hour", "day"):
@@ -97,6 +103,24 @@ def _window(export_type: str, raw_date: str, data_type: str | None = None) -> Wi
         return parse_export_date(export_type, raw_date)
     except BadDate as e:
         raise BadParam(BAD_PARAM + str(e)) from None
+
+
+@functools.lru_cache(maxsize=1024)
+def _expire_param(query_string: bytes) -> str | None:
+    """`expire` of a query string, as Starlette's request.query_params.get reads it."""
+    return dict(parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)).get("expire")
+
+
+_minute: list[tuple[int, str]] = [(-1, "")]
+
+
+def _request_time(now: int) -> str:
+    """request_time(now), formatted once a minute."""
+    minute, text = _minute[0]
+    if minute != now // 60_000:
+        minute, text = now // 60_000, request_time(now)
+        _minute[0] = (minute, text)
+    return text
 
 
 def too_many(turn: Turn) -> str:
@@ -122,7 +146,7 @@ def v2_envelope(
     body |= {
         "exportDate": label,
         "exportVersion": "v2",
-        "requestTime": request_time(now),
+        "requestTime": _request_time(now),
         "errorMsg": answer.error,
     }
     if answer.status == FINISHED:
@@ -156,7 +180,12 @@ class Api:
         self.clock = clock
         self.sleep = sleep
         self.metrics = metrics
-        self.insights = Insights(catalog, settings.base_url, catalog.secret(SECRET_NAME))
+        secret = catalog.secret(SECRET_NAME)
+        self.insights = Insights(catalog, settings.base_url, secret, settings.cache_seconds)
+        self.credentials = auth.Credentials(catalog, settings.cache_seconds)
+        self.projects: Fresh[Project] = Fresh(lambda: catalog.generation, settings.cache_seconds)
+        self.health = Health(catalog)
+        self.loads = Loads()
         self.openapi = openapi.document(settings.base_url)
 
     # ---- /auth/token -----------------------------------------------------------------
@@ -193,21 +222,18 @@ class Api:
 
     # ---- export endpoints ------------------------------------------------------------
     #
-    # Each runs in three steps: the credential (a catalog read, off the event loop), its
-    # turn under the rate limit (an async wait: a delayed request holds no thread), then
-    # the answer (catalog reads, off the event loop).
+    # Each runs in three steps: the credential, its turn under the rate limit (an async
+    # wait: a delayed request holds no thread), then the answer. The credential, the
+    # project and FINISHED answers come from short-lived caches (api/cache.py) on the event
+    # loop; only what they lack is read from the catalog, off the event loop.
 
     async def _admit(self, request: Request, ai: str) -> Project | Response | Turn:
         """The credential's project when it may read `ai`; a 401, or the refused Turn."""
         headers = request.headers
+        authorization, client_id = headers.get("authorization"), headers.get("x-client-id")
+        now = self.clock()
         try:
-            cred = await run_in_threadpool(
-                auth.resolve,
-                self.catalog,
-                headers.get("authorization"),
-                headers.get("x-client-id"),
-                self.clock(),
-            )
+            cred = await self._credential(authorization, client_id, now)
         except auth.Unauthorized:
             return unauthorized()
         turn = self.limiter.take(cred.rate_key)
@@ -217,8 +243,63 @@ class Api:
             if self.metrics is not None:
                 self.metrics.rate_delayed.inc()
             await self.sleep(turn.delay)
-        project = await run_in_threadpool(self.catalog.project_by_id, cred.project_id)
+        project = await self._project(cred.project_id)
         return project if project.ai == ai else unauthorized()
+
+    async def _credential(
+        self, authorization: str | None, client_id: str | None, now: int
+    ) -> auth.Credential:
+        key = ("credential", authorization, client_id)
+        for _ in range(2):  # from memory; else after a load of the same key, if one ran
+            cred = self.credentials.cached(authorization, client_id, now)
+            if cred is not None:
+                if self.credentials.aging(authorization, client_id):
+                    self.loads.ahead(key, self.credentials.resolve, authorization, client_id, now)
+                return cred
+            if not await self.loads.wait(key):
+                break
+        return await self.loads.run(key, self.credentials.resolve, authorization, client_id, now)
+
+    async def _project(self, project_id: int) -> Project:
+        key = ("project", project_id)
+        for _ in range(2):
+            project = self.projects.get(project_id)
+            if project is not None:
+                if self.projects.aging(project_id):
+                    self.loads.ahead(key, self._read_project, project_id)
+                return project
+            if not await self.loads.wait(key):
+                break
+        return await self.loads.run(key, self._read_project, project_id)
+
+    def _read_project(self, project_id: int) -> Project:
+        generation = self.catalog.generation
+        project = self.catalog.project_by_id(project_id)
+        self.projects.put(project_id, project, generation)
+        return project
+
+    async def _answer(
+        self,
+        project: Project,
+        version: str,
+        types: Sequence[str],
+        window: Window,
+        expire: int,
+        scope: str,
+        now: int,
+    ) -> Answer:
+        """From memory when it holds the answer, else from the catalog in a thread."""
+        key = ("answer", project, version, scope)
+        args = (project, version, types, window, expire, scope, now)
+        for _ in range(2):
+            answer = self.insights.cached(project, version, scope, expire, now)
+            if answer is not None:
+                if self.insights.aging(project, version, scope):
+                    self.loads.ahead(key, self.insights.answer, *args)
+                return answer
+            if not await self.loads.wait(key):
+                break
+        return await self.loads.run(key, self.insights.answer, *args)
 
     async def v2_one(self, request: Request) -> Response:
         return await self._v2(request, request.path_params["data_type"])
@@ -237,24 +318,18 @@ class Api:
             answer = Answer(ERROR, {}, too_many(admitted))
             body = v2_envelope(answer, p["export_type"], data_type, p["export_date"], now)
             return JSON(body, 429, {"retry-after": str(admitted.retry_after)})
-        query = request.query_params.get("expire")
-        return await run_in_threadpool(self._v2_answer, admitted, p, data_type, query)
-
-    def _v2_answer(
-        self, project: Project, p: Mapping[str, str], data_type: str | None, expire_q: str | None
-    ) -> Response:
         now = self.clock()
         export_type, label = p["export_type"], p["export_date"]
         try:
             window = _window(export_type, label, data_type)
             label = window.label
-            expire = parse_expire(expire_q)
+            expire = parse_expire(_expire_param(request.scope["query_string"]))
         except BadParam as e:
             answer = Answer(ERROR, {}, str(e))
             return JSON(v2_envelope(answer, export_type, data_type, label, now), 400)
         types = DATA_TYPE_NAMES if data_type is None else (data_type,)
         scope = f"v2/{export_type}/{data_type or '*'}/{label}"
-        answer = self.insights.answer(project, "v2", types, window, expire, scope, now)
+        answer = await self._answer(admitted, "v2", types, window, expire, scope, now)
         return JSON(v2_envelope(answer, export_type, data_type, label, now))
 
     async def v1(self, request: Request) -> Response:
@@ -263,23 +338,19 @@ class Api:
         if isinstance(admitted, Response):
             return admitted
         if isinstance(admitted, Turn):
-            body = {"status": ERROR, "downlinks": [], "errorMsg": too_many(admitted)}
-            return JSON(body, 429, {"retry-after": str(admitted.retry_after)})
-        query = request.query_params.get("expire")
-        return await run_in_threadpool(self._v1_answer, admitted, p["date"], query)
-
-    def _v1_answer(self, project: Project, date: str, expire_q: str | None) -> Response:
+            refused = {"status": ERROR, "downlinks": [], "errorMsg": too_many(admitted)}
+            return JSON(refused, 429, {"retry-after": str(admitted.retry_after)})
         now = self.clock()
         try:
             try:
-                window = parse_v1_date(date)
+                window = parse_v1_date(p["date"])
             except BadDate as e:
                 raise BadParam(BAD_PARAM + str(e)) from None
-            expire = parse_expire(expire_q)
+            expire = parse_expire(_expire_param(request.scope["query_string"]))
         except BadParam as e:
             return JSON({"status": NOT_EXISTS, "downlinks": [], "errorMsg": str(e)}, 400)
         scope = f"v1/{window.label}"
-        answer = self.insights.answer(project, "v1", V1_TYPE_NAMES, window, expire, scope, now)
+        answer = await self._answer(admitted, "v1", V1_TYPE_NAMES, window, expire, scope, now)
         body: dict[str, Any] = {"status": answer.status, "downlinks": answer.flat()}
         if answer.error:
             body["errorMsg"] = answer.error
@@ -289,20 +360,49 @@ class Api:
 
     # ---- service ---------------------------------------------------------------------
 
-    def healthz(self, request: Request) -> Response:
-        try:
-            with self.catalog.engine.connect() as c:
-                c.execute(text("SELECT 1"))
-        except Exception:
-            log.exception("health check: the catalog does not answer")
-            return JSON({"status": "error", "catalog": "unavailable"}, 503)
-        return JSON({"status": "ok"})
+    async def healthz(self, request: Request) -> Response:
+        if await self.health.catalog_ok():
+            return JSON({"status": "ok"})
+        return JSON({"status": "error", "catalog": "unavailable"}, 503)
 
     def openapi_json(self, request: Request) -> Response:
         return JSON(self.openapi)
 
     def docs(self, request: Request) -> Response:
         return HTMLResponse(docs_page(self.openapi))
+
+
+class Health:
+    """Whether the catalog answers, probed at most once per HEALTH_SECONDS: a load
+    balancer polling /healthz hard costs the catalog one `SELECT 1` a second, not one a
+    request. While a probe runs, other requests get the last result (the first waits)."""
+
+    def __init__(self, catalog: Catalog, clock: Callable[[], float] = time.monotonic) -> None:
+        self.catalog = catalog
+        self.clock = clock
+        self._ok: bool | None = None
+        self._at = -math.inf
+        self._probing = False
+
+    def _probe(self) -> bool:
+        try:
+            with self.catalog.engine.connect() as c:
+                c.execute(text("SELECT 1"))
+        except Exception:
+            log.exception("health check: the catalog does not answer")
+            return False
+        return True
+
+    async def catalog_ok(self) -> bool:
+        due = self.clock() - self._at >= HEALTH_SECONDS
+        if (due and not self._probing) or self._ok is None:
+            self._probing = True
+            try:
+                self._ok = await run_in_threadpool(self._probe)
+                self._at = self.clock()
+            finally:
+                self._probing = False
+        return self._ok
 
 
 def docs_page(doc: dict[str, Any]) -> str:

@@ -12,6 +12,7 @@ from urllib.parse import parse_qsl
 import orjson
 from sqlalchemy import select
 
+from rawexport.api.cache import Fresh
 from rawexport.catalog import Catalog, KeyPair
 from rawexport.catalog.tables import key_pairs
 from rawexport.settings import Settings
@@ -139,14 +140,22 @@ def resolve(
     code alone identifies its key). A static token works alone; with `X-Client-Id` the key
     must be of the token's project.
     """
+    return _resolve(catalog, authorization, client_id, now)[0]
+
+
+def _resolve(
+    catalog: Catalog, authorization: str | None, client_id: str | None, now: int
+) -> tuple[Credential, int | None]:
+    """resolve(), and until when the credential is valid (an auth code's expiry)."""
     secret = bearer(authorization)
     if secret is None:
         raise Unauthorized("no credential")
-    kp = catalog.auth_code_key(secret, now)
-    if kp is not None:
+    found = catalog.auth_code_entry(secret, now)
+    if found is not None:
+        kp, expires_ms = found
         if client_id and not hmac.compare_digest(kp.public_key.encode(), client_id.encode()):
             raise Unauthorized("code of another key")
-        return Credential(kp.project_id, f"k{kp.id}")
+        return Credential(kp.project_id, f"k{kp.id}"), expires_ms
     project_id = catalog.project_for_token(secret)
     if project_id is None:
         raise Unauthorized("unknown credential")
@@ -155,4 +164,36 @@ def resolve(
         if named is None or named.project_id != project_id:
             raise Unauthorized("key of another project")
     token_id = hashlib.sha256(secret.encode()).hexdigest()[:16]
-    return Credential(project_id, f"t{token_id}")
+    return Credential(project_id, f"t{token_id}"), None
+
+
+class Credentials:
+    """resolve() behind a short-lived cache (api/cache.py) of the credentials it found.
+
+    Only credentials that passed are kept (a wrong one is checked against the catalog
+    every time); an auth code is kept no longer than it is valid.
+    """
+
+    def __init__(self, catalog: Catalog, cache_seconds: float) -> None:
+        self.catalog = catalog
+        self._found: Fresh[tuple[Credential, int | None]] = Fresh(
+            lambda: catalog.generation, cache_seconds
+        )
+
+    def cached(
+        self, authorization: str | None, client_id: str | None, now: int
+    ) -> Credential | None:
+        found = self._found.get((authorization, client_id))
+        if found is None or (found[1] is not None and found[1] <= now):
+            return None
+        return found[0]
+
+    def aging(self, authorization: str | None, client_id: str | None) -> bool:
+        return self._found.aging((authorization, client_id))
+
+    def resolve(self, authorization: str | None, client_id: str | None, now: int) -> Credential:
+        """From the catalog (raises Unauthorized); kept for the next requests."""
+        generation = self.catalog.generation
+        credential, until = _resolve(self.catalog, authorization, client_id, now)
+        self._found.put((authorization, client_id), (credential, until), generation)
+        return credential

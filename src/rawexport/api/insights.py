@@ -6,9 +6,17 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from rawexport.api.cache import Fresh
 from rawexport.blobs import links
 from rawexport.catalog import PENDING, Catalog, Job, Project
-from rawexport.timeutil import Window, beijing, beijing_hour_label, hour_ceil, hour_floor
+from rawexport.timeutil import (
+    HOUR_MS,
+    Window,
+    beijing,
+    beijing_hour_label,
+    hour_ceil,
+    hour_floor,
+)
 
 FINISHED = "FINISHED"
 RUNNING = "RUNNING"
@@ -80,13 +88,51 @@ def fingerprint(keys: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()
 
 
-class Insights:
-    """Answers export requests from the catalog: one jobs query and one files query each."""
+@dataclass(frozen=True)
+class _Kept:
+    """A FINISHED answer as cached: what it said, and until when it may be said again."""
 
-    def __init__(self, catalog: Catalog, base_url: str, secret: str) -> None:
+    answer: Answer
+    # The answer holds for request clocks in [valid_from_ms, retained_ms): from when its
+    # last hour closed (or an hour it left out fell out of retention) until the first of
+    # its hours falls out of retention. Requests a little older than the answer use it too.
+    valid_from_ms: int
+    retained_ms: int
+    until_ms: int | None  # when its links expire (None: it has no links)
+
+
+class Insights:
+    """Answers export requests from the catalog: one jobs query and one files query each.
+
+    FINISHED answers are also kept in memory (api/cache.py: until the catalog changes
+    through this process, and at most `cache_seconds`) and given again while their links
+    keep half of the asked lifetime, the rule the catalog's issued links follow too.
+    """
+
+    def __init__(
+        self, catalog: Catalog, base_url: str, secret: str, cache_seconds: float = 0.0
+    ) -> None:
         self.catalog = catalog
         self.base_url = base_url.rstrip("/")
         self.secret = secret
+        self._kept: Fresh[_Kept] = Fresh(lambda: catalog.generation, cache_seconds)
+
+    def cached(
+        self, project: Project, version: str, scope: str, expire_minutes: int, now: int
+    ) -> Answer | None:
+        """The answer `answer` would give now, when it is in memory and still true."""
+        kept = self._kept.get((project, version, scope))
+        if kept is None or not kept.valid_from_ms <= now < kept.retained_ms:
+            return None
+        if kept.until_ms is not None:
+            asked = min(now + expire_minutes * links.MINUTE_MS, kept.retained_ms)
+            if (kept.until_ms - now) * 2 < asked - now:
+                return None
+        return kept.answer
+
+    def aging(self, project: Project, version: str, scope: str) -> bool:
+        """The kept answer is past half its life (api/cache.py): read it again ahead."""
+        return self._kept.aging((project, version, scope))
 
     def answer(
         self,
@@ -98,15 +144,19 @@ class Insights:
         scope: str,
         now: int,
     ) -> Answer:
+        generation = self.catalog.generation  # before the reads: a write meanwhile drops it
         empty: dict[str, list[str]] = {t: [] for t in types}
         jobs = self.catalog.hour_jobs(project.id, version, window.start_ms, window.end_ms)
         kept: list[tuple[str, int, HourStatus]] = []
+        expired = 0  # the last retention end among the hours left out
         for hour in window.hours:
             for t in types:
                 hs = hour_status(project, version, hour, jobs.get((t, hour), ()), now)
                 if hs.reason == DISABLED:
                     return Answer(NOT_EXISTS, empty)
-                if hs.reason not in (BEFORE, EXPIRED):
+                if hs.reason == EXPIRED:
+                    expired = links.retained_until(hour, project.retention_days)
+                elif hs.reason != BEFORE:
                     kept.append((t, hour, hs))
         if all(hs.reason == FUTURE for _, _, hs in kept):
             return Answer(NOT_EXISTS, empty)
@@ -122,8 +172,15 @@ class Insights:
         day = beijing(window.start_ms).strftime("%Y%m%d") if version == "v1" else None
         if len(window.hours) == 1:
             day = None
-        parts, manifests = self._links(project, served, types, expire_minutes, scope, now, day)
-        return Answer(FINISHED, parts, manifests=manifests)
+        parts, manifests, until = self._links(
+            project, served, types, expire_minutes, scope, now, day
+        )
+        answer = Answer(FINISHED, parts, manifests=manifests)
+        retained = min(links.retained_until(h, project.retention_days) for _, h, _ in served)
+        valid_from = max(expired, max(h for _, h, _ in served) + HOUR_MS)
+        entry = _Kept(answer, valid_from, retained, until)
+        self._kept.put((project, version, scope), entry, generation)
+        return answer
 
     def _links(
         self,
@@ -134,8 +191,9 @@ class Insights:
         scope: str,
         now: int,
         day: str | None = None,
-    ) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
-        """Part links and manifest links per data type, reused while the cached ones live.
+    ) -> tuple[dict[str, list[str]], dict[str, list[str]], int | None]:
+        """Part links and manifest links per data type, reused while the cached ones live,
+        and when they expire (None when there are none).
 
         Part links carry `links.link_path` of their key (shaped for the base URL); with
         `day` (a v1 day, Beijing yyyyMMdd) each type's parts of the day's 24 hours get one
@@ -148,7 +206,7 @@ class Insights:
         out: dict[str, list[str]] = {t: [] for t in types}
         manifests: dict[str, list[str]] = {t: [] for t in types}
         if not entries and not manifest_entries:
-            return out, manifests
+            return out, manifests, None
         # Everything that shapes a link is in the fingerprint: the keys, the base URL and
         # the link shape; the marker keeps rows cached by older versions unmatched.
         fp = fingerprint(
@@ -170,6 +228,7 @@ class Insights:
             return (
                 {t: list(saved_links.get(t, [])) for t in types},
                 {t: list(saved_manifests.get(t, [])) for t in types},
+                cached[1],
             )
         until = None
         numbers: dict[str, int] = {}
@@ -189,4 +248,4 @@ class Insights:
         keys = ["/" + k for _, _, k in entries] + ["/" + k for _, _, k in manifest_entries]
         payload = {"links": out, "manifest": manifests, "keys": keys}
         self.catalog.save_issued(project.id, scope, fp, payload, until, now)
-        return out, manifests
+        return out, manifests, until

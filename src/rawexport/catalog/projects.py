@@ -7,6 +7,7 @@ be all-or-nothing (committing an export revision) runs in one transaction.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import secrets
 import string
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import (
     Connection,
+    event,
     insert,
     select,
     update,
@@ -91,12 +93,42 @@ def _key_id(c: Connection, public_key: str) -> int | None:
     return None if kp is None else int(kp)
 
 
+# Writes that never make a cached read stale: a new auth code (a cache holds only codes it
+# has seen) and issued links (the link cache itself).
+_HARMLESS_WRITES = ("INSERT INTO auth_codes", "INSERT INTO issued_links")
+_WROTE = "rawexport_wrote"
+
+
 class Catalog(JobStore):
     def __init__(self, url: str, *, run_migrations: bool = True) -> None:
         self.url = url
         self.engine = make_engine(url)
+        self._writes = itertools.count(1)  # next() is atomic: no increment is lost
+        self._generation = 0
+        event.listen(self.engine, "after_cursor_execute", self._saw_statement)
+        event.listen(self.engine.pool, "checkin", self._checked_in)
         if run_migrations:
             migrate(self.engine)
+
+    @property
+    def generation(self) -> int:
+        """A number that grows after every write through this catalog (any thread, any
+        table but the harmless ones above): a cache of catalog reads taken at one
+        generation is stale once it differs. Writes by other processes are not seen here."""
+        return self._generation
+
+    def _saw_statement(self, conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        head = statement.lstrip()[:6].upper()
+        if head in ("INSERT", "UPDATE", "DELETE") and not statement.lstrip().startswith(
+            _HARMLESS_WRITES
+        ):
+            conn.info[_WROTE] = True
+
+    def _checked_in(self, _dbapi_conn: Any, record: Any) -> None:
+        # Counted once the connection is back in the pool, i.e. after its commit (or
+        # rollback): a reader that sees the new generation also sees the written rows.
+        if record is not None and record.info.pop(_WROTE, False):
+            self._generation = next(self._writes)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -338,9 +370,14 @@ class Catalog(JobStore):
 
     def auth_code_key(self, code: str, now: int) -> KeyPair | None:
         """The key pair an unexpired, unrevoked auth code was issued to."""
+        found = self.auth_code_entry(code, now)
+        return None if found is None else found[0]
+
+    def auth_code_entry(self, code: str, now: int) -> tuple[KeyPair, int] | None:
+        """The key pair of an unexpired, unrevoked auth code, and when the code expires."""
         with self.tx() as c:
             row = c.execute(
-                select(key_pairs)
+                select(key_pairs, auth_codes.c.expires_ms)
                 .join(auth_codes, auth_codes.c.key_pair_id == key_pairs.c.id)
                 .where(
                     auth_codes.c.code_sha256 == sha256_hex(code),
@@ -351,7 +388,8 @@ class Catalog(JobStore):
             ).first()
         if row is None:
             return None
-        return KeyPair(row.id, row.project_id, row.public_key, row.private_key)
+        kp = KeyPair(row.id, row.project_id, row.public_key, row.private_key)
+        return kp, int(row.expires_ms)
 
     # ---- credentials as listed (console, `key list`, `token list`) ---------------------
 
