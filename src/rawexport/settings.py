@@ -36,6 +36,7 @@ class Settings:
     blobs_url: str = _f(
         "", "export files: file:///DIR (default HOME/exports) or s3://bucket/prefix"
     )
+    events_url: str = _f("", "event store: file:///DIR (default HOME/events) or s3://bucket/prefix")
     s3_endpoint_url: str = _f("", "endpoint of an S3-compatible store (default: AWS)")
     s3_region: str = _f("", "S3 region (default: boto3's, from AWS_DEFAULT_REGION or config)")
     dask_address: str = _f(

@@ -2,9 +2,8 @@
 exporting on a Dask cluster.
 
 Everything runs on loopback and is started and stopped (by pid) here: a throwaway
-PostgreSQL cluster, moto's S3 server, `dask scheduler` with two `dask worker`s, two nodes
-sharing one home (its event directory, which the workers read too) and nginx with the
-upstream of deploy/nginx-rawexport.conf.
+PostgreSQL cluster, moto's S3 server (events and exports), `dask scheduler` with two
+`dask worker`s, two nodes and nginx with the upstream of deploy/nginx-rawexport.conf.
 The nodes' clocks are shifted (RAWEXPORT_CLOCK_OFFSET_MS) to just before the end of an
 hour, so the hour closes and is exported while the test waits.
 """
@@ -220,6 +219,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         env |= FAKE_AWS_ENV | {
             "RAWEXPORT_CATALOG_URL": pg.create_database("cluster"),
             "RAWEXPORT_BLOBS_URL": f"s3://{bucket}/exports",
+            "RAWEXPORT_EVENTS_URL": f"s3://{bucket}/events",
             "RAWEXPORT_S3_ENDPOINT_URL": moto.endpoint_url,
             "RAWEXPORT_PUBLIC_URL": f"http://127.0.0.1:{listen}",
             "RAWEXPORT_CLOCK_OFFSET_MS": str(offset),

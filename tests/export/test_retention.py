@@ -28,6 +28,7 @@ from rawexport.export.retention import SweepReport, sweep
 from rawexport.ingest.generate import generate
 from rawexport.settings import Settings
 from rawexport.timeutil import DAY_MS, HOUR_MS, beijing_hour_label
+from tests.store_util import local
 
 T0 = 1_735_689_600_000  # 2025-01-01 08:00 Beijing
 
@@ -135,7 +136,7 @@ def test_backfill_cli_and_retention(env: tuple[Services, TestClient, Clock, str,
     report = sweep_at(services, clock.now)
     assert report.expired_hours == 1 and report.deleted_jobs == 4 and report.store_hours == 1
     assert links(client, ai, token, T0)["status"] == "NOT_EXISTS"
-    assert services.store.hour_files(ai, "page", T0) == []
+    assert local(services.store).hour_files(ai, "page", T0) == []
     assert links(client, ai, token, T0 + HOUR_MS)["status"] == "FINISHED"
 
 
@@ -148,7 +149,7 @@ def test_permanent_failure_shows_in_error_msg(
     assert project is not None
     hour = T0 + 2 * HOUR_MS
     generate(services.store, ai, hour, 1, 30, data_types=["page"], seed=6)
-    bad = services.store.hour_dir(ai, "page", hour) / f"{'e' * 32}.parquet"
+    bad = local(services.store).hour_dir(ai, "page", hour) / f"{'e' * 32}.parquet"
     bad.write_bytes(b"\x00" * 64)  # a disk fault: the file's bytes are gone
     clock.now = hour + HOUR_MS + 1000
     services.catalog.plan(project.id, "v2", ["page"], [hour], clock.now)

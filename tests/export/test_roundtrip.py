@@ -19,6 +19,7 @@ from rawexport.schema import DATA_TYPE_NAMES, DATA_TYPES
 from rawexport.settings import Settings
 from rawexport.timeutil import HOUR_MS
 from tests.conftest import local_path
+from tests.store_util import local
 
 T0 = 1_735_689_600_000
 
@@ -70,7 +71,7 @@ def test_values_and_counts_round_trip(exported: tuple[Services, str], name: str)
         exported_rows += rows[1:]
 
     table = pa.concat_tables(
-        pq.read_table(p) for p in services.store.hour_files(ai, name, T0)
+        pq.read_table(p) for p in local(services.store).hour_files(ai, name, T0)
     ).select([c.name for c in columns])
     assert manifest["rows"] == table.num_rows == len(exported_rows) == job.rows
 

@@ -27,6 +27,7 @@ from rawexport.store.events import EventStore
 from rawexport.timeutil import HOUR_MS, hour_floor, now_ms
 from tests.conftest import local_path
 from tests.fsync_util import Recorder
+from tests.store_util import local
 
 T0 = 1_735_689_600_000  # 2025-01-01 00:00 UTC = 08:00 Beijing
 
@@ -63,7 +64,8 @@ def test_planned_hours_export_and_commit(services: Services) -> None:
     files = services.catalog.files(page.id)
     assert sum(f.rows for f in files) == page.rows
     store_rows = sum(
-        pq.read_metadata(f).num_rows for f in services.store.hour_files(p.ai, "page", page.hour_ms)
+        pq.read_metadata(f).num_rows
+        for f in local(services.store).hour_files(p.ai, "page", page.hour_ms)
     )
     assert page.rows == store_rows
     data = local_path(services.blobs, files[0].key).read_bytes()
@@ -85,7 +87,7 @@ class FlakyStore(EventStore):
 def test_transient_failure_retries_then_errors(services: Services) -> None:
     clock = Clock(T0 + HOUR_MS)
     services.exporter.clock = clock
-    store = FlakyStore(services.store.root)
+    store = FlakyStore(local(services.store).root)
     services.exporter.store = store
     p = services.catalog.create_project("a", export_since_ms=T0, v1_enabled=False)
     services.catalog.plan(p.id, "v2", ["page"], [T0], clock.now)
@@ -106,9 +108,9 @@ def test_an_unreadable_parquet_file_fails_at_once_and_says_which(services: Servi
     """A stored file that is not Parquet: ERROR after one attempt, the file named."""
     p = services.catalog.create_project("a", export_since_ms=T0, v1_enabled=False)
     generate(services.store, p.ai, T0, 1, 50, data_types=["visit"], seed=4)
-    bad = services.store.hour_dir(p.ai, "visit", T0) / f"{'0' * 32}.parquet"
+    bad = local(services.store).hour_dir(p.ai, "visit", T0) / f"{'0' * 32}.parquet"
     bad.write_bytes(b"PAR1 this is not a parquet file")
-    assert bad in services.store.hour_files(p.ai, "visit", T0)
+    assert bad in local(services.store).hour_files(p.ai, "visit", T0)
     services.catalog.plan(p.id, "v2", ["visit"], [T0], T0 + HOUR_MS)
     assert services.exporter.drain("w") == 1
     job = services.catalog.jobs(p.id)[0]
@@ -198,7 +200,7 @@ def test_a_worker_that_lost_its_lease_changes_nothing_committed(tmp_path: Path) 
         p = services.catalog.create_project("a", export_since_ms=hour, v1_enabled=False)
         generate(services.store, p.ai, hour, 1, 4000, data_types=["page"], seed=1)
         services.catalog.plan(p.id, "v2", ["page"], [hour], clock.now)
-        other = OtherHost(services.store.root)
+        other = OtherHost(local(services.store).root)
         b = Exporter(s, services.catalog, other, LocalBlobStore(s.exports_dir), clock=clock)
         b_status: list[str] = []
 

@@ -20,6 +20,7 @@ from rawexport.ingest.generate import generate
 from rawexport.settings import Settings
 from rawexport.timeutil import HOUR_MS, now_ms
 from tests.conftest import local_path
+from tests.store_util import local
 
 T0 = 1_735_689_600_000  # 2025-01-01 00:00 UTC
 
@@ -40,7 +41,9 @@ def run(svc: Services, *args: str) -> tuple[int, Any]:
 
 def all_rows(svc: Services, ai: str, data_type: str) -> list[dict[str, Any]]:
     files = [
-        f for h in svc.store.hours(ai, data_type) for f in svc.store.hour_files(ai, data_type, h)
+        f
+        for h in svc.store.hours(ai, data_type)
+        for f in local(svc.store).hour_files(ai, data_type, h)
     ]
     rows: list[dict[str, Any]] = (
         pa.concat_tables([pq.read_table(f) for f in files]).to_pylist() if files else []
@@ -76,7 +79,7 @@ def test_parquet_from_store_path_and_type_option(services: Services, tmp_path: P
     src = services.catalog.create_project("src")
     dst = services.catalog.create_project("dst")
     generate(services.store, src.ai, T0, 1, 100, ["page"], seed=1)
-    [f] = services.store.hour_files(src.ai, "page", T0)
+    [f] = local(services.store).hour_files(src.ai, "page", T0)
     code, out = run(services, "--project", dst.ai, "--keep-send-time", str(f))
     assert code == 0 and out["rows"] == {"page": pq.read_metadata(f).num_rows}
     copy = tmp_path / "x.parquet"

@@ -21,6 +21,7 @@ from rawexport.store.events import EventStore
 from rawexport.timeutil import HOUR_MS, parse_export_date
 from tests.conftest import BASE_URL, World
 from tests.fsync_util import Recorder
+from tests.store_util import local
 
 T0 = 1_735_689_600_000  # 2025-01-01 00:00 UTC
 
@@ -55,7 +56,7 @@ def test_group_commit_acks_only_durable_rows(
     for f in futures:
         f.result(10)
     ingestor.stop()
-    files = services.store.hour_files(p.ai, "page", T0)
+    files = local(services.store).hour_files(p.ai, "page", T0)
     assert 1 <= ingestor.commits == len(files) < 20  # grouped
     holder = {}
     for path in files:
@@ -82,7 +83,7 @@ def test_group_commit_splits_by_hour_and_project(services: Services) -> None:
     ingestor.stop()
     for p in (a, b):
         assert services.store.hours(p.ai, "page") == [T0, T0 + HOUR_MS]
-        assert len(services.store.hour_files(p.ai, "page", T0)) == 1
+        assert len(local(services.store).hour_files(p.ai, "page", T0)) == 1
 
 
 class FullDisk(EventStore):
@@ -92,7 +93,7 @@ class FullDisk(EventStore):
 
 def test_a_failed_write_fails_every_waiter_and_stores_nothing(services: Services) -> None:
     p = services.catalog.create_project("a")
-    store = FullDisk(services.store.root)
+    store = FullDisk(local(services.store).root)
     ingestor = Ingestor(store, services.catalog, window_ms=50)
     futures = [ingestor.submit(p.id, p.ai, {"page": page_table(2, T0)}) for _ in range(3)]
     for f in futures:
@@ -109,7 +110,7 @@ def test_stop_commits_what_is_queued(services: Services) -> None:
     threading.Thread(target=ingestor.stop).start()
     for f in futures:
         f.result(10)
-    files = services.store.hour_files(p.ai, "page", T0)
+    files = local(services.store).hour_files(p.ai, "page", T0)
     assert sum(pq.read_metadata(x).num_rows for x in files) == 5
 
 
@@ -206,7 +207,7 @@ def test_a_crash_right_after_a_backfill_still_reexports(services: Services) -> N
     now = T0 + 3 * HOUR_MS
     commit(services.store, catalog, p.id, p.ai, {"custom_event": _custom(3, T0)}, now)
     export_now(services.exporter, p, [T0], "custom_event", now)
-    dying = DiesAfterAppend(services.store.root)
+    dying = DiesAfterAppend(local(services.store).root)
     with pytest.raises(Crash):
         commit(dying, catalog, p.id, p.ai, {"custom_event": _custom(2, T0 + 10)}, now)
     [queued] = [j for j in catalog.jobs(p.id) if j.status == "queued"]

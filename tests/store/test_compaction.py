@@ -109,6 +109,7 @@ def test_compact_all_picks_hours_with_many_files_or_a_journal(tmp_path: Path) ->
 
 def test_export_compacts_the_hour_first(tmp_path: Path) -> None:
     svc = open_services(Settings(home=tmp_path, grace_seconds=0))
+    assert isinstance(svc.store, EventStore)
     p = svc.catalog.create_project("a", ai=AI, export_since_ms=T0, v1_enabled=False)
     for seed in range(4):
         generate(svc.store, AI, T0, 1, 50, ["page"], seed=seed)

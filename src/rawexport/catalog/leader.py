@@ -26,9 +26,12 @@ class Leadership:
     """`lead()` is True while this process holds the lock named `name` (it asks again when
     it does not); `release()` gives it up."""
 
-    def __init__(self, engine: Engine, name: str = "rawexport.scheduler") -> None:
+    def __init__(
+        self, engine: Engine, name: str = "rawexport.scheduler", role: str = "the scheduler"
+    ) -> None:
         self.engine = engine
         self.key = lock_key(name)
+        self.role = role
         self.shared = engine.dialect.name == "postgresql"
         self._conn: Connection | None = None
         self._lock = threading.Lock()
@@ -54,7 +57,7 @@ class Leadership:
             if not got:
                 conn.close()
                 return False
-            log.info("this node now runs the scheduler", extra={"event": "leader"})
+            log.info("this node now runs %s", self.role, extra={"event": "leader"})
             self._conn = conn
             return True
 

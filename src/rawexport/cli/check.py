@@ -58,16 +58,13 @@ def _writable(path: Path, what: str) -> str:
     return f"directory {path}, writable"
 
 
-def _blobs(settings: Settings) -> str:
+def _store(url: str, default_dir: Path, settings: Settings, what: str, setting: str) -> str:
     try:
         store = open_blob_store(
-            settings.blobs_url,
-            settings.exports_dir,
-            endpoint_url=settings.s3_endpoint_url,
-            region=settings.s3_region,
+            url, default_dir, endpoint_url=settings.s3_endpoint_url, region=settings.s3_region
         )
     except ValueError as e:
-        raise CheckFailed(f"{e}; fix blobs_url") from None
+        raise CheckFailed(f"{e}; fix {setting}") from None
     if isinstance(store, S3BlobStore):
         try:
             store.check()
@@ -75,7 +72,15 @@ def _blobs(settings: Settings) -> str:
             raise CheckFailed(str(e)) from None
         return f"{store!r}: probe object put, read and deleted"
     assert isinstance(store, LocalBlobStore)
-    return _writable(store.root, "exports")
+    return _writable(store.root, what)
+
+
+def _blobs(settings: Settings) -> str:
+    return _store(settings.blobs_url, settings.exports_dir, settings, "exports", "blobs_url")
+
+
+def _events(settings: Settings) -> str:
+    return _store(settings.events_url, settings.events_dir, settings, "events", "events_url")
 
 
 def _dask(settings: Settings) -> str:
@@ -97,7 +102,7 @@ def check(ctx: click.Context, /, home: Path | None) -> None:
     probes: list[tuple[str, Callable[[], str]]] = [
         ("catalog", lambda: _catalog(settings)),
         ("blobs", lambda: _blobs(settings)),
-        ("events", lambda: _writable(settings.events_dir, "events")),
+        ("events", lambda: _events(settings)),
         ("dask", lambda: _dask(settings)),
     ]
     report: dict[str, dict[str, str]] = {}

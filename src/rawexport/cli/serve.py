@@ -40,15 +40,23 @@ def run_server(settings: Settings) -> None:
 
     from rawexport.api.app import create_app
     from rawexport.api.limits import guarded_protocol
+    from rawexport.catalog.leader import Leadership
     from rawexport.export.retention import Sweeper
     from rawexport.export.scheduler import Scheduler
     from rawexport.export.worker import WorkerPool
     from rawexport.store.compaction import Compactor
+    from rawexport.store.objects import ObjectEventStore
 
     setup_logging(settings.log_level)
     services = open_services(settings)
     scheduler = Scheduler(services.catalog, settings, metrics=services.metrics)
-    compactor = Compactor(services.store, settings, metrics=services.metrics)
+    # On an object store, only the node holding the compactor's lock compacts.
+    compacts = (
+        Leadership(services.catalog.engine, "rawexport.compactor", "the compactor")
+        if isinstance(services.store, ObjectEventStore)
+        else None
+    )
+    compactor = Compactor(services.store, settings, metrics=services.metrics, leadership=compacts)
     sweeper = Sweeper(
         services.catalog,
         services.store,

@@ -12,14 +12,14 @@ from rawexport.export.ondask import DaskExecutor
 from rawexport.export.worker import Exporter
 from rawexport.metrics import Metrics
 from rawexport.settings import Settings
-from rawexport.store.events import EventStore
+from rawexport.store.objects import Events, open_event_store
 
 
 @dataclass
 class Services:
     settings: Settings
     catalog: Catalog
-    store: EventStore
+    store: Events
     blobs: BlobStore
     exporter: Exporter
     metrics: Metrics
@@ -34,7 +34,7 @@ def open_services(settings: Settings) -> Services:
     settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)  # the catalog holds secrets
     settings.tmp_dir.mkdir(parents=True, exist_ok=True)
     catalog = Catalog(settings.database_url)
-    store = EventStore(settings.events_dir)
+    store = open_event_store(settings)
     blobs = open_blob_store(
         settings.blobs_url,
         settings.exports_dir,

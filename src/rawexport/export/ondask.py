@@ -77,10 +77,12 @@ class Place:
     threads: int
     part_bytes: int
     compress_level: int
+    events_url: str = ""
 
     @classmethod
     def of(cls, settings: Settings) -> Place:
         return cls(
+            events_url=settings.events_url if settings.events_url.startswith("s3://") else "",
             blobs_url=settings.blobs_url,
             exports_dir=str(settings.exports_dir),
             s3_endpoint_url=settings.s3_endpoint_url,
@@ -108,6 +110,25 @@ def blobs_of(place: Place) -> BlobStore:
                 region=place.s3_region,
             )
         return _stores[place]
+
+
+def inputs(place: Place, work: Path, names: Sequence[str]) -> list[Path]:
+    """Local paths of a task's input files: the paths themselves, or, with events on an
+    object store (names are then keys), copies fetched into work."""
+    if not place.events_url:
+        return [Path(n) for n in names]
+    events = open_blob_store(
+        place.events_url,
+        Path(place.tmp_dir),
+        endpoint_url=place.s3_endpoint_url,
+        region=place.s3_region,
+    )
+    out = []
+    for i, key in enumerate(names):
+        dest = work / f"event-{i:05d}.parquet"
+        events.fetch(key, dest)
+        out.append(dest)
+    return out
 
 
 @dataclass(frozen=True)
@@ -181,22 +202,26 @@ def whole_task(
     place: Place, hour: Hour, files: list[str], range_bytes: int | None = None
 ) -> ExportResult:
     """An hour small enough to sort at once: the whole export, as in one process."""
-    return run_export(
-        files=[Path(f) for f in files],
-        blobs=blobs_of(place),
-        ai=hour.ai,
-        version=hour.version,
-        name=hour.name,
-        hour_ms=hour.hour_ms,
-        revision=hour.revision,
-        attempt=hour.attempt,
-        part_bytes=place.part_bytes,
-        compress_level=place.compress_level,
-        tmp_dir=Path(place.tmp_dir),
-        memory_limit=place.memory_limit,
-        threads=place.threads,
-        range_bytes=range_bytes,
-    )
+    work = _work_dir(place)
+    try:
+        return run_export(
+            files=inputs(place, work, files),
+            blobs=blobs_of(place),
+            ai=hour.ai,
+            version=hour.version,
+            name=hour.name,
+            hour_ms=hour.hour_ms,
+            revision=hour.revision,
+            attempt=hour.attempt,
+            part_bytes=place.part_bytes,
+            compress_level=place.compress_level,
+            tmp_dir=Path(place.tmp_dir),
+            memory_limit=place.memory_limit,
+            threads=place.threads,
+            range_bytes=range_bytes,
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def split_task(
@@ -215,11 +240,12 @@ def split_task(
         con = _connect(work, int(budget * DUCKDB_SHARE), place.threads)
         try:
             source: Any
+            (path,) = inputs(place, work, [part.path])
             if hour.version == "v2":
                 rgs = list(part.row_groups) if part.row_groups is not None else None
-                source = _store_batches(hour.version, hour.name, [Path(part.path)], rgs)
+                source = _store_batches(hour.version, hour.name, [path], rgs)
             else:
-                query = fields_query(hour.version, hour.name, [part.path])
+                query = fields_query(hour.version, hour.name, [path])
                 source = con.sql(query).to_arrow_reader(BATCH_ROWS)
             feed(source, ranges, workers=max(1, place.threads))
         finally:
@@ -316,8 +342,11 @@ class DaskExecutor:
         hour: Hour,
         lost: threading.Event,
         range_bytes: int | None = None,
+        keys: list[str] | None = None,
     ) -> ExportResult:
-        """Export the hour's files on the cluster; the same parts as run_export."""
+        """Export the hour's files on the cluster; the same parts as run_export. keys: the
+        files' objects in an object event store (workers fetch them; files are local copies
+        for planning)."""
         settings = self.settings
         place = Place.of(settings)
         client = self.client()
@@ -333,13 +362,16 @@ class DaskExecutor:
                 con.close()
                 shutil.rmtree(work, ignore_errors=True)
         if not bounds:
-            names = [str(f) for f in files]
+            names = keys if keys is not None else [str(f) for f in files]
             whole = client.submit(whole_task, place, hour, names, range_bytes, pure=False)
             result: ExportResult = self._wait([whole], lost)[0]
             return result
         blobs = blobs_of(place)
         try:
             slices = plan_slices(hour.version, files)
+            if keys is not None:  # the same slices, named by their objects
+                by_path = dict(zip(map(str, files), keys, strict=True))
+                slices = [Slice(by_path[s.path], s.row_groups) for s in slices]
             split = [
                 client.submit(split_task, place, hour, i, s, bounds, pure=False)
                 for i, s in enumerate(slices)
@@ -350,11 +382,11 @@ class DaskExecutor:
             if schema is None:
                 return ExportResult(hour.prefix, manifest_key(hour.prefix), [], 0, 0)
             sizes: dict[int, int] = {}
-            keys: dict[int, list[str]] = {}
+            range_keys: dict[int, list[str]] = {}
             for _, ranges in outs:  # in slice order, like one process's spill files
                 for r, (key, size) in ranges.items():
                     sizes[r] = sizes.get(r, 0) + size
-                    keys.setdefault(r, []).append(key)
+                    range_keys.setdefault(r, []).append(key)
             groups = plan_groups(sizes, range_bytes)
             log.info(
                 "job %s/%s %s on dask: %d slices, %d ranges, %d groups",
@@ -371,7 +403,7 @@ class DaskExecutor:
                     place,
                     hour,
                     g,
-                    [k for r in members for k in keys[r]],
+                    [k for r in members for k in range_keys[r]],
                     schema,
                     pure=False,
                 )
@@ -395,7 +427,7 @@ def worker_probe(place: Place, events_dir: str) -> str:
     import rawexport
 
     blobs_of(place).list(f"{SCRATCH}/probe/")
-    if not Path(events_dir).is_dir():
+    if not place.events_url and not Path(events_dir).is_dir():
         raise DaskUnusable(
             f"a Dask worker cannot see the event directory {events_dir}; run workers on "
             "the same host or a shared file system"

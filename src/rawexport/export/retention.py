@@ -16,7 +16,7 @@ from rawexport.catalog.tables import export_files, export_jobs, issued_links
 from rawexport.export.keys import SCRATCH, export_prefix
 from rawexport.metrics import Metrics
 from rawexport.schema import DATA_TYPE_NAMES
-from rawexport.store.events import EventStore
+from rawexport.store.objects import Events
 from rawexport.timeutil import DAY_MS, now_ms
 
 log = logging.getLogger("rawexport.retention")
@@ -138,7 +138,7 @@ def _drop_orphans(
 
 
 def sweep(
-    catalog: Catalog, store: EventStore, blobs: BlobStore, now: int, *, orphan_age_ms: int
+    catalog: Catalog, store: Events, blobs: BlobStore, now: int, *, orphan_age_ms: int
 ) -> SweepReport:
     """One pass. Files go before their catalog rows, so a crash leaves rows to retry with.
 
@@ -287,7 +287,7 @@ class Sweeper:
     def __init__(
         self,
         catalog: Catalog,
-        store: EventStore,
+        store: Events,
         blobs: BlobStore,
         interval: float,
         orphan_age_ms: int,

@@ -25,6 +25,7 @@ from rawexport.schema import DATA_TYPES, V1_TYPES
 from rawexport.settings import Settings
 from rawexport.store.compaction import compact_hour
 from rawexport.store.events import EventStore
+from rawexport.store.objects import Events
 from rawexport.timeutil import now_ms
 from rawexport.types import ExportResult
 
@@ -122,7 +123,7 @@ class Exporter:
 
     settings: Settings
     catalog: Catalog
-    store: EventStore
+    store: Events
     blobs: BlobStore
     clock: Callable[[], int] = now_ms
     metrics: Metrics | None = None
@@ -157,18 +158,23 @@ class Exporter:
         try:
             project = self.catalog.project_by_id(job.project_id)
             source = self.source_type(job)
-            check_readable(self.store.hour_files(project.ai, source, job.hour_ms))
-            # Many small files read slowly; merge them first, then keep them while reading.
-            compact_hour(
-                self.store,
-                project.ai,
-                source,
-                job.hour_ms,
-                small_bytes=self.settings.compact_small_bytes,
-            )
-            with self.store.hour_lock(project.ai, source, job.hour_ms, exclusive=False):
-                files = self.store.hour_files(project.ai, source, job.hour_ms)
-                result = self._run(job, project.ai, files, lost)
+            if isinstance(self.store, EventStore):
+                check_readable(self.store.hour_files(project.ai, source, job.hour_ms))
+                # Many small files read slowly; merge them first, then keep them while reading.
+                compact_hour(
+                    self.store,
+                    project.ai,
+                    source,
+                    job.hour_ms,
+                    small_bytes=self.settings.compact_small_bytes,
+                )
+                with self.store.open_hour(project.ai, source, job.hour_ms) as files:
+                    result = self._run(job, project.ai, files, lost)
+            else:  # objects: compacted by serve's compactor alone, read from local copies
+                with self.store.fetched_hour(project.ai, source, job.hour_ms) as got:
+                    files = [path for _, path in got]
+                    check_readable(files)
+                    result = self._run(job, project.ai, files, lost, [k for k, _ in got])
             stop.set()
             done = self.clock()
             manifest = manifest_bytes(
@@ -215,11 +221,19 @@ class Exporter:
             stop.set()
             keeper.join()
 
-    def _run(self, job: Job, ai: str, files: list[Path], lost: threading.Event) -> ExportResult:
-        """Write the attempt's parts: on the Dask cluster if there is one, else here."""
+    def _run(
+        self,
+        job: Job,
+        ai: str,
+        files: list[Path],
+        lost: threading.Event,
+        keys: list[str] | None = None,
+    ) -> ExportResult:
+        """Write the attempt's parts: on the Dask cluster if there is one, else here. keys:
+        the files' objects in the event store, which Dask workers read themselves."""
         if self.dask is not None:
             hour = Hour(ai, job.version, job.data_type, job.hour_ms, job.revision, job.attempts)
-            return self.dask.run(files=files, hour=hour, lost=lost)
+            return self.dask.run(files=files, hour=hour, lost=lost, keys=keys)
         return run_export(
             files=files,
             blobs=FencedBlobs(self.blobs, lost),

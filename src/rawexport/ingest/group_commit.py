@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 from rawexport.catalog import Catalog
 from rawexport.schema import V1_TYPES
 from rawexport.settings import Settings
-from rawexport.store.events import EventStore
+from rawexport.store.objects import Events, open_event_store
 from rawexport.timeutil import HOUR_MS, hour_floor, now_ms
 
 log = logging.getLogger("rawexport.ingest")
@@ -61,7 +61,7 @@ def closed_hours(table: pa.Table, now: int) -> list[int]:
 
 
 def commit(
-    store: EventStore,
+    store: Events,
     catalog: Catalog,
     project_id: int,
     ai: str,
@@ -108,7 +108,7 @@ class Ingestor:
 
     def __init__(
         self,
-        store: EventStore,
+        store: Events,
         catalog: Catalog,
         *,
         window_ms: float = 2.0,
@@ -220,7 +220,7 @@ def _rows(p: _Pending) -> int:
 def make_ingestor(settings: Settings, catalog: Catalog) -> Ingestor:
     """The Ingestor `serve` uses: the settings' event store and group-commit limits."""
     return Ingestor(
-        EventStore(settings.events_dir),
+        open_event_store(settings),
         catalog,
         window_ms=settings.group_commit_ms,
         max_rows=settings.group_commit_rows,

@@ -21,6 +21,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from rawexport.catalog.leader import Leadership
 from rawexport.metrics import Metrics
 from rawexport.schema import DATA_TYPES
 from rawexport.settings import Settings
@@ -32,6 +33,7 @@ from rawexport.store.events import (
     fsync_dir,
     read_journal,
 )
+from rawexport.store.objects import Events, ObjectEventStore
 
 log = logging.getLogger("rawexport.compaction")
 
@@ -171,19 +173,26 @@ def _hours_to_compact(store: EventStore, settings: Settings) -> list[tuple[str, 
     return found
 
 
-def compact_all(store: EventStore, settings: Settings) -> int:
-    """One pass over the store; returns how many files were merged."""
+def compact_all(store: Events, settings: Settings) -> int:
+    """One pass over the store; returns how many files (objects) were merged."""
+    if isinstance(store, ObjectEventStore):
+        hours = [
+            (ai, t, h) for ai in store.projects() for t in DATA_TYPES for h in store.hours(ai, t)
+        ]
+    else:
+        hours = _hours_to_compact(store, settings)
+    small, least = settings.compact_small_bytes, settings.compact_min_files
     merged = 0
-    for ai, data_type, hour in _hours_to_compact(store, settings):
+    for ai, data_type, hour in hours:
         try:
-            merged += compact_hour(
-                store,
-                ai,
-                data_type,
-                hour,
-                small_bytes=settings.compact_small_bytes,
-                min_files=settings.compact_min_files,
-            )
+            if isinstance(store, ObjectEventStore):
+                merged += store.compact_hour(
+                    ai, data_type, hour, small_bytes=small, min_files=least
+                )
+            else:
+                merged += compact_hour(
+                    store, ai, data_type, hour, small_bytes=small, min_files=least
+                )
         except Exception:  # one bad hour must not stop the others
             log.exception("compaction of %s/%s/%s failed", ai, data_type, hour)
     return merged
@@ -198,11 +207,17 @@ class Compactor:
     """
 
     def __init__(
-        self, store: EventStore, settings: Settings, metrics: Metrics | None = None
+        self,
+        store: Events,
+        settings: Settings,
+        metrics: Metrics | None = None,
+        leadership: Leadership | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
         self.metrics = metrics
+        # Objects have no locks: then only the holder of this (advisory) lock compacts.
+        self.leadership = leadership
         self.stop_event = threading.Event()
         self.thread: threading.Thread | None = None
 
@@ -215,7 +230,8 @@ class Compactor:
         wait = interval
         while not self.stop_event.is_set():
             try:
-                merged = compact_all(self.store, self.settings)
+                leads = self.leadership is None or self.leadership.lead()
+                merged = compact_all(self.store, self.settings) if leads else 0
                 if merged:
                     log.info("compacted %d small event files", merged)
                 wait = interval

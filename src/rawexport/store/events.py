@@ -117,6 +117,39 @@ def _makedirs(path: Path) -> None:
         fsync_dir(d.parent)
 
 
+def by_hour(data_type: str, table: pa.Table) -> dict[int, pa.Table]:
+    """The rows (conformed to the type's schema) grouped by their sendTime hour."""
+    table = conform(data_type, table)
+    if table.num_rows == 0:
+        return {}
+    send = table.column("sendTime")
+    if send.null_count:
+        raise ValueError(f"{send.null_count} {data_type} rows have no sendTime")
+    send_ms = send.to_numpy()
+    hour_of_row = send_ms - send_ms % HOUR_MS
+    groups: dict[int, pa.Table] = {}
+    if hour_of_row.min() == hour_of_row.max():
+        groups[int(hour_of_row[0])] = table
+    else:
+        order = np.argsort(hour_of_row, kind="stable")
+        hours, starts = np.unique(hour_of_row[order], return_index=True)
+        for hour, lo, hi in zip(hours, starts, [*starts[1:], len(order)], strict=True):
+            groups[int(hour)] = table.take(order[lo:hi])
+    return groups
+
+
+def write_event_file(table: pa.Table, path: Path) -> None:
+    """table as a zstd Parquet file at path, fsynced."""
+    # Min/max of random ids and free text help no reader and cost a fifth of the write.
+    stats_columns = [f.name for f in table.schema if f.type != pa.string()]
+    with open(path, "wb") as f:
+        pq.write_table(
+            table, f, compression="zstd", compression_level=1, write_statistics=stats_columns
+        )
+        f.flush()
+        os.fsync(f.fileno())
+
+
 class EventStore:
     """Events as zstd Parquet files, one per append and sendTime hour.
 
@@ -147,25 +180,7 @@ class EventStore:
         (bad data, full disk) before the renames leaves nothing visible.
         """
         type_dir = self.type_dir(ai, data_type)
-        table = conform(data_type, table)
-        if table.num_rows == 0:
-            return {}
-        send = table.column("sendTime")
-        if send.null_count:
-            raise ValueError(f"{send.null_count} {data_type} rows have no sendTime")
-        send_ms = send.to_numpy()
-        hour_of_row = send_ms - send_ms % HOUR_MS
-        groups: dict[int, pa.Table] = {}
-        if hour_of_row.min() == hour_of_row.max():
-            groups[int(hour_of_row[0])] = table
-        else:
-            order = np.argsort(hour_of_row, kind="stable")
-            hours, starts = np.unique(hour_of_row[order], return_index=True)
-            for hour, lo, hi in zip(hours, starts, [*starts[1:], len(order)], strict=True):
-                groups[int(hour)] = table.take(order[lo:hi])
-
-        # Min/max of random ids and free text help no reader and cost a fifth of the write.
-        stats_columns = [f.name for f in table.schema if f.type != pa.string()]
+        groups = by_hour(data_type, table)
         staged: list[tuple[Path, Path]] = []
         try:
             for hour, group in groups.items():
@@ -174,16 +189,7 @@ class EventStore:
                 name = f"{uuid.uuid4().hex}.parquet"
                 tmp = d / f".{name}.tmp"
                 staged.append((tmp, d / name))
-                with open(tmp, "wb") as f:
-                    pq.write_table(
-                        group,
-                        f,
-                        compression="zstd",
-                        compression_level=1,
-                        write_statistics=stats_columns,
-                    )
-                    f.flush()
-                    os.fsync(f.fileno())
+                write_event_file(group, tmp)
         except BaseException:
             for tmp, _ in staged:
                 tmp.unlink(missing_ok=True)
@@ -222,6 +228,12 @@ class EventStore:
             yield
         finally:
             os.close(fd)
+
+    @contextmanager
+    def open_hour(self, ai: str, data_type: str, hour_ms: int) -> Iterator[list[Path]]:
+        """The hour's files as local paths, kept (no compaction removes them) while open."""
+        with self.hour_lock(ai, data_type, hour_ms, exclusive=False):
+            yield self.hour_files(ai, data_type, hour_ms)
 
     def hours(self, ai: str, data_type: str) -> list[int]:
         d = self.type_dir(ai, data_type)
