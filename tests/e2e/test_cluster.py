@@ -285,6 +285,7 @@ def test_events_through_both_nodes_exported_and_read_the_growingio_way(cluster: 
     assert all(route in log for log in logs)  # nginx used both
     label = beijing_hour_label(hour)
     cluster.wait_finished(f"/v2/insights/hour/page/{ai}/{label}.json")
+    assert "whole_task" in cluster.dask.task_prefixes()  # exported on the Dask workers
     # GrowingIO's flow, through nginx: HMAC auth code, v2 links, downloads (302 to S3).
     headers = {"X-Client-Id": cluster.creds["public_key"], "Authorization": cluster.code()}
     status, body = get_json(f"{cluster.base}/v2/insights/hour/page/{ai}/{label}.json", headers)
