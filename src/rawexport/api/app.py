@@ -496,7 +496,9 @@ def create_app(
         return Response(body, media_type=METRICS_CONTENT_TYPE)
 
     api = Api(settings, catalog, limiter, clock, sleep, metrics, auth_limiter)
-    downloads = Downloads(catalog, blobs, catalog.secret(SECRET_NAME), clock)
+    downloads = Downloads(
+        catalog, blobs, catalog.secret(SECRET_NAME), clock, settings.cache_seconds
+    )
     routes = [
         Route("/auth/token", api.auth_token, methods=["POST"]),
         Route(

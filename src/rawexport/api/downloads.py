@@ -14,11 +14,14 @@ from typing import Any, Protocol, runtime_checkable
 import anyio
 import orjson
 from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from rawexport.api.cache import Fresh
+from rawexport.api.limits import SENDFILE
 from rawexport.blobs import BlobStore, links, media_type
 from rawexport.blobs.s3 import S3BlobStore
 from rawexport.catalog import Catalog
@@ -107,7 +110,8 @@ def file_md5(path: Path) -> str:
 
 
 class RangeFileResponse(Response):
-    """Bytes [start, end) of a file, in 1 MiB chunks; headers are given complete."""
+    """Bytes [start, end) of a file; headers are given complete. Sent with sendfile when
+    the server offers it (api/limits.py, under `rawexport serve`), else in 1 MiB chunks."""
 
     def __init__(
         self, path: Path, start: int, end: int, status_code: int, headers: dict[str, str]
@@ -120,6 +124,20 @@ class RangeFileResponse(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = {"type": "http.response.start", "status": self.status_code}
+        sendfile = scope.get("extensions", {}).get(SENDFILE)
+        if sendfile is not None and scope["method"] != "HEAD" and self.start < self.end:
+            try:
+                fd = os.open(self.path, os.O_RDONLY)
+            except OSError:
+                await not_found()(scope, receive, send)
+                return
+            try:
+                await send({**start, "headers": self.raw_headers})
+                await sendfile["send"](fd, self.start, self.end - self.start)
+            finally:
+                os.close(fd)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
         await send({**start, "headers": self.raw_headers})
         if scope["method"] == "HEAD" or self.start >= self.end:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -185,8 +203,12 @@ class Downloads:
         blobs: BlobStore | FilePaths,
         secret: str,
         clock: Callable[[], int],
+        cache_seconds: float = 0.0,
     ) -> None:
         self.catalog, self.blobs, self.secret, self.clock = catalog, blobs, secret, clock
+        self._located: Fresh[tuple[str, Path, str]] = Fresh(
+            lambda: catalog.generation, cache_seconds
+        )
 
     def md5_of(self, key: str, path: Path) -> str:
         """The part's md5 from the catalog; computed for files it has no row of (manifests)."""
@@ -234,32 +256,25 @@ class Downloads:
                     return f.key, f.md5
         return None
 
-    def serve(self, request: Request) -> Response:
+    async def serve(self, request: Request) -> Response:
         link_path: str = request.path_params["key"]
         q = request.query_params
         if not links.verify(self.secret, link_path, q.get("expires"), q.get("sign"), self.clock()):
             return forbidden()
-        found = self._resolve(link_path)
+        if not isinstance(self.blobs, FilePaths) or isinstance(self.blobs, S3BlobStore):
+            return await run_in_threadpool(self._remote, request, link_path, int(q["expires"]))
+        found = self._located.get(link_path)  # a hit: no catalog query, no thread
         if found is None:
-            return not_found()
-        key, known_md5 = found
-        if isinstance(self.blobs, S3BlobStore):
-            return self._from_s3(self.blobs, request, key, int(q["expires"]))
-        paths = self.blobs
-        if not isinstance(paths, FilePaths):
-            return not_found()
+            located = await run_in_threadpool(self._locate, self.blobs, link_path)
+            if isinstance(located, Response):
+                return located
+            found = located
+        key, path, md5 = found
         try:
-            path = paths.path(key)
             st = os.stat(path)
-        except ValueError:
-            return forbidden()
         except OSError:
             return not_found()
         if not stat.S_ISREG(st.st_mode):
-            return not_found()
-        try:
-            md5 = known_md5 or self.md5_of(key, path)  # the lookup read it already
-        except OSError:
             return not_found()
         size = st.st_size
         headers = {
@@ -285,6 +300,31 @@ class Downloads:
         headers["content-range"] = f"bytes {start}-{end - 1}/{size}"
         headers["content-length"] = str(end - start)
         return RangeFileResponse(path, start, end, 206, headers)
+
+    def _locate(self, paths: FilePaths, link_path: str) -> tuple[str, Path, str] | Response:
+        """(key, file, md5) of a link path, kept for the next downloads (api/cache.py); or
+        the answer when there is none."""
+        generation = self.catalog.generation
+        found = self._resolve(link_path)
+        if found is None:
+            return not_found()
+        key, known_md5 = found
+        try:
+            path = paths.path(key)
+        except ValueError:
+            return forbidden()
+        try:
+            md5 = known_md5 or self.md5_of(key, path)  # the lookup read it already
+        except OSError:
+            return not_found()
+        self._located.put(link_path, (key, path, md5), generation)
+        return key, path, md5
+
+    def _remote(self, request: Request, link_path: str, expires_ms: int) -> Response:
+        found = self._resolve(link_path)
+        if found is None or not isinstance(self.blobs, S3BlobStore):
+            return not_found()
+        return self._from_s3(self.blobs, request, found[0], expires_ms)
 
     def _from_s3(self, s3: S3BlobStore, request: Request, key: str, expires_ms: int) -> Response:
         if request.method == "HEAD":

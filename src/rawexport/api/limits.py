@@ -10,12 +10,17 @@ returns its protocol class with three guards:
 - a request's headers must be complete within `header_timeout` seconds of its start (of
   the connection, or of the request on a kept-alive one), else the connection is closed;
 - headers (request line included) larger than `max_header_bytes` answer 431 and close.
+
+It also offers downloads zero-copy sendfile (uvicorn has no ASGI pathsend): the
+`rawexport.sendfile` extension of a request's scope (api/downloads.py uses it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import os
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -104,5 +109,65 @@ def guarded_protocol(
             self._header_bytes = 0
             self._disarm()
             super().on_headers_complete()
+            cycle = self.cycle
+            if cycle is not None and cycle.scope is self.scope:
+                send_file = functools.partial(_sendfile, self.transport, cycle)
+                self.scope.setdefault("extensions", {})[SENDFILE] = {"send": send_file}
 
     return Guarded
+
+
+SENDFILE = "rawexport.sendfile"
+
+
+async def _sendfile(
+    transport: asyncio.Transport, cycle: Any, fd: int, offset: int, count: int
+) -> int:
+    """Send `count` bytes of the file `fd` from `offset` as (part of) the response body with
+    os.sendfile: the kernel copies page cache to socket, no read into Python, no thread.
+
+    Called after the response start went out (the transport's buffer is drained first) and
+    before the final (empty) body message; counts the bytes as sent body for uvicorn's
+    Content-Length check. The socket is written through a duplicate of its descriptor, on
+    the event loop, waiting for it to be writable as uvloop or asyncio report it. When the
+    client has gone, marks the response disconnected (uvicorn then drops the rest) and
+    returns what was sent.
+    """
+    loop = asyncio.get_running_loop()
+    sent = 0
+    while transport.get_write_buffer_size() and not transport.is_closing():
+        await asyncio.sleep(0.0005)  # the headers are still queued: rare, and brief
+    sock = transport.get_extra_info("socket")
+    if transport.is_closing() or sock is None:
+        cycle.disconnected = True
+        return 0
+    out = os.dup(sock.fileno())
+    try:
+        while sent < count:
+            try:
+                n = os.sendfile(out, fd, offset + sent, count - sent)
+            except BlockingIOError:
+                writable = loop.create_future()
+                loop.add_writer(out, _ready, writable)
+                try:
+                    await writable
+                finally:
+                    loop.remove_writer(out)
+                continue
+            except OSError:  # reset, broken pipe: the client went away
+                break
+            if n == 0:  # the file is shorter than announced
+                break
+            sent += n
+    finally:
+        os.close(out)
+    cycle.expected_content_length -= sent
+    if sent < count:
+        cycle.disconnected = True
+        transport.close()
+    return sent
+
+
+def _ready(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
