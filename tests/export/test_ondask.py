@@ -13,10 +13,9 @@ from distributed import Client, LocalCluster
 from rawexport.catalog import LeaseLost
 from rawexport.export import ondask
 from rawexport.export.ondask import DaskExecutor, Hour, plan_slices
-from rawexport.export.parts import GROUP_STRIDE
 from rawexport.settings import Settings
 from rawexport.types import ExportResult
-from tests.export.test_runner import AI, HOUR, page_rows, ranged_export
+from tests.export.test_runner import AI, HOUR, group_firsts, page_rows, ranged_export
 from tests.parquet_util import write_parquet
 
 
@@ -78,7 +77,7 @@ def test_dask_export_is_byte_identical_to_one_process(
         assert (exports / p.key).stat().st_size == p.bytes
     assert not (exports / "_work").exists() or not any((exports / "_work").rglob("*.spill"))
     if range_bytes < 1 << 40:
-        assert len({p.part // GROUP_STRIDE for p in there.files}) > 2
+        assert len(group_firsts(there)) > 2
 
 
 def test_slices_cut_row_groups(hour_files: list[Path]) -> None:

@@ -313,6 +313,17 @@ def ranged_export(root: Path, files: list[Path], name: str, range_bytes: int) ->
     )
 
 
+def group_firsts(res: ExportResult) -> list[int]:
+    """The first part number of each range group (where numbering jumps), checked to be
+    multiples of one stride: a power of ten of at least GROUP_STRIDE."""
+    numbers = [p.part for p in res.files]
+    firsts = [n for i, n in enumerate(numbers) if i == 0 or n != numbers[i - 1] + 1]
+    stride = firsts[1] if len(firsts) > 1 else GROUP_STRIDE
+    assert stride >= GROUP_STRIDE and str(stride).strip("0") == "1"
+    assert firsts == [i * stride for i in range(len(firsts))]
+    return firsts
+
+
 def part_lines(root: Path, res: ExportResult) -> list[list[str]]:
     return [r for p in res.files for r in read_part(root / "blobs" / p.key)[1:]]
 
@@ -350,8 +361,8 @@ def test_key_ranges_give_the_order_of_one_sort(
     # The same files give the same parts, wherever and however often they are exported.
     again = run("ranged-a-again", a, 300_000)
     assert [(p.part, p.sha256) for p in again.files] == [(p.part, p.sha256) for p in ranged_a.files]
-    # Each group has parts of its own, numbered from group * GROUP_STRIDE.
-    assert len({p.part // GROUP_STRIDE for p in ranged_a.files}) == groups[0]
+    # Each group has parts of its own, numbered from group * stride.
+    assert len(group_firsts(ranged_a)) == groups[0]
     assert list((tmp_path / "ranged-a" / "tmp").iterdir()) == []
     got = part_lines(tmp_path / "whole", whole)
     assert part_lines(tmp_path / "ranged-a", ranged_a) == got
@@ -418,3 +429,36 @@ def test_v2_reads_files_missing_columns_and_dictionaries(tmp_path: Path) -> None
     assert [r["sendTime"] for r in tail] == [
         str(i) for i in sorted(range(50), key=lambda i: f"z{i}")
     ]
+
+
+def test_a_range_group_may_need_more_parts_than_the_smallest_stride(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import rawexport.export.parts as parts
+
+    monkeypatch.setattr(parts, "MIN_PART_BYTES", 8192)  # many parts from a small hour
+    f = [write_parquet(tmp_path / "a.parquet", "page", page_rows(20_000, seed=12))]
+
+    def export(name: str, range_bytes: int) -> ExportResult:
+        return run_export(
+            files=f,
+            blobs=LocalBlobStore(tmp_path / name / "blobs"),
+            ai=AI,
+            version="v2",
+            name="page",
+            hour_ms=HOUR,
+            revision=1,
+            attempt=1,
+            part_bytes=8192,
+            compress_level=1,
+            tmp_dir=tmp_path / name / "tmp",
+            memory_limit="256MB",
+            threads=2,
+            range_bytes=range_bytes,
+        )
+
+    ranged, whole = export("ranged", 1_500_000), export("whole", 1 << 40)
+    firsts = group_firsts(ranged)
+    assert len(firsts) > 1 and firsts[1] > GROUP_STRIDE  # a group of more than 100 parts
+    assert max(p.bytes for p in ranged.files) <= 8192
+    assert part_lines(tmp_path / "ranged", ranged) == part_lines(tmp_path / "whole", whole)

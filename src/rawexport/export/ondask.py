@@ -4,9 +4,9 @@ The coordinator is the exporter thread that claimed the job; it keeps the job's 
 commits. It plans the hour's key ranges (`plan_bounds`, from the rows alone), then submits
 one split task per slice of the hour's input (lines built and cut into range spill files,
 stored as scratch objects under `_work/` in the blob store), then one task per range group
-(sorted and written as gzip parts under this attempt's keys, numbered from
-group * GROUP_STRIDE), exactly as `run_export` does the same steps in one process, so the
-parts are byte-identical. A small hour is one task running `run_export` itself.
+(sorted and written as gzip parts under this attempt's keys, numbered from group × a
+stride computed from the groups' sizes), exactly as `run_export` does the same steps in
+one process, so the parts are byte-identical. A small hour is one task running `run_export` itself.
 
 Every task is a function of its arguments: a task lost with its worker is run again by
 Dask on another worker and writes the same keys with the same bytes, and nothing is linked
@@ -34,11 +34,14 @@ from rawexport.blobs.stores import open_blob_store
 from rawexport.catalog import LeaseLost
 from rawexport.export.csvsql import fields_query, header_line
 from rawexport.export.keys import SCRATCH, export_prefix, manifest_key, part_key
-from rawexport.export.parts import PartWriter, feed, write_parts
+from rawexport.export.parts import PartWriter, feed, group_stride, write_parts
 from rawexport.export.rangesort import (
     BATCH_ROWS,
     Keyed,
     RangeFiles,
+    RangeStats,
+    group_stats,
+    line_bytes,
     plan_groups,
     read_spills,
     sorted_group_lines,
@@ -226,10 +229,10 @@ def whole_task(
 
 def split_task(
     place: Place, hour: Hour, index: int, part: Slice, bounds: list[str | int]
-) -> tuple[pa.Schema | None, dict[int, tuple[str, int]]]:
+) -> tuple[pa.Schema | None, dict[int, tuple[str, RangeStats]]]:
     """Lines of one slice cut into key ranges and stored as scratch objects.
 
-    Returns the lines' schema and {range: (scratch key, bytes of lines)}.
+    Returns the lines' schema and {range: (scratch key, what the slice put in it)}.
     """
     blobs = blobs_of(place)
     work = _work_dir(place)
@@ -250,18 +253,18 @@ def split_task(
             feed(source, ranges, workers=max(1, place.threads))
         finally:
             con.close()
-        out: dict[int, tuple[str, int]] = {}
+        out: dict[int, tuple[str, RangeStats]] = {}
         for r, path in ranges.range_files().items():
             key = f"{hour.scratch}s{index:05d}-r{r:05d}.spill"
             blobs.put(key, path)
-            out[r] = (key, ranges.line_bytes[r])
+            out[r] = (key, ranges.stats[r])
         return ranges.schema, out
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
 def group_task(
-    place: Place, hour: Hour, group: int, keys: list[str], schema: pa.Schema
+    place: Place, hour: Hour, group: int, keys: list[str], schema: pa.Schema, stride: int
 ) -> list[PartInfo]:
     """One range group: its scratch objects sorted into gzip parts of its own."""
     blobs = blobs_of(place)
@@ -283,6 +286,7 @@ def group_task(
                 tmp_dir=work,
                 blobs=blobs,
                 key_for=hour.part_key,
+                group_stride=stride,
             )
             keyed = Keyed(hour.version, hour.name)
             lines = sorted_group_lines(con, batches, keyed.keys, group)
@@ -376,25 +380,31 @@ class DaskExecutor:
                 client.submit(split_task, place, hour, i, s, bounds, pure=False)
                 for i, s in enumerate(slices)
             ]
-            outs: list[tuple[pa.Schema | None, dict[int, tuple[str, int]]]]
+            outs: list[tuple[pa.Schema | None, dict[int, tuple[str, RangeStats]]]]
             outs = self._wait(split, lost)
             schema = next((s for s, _ in outs if s is not None), None)
             if schema is None:
                 return ExportResult(hour.prefix, manifest_key(hour.prefix), [], 0, 0)
-            sizes: dict[int, int] = {}
+            stats: dict[int, RangeStats] = {}
             range_keys: dict[int, list[str]] = {}
             for _, ranges in outs:  # in slice order, like one process's spill files
-                for r, (key, size) in ranges.items():
-                    sizes[r] = sizes.get(r, 0) + size
+                for r, (key, got) in ranges.items():
+                    stats[r] = stats.get(r, RangeStats(0, 0, 0)).add(got)
                     range_keys.setdefault(r, []).append(key)
-            groups = plan_groups(sizes, range_bytes)
+            groups = plan_groups(line_bytes(stats), range_bytes)
+            stride = group_stride(
+                [(g.rows, g.bytes, g.longest) for g in group_stats(stats, groups)],
+                header_line(hour.version, hour.name),
+                settings.part_bytes,
+                settings.compress_level,
+            )
             log.info(
                 "job %s/%s %s on dask: %d slices, %d ranges, %d groups",
                 hour.ai,
                 hour.name,
                 hour.hour_ms,
                 len(slices),
-                len(sizes),
+                len(stats),
                 len(groups),
             )
             tasks = [
@@ -405,6 +415,7 @@ class DaskExecutor:
                     g,
                     [k for r in members for k in range_keys[r]],
                     schema,
+                    stride,
                     pure=False,
                 )
                 for g, members in enumerate(groups)

@@ -24,9 +24,12 @@ PART_STAGING = 1 << 20
 # A final empty block (at most one dynamic Huffman header, <= 328 bytes) and the
 # 8-byte gzip trailer: what Z_FINISH may still add once everything is sync-flushed.
 FINISH_RESERVE = 512
-# A ranged export numbers the parts of its g-th range group from g * GROUP_STRIDE, so each
-# group (a task on a cluster) knows its part numbers without waiting for the groups before.
+# A ranged export numbers the parts of its g-th range group from g * stride, so each group
+# (a task on a cluster) knows its part numbers without waiting for the groups before; the
+# stride is a power of ten, at least this, that no group's part count can reach.
 GROUP_STRIDE = 100
+# Room a part may lose to sync flushes and the deflate bounds' per-call constants.
+FLUSH_SLACK = 4096
 
 
 class RowTooLarge(ValueError):
@@ -80,12 +83,29 @@ def line_buffers(lines: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray[Any, Any
     return offsets, data
 
 
+def group_stride(
+    groups: Iterable[tuple[int, int, int]], header: bytes, part_bytes: int, level: int
+) -> int:
+    """The part-number stride of a ranged export whose groups hold (rows, bytes of lines,
+    longest line) each: every part but a group's last holds at least the raw bytes that fit
+    a part's worst-case bound, less one line and the flush slack (at least one row)."""
+    space = part_bytes - FINISH_RESERVE - deflate_bound(len(header), level)
+    per_part = _max_raw(space, level) - FLUSH_SLACK
+    most = 1
+    for rows, raw, longest in groups:
+        room = per_part - longest
+        most = max(most, rows if room <= 0 else min(rows, -(-raw // room) + 1))
+    stride = GROUP_STRIDE
+    while stride <= most:
+        stride *= 10
+    return stride
+
+
 class PartWriter:
     """Streams CSV lines into gzip parts; each finished part goes to blobs.put(key_for(n)).
 
-    Parts are numbered from first_part on; write((group, lines)) items (see write_group)
-    end the open part when the group changes and number the new group's parts from
-    group * GROUP_STRIDE.
+    Parts are numbered from first_part on; write((group, lines)) items end the open part
+    when the group changes and number the new group's parts from group * group_stride.
     """
 
     def __init__(
@@ -98,6 +118,7 @@ class PartWriter:
         blobs: BlobStore,
         key_for: Callable[[int], str],
         first_part: int = 0,
+        group_stride: int = GROUP_STRIDE,
     ) -> None:
         if part_bytes < MIN_PART_BYTES:
             raise ValueError(f"part_bytes must be >= {MIN_PART_BYTES}, got {part_bytes}")
@@ -112,6 +133,7 @@ class PartWriter:
         self.parts: list[PartInfo] = []
         self.next_part = first_part
         self.group: int | None = None
+        self.group_stride = group_stride
         self._file: DirectWriter | None = None
         self._path: Path | None = None
         self._comp: Any = None
@@ -151,8 +173,10 @@ class PartWriter:
         if self._written > self.part_bytes:
             raise RuntimeError(f"part of {self._written} bytes exceeds {self.part_bytes}")
         n = self.next_part
-        if self.group is not None and n >= (self.group + 1) * GROUP_STRIDE:
-            raise RuntimeError(f"range group {self.group} needs more than {GROUP_STRIDE} parts")
+        if self.group is not None and n >= (self.group + 1) * self.group_stride:
+            raise RuntimeError(
+                f"range group {self.group} needs more than {self.group_stride} parts"
+            )
         self.next_part += 1
         key = self.key_for(n)
         self.blobs.put(key, self._path)
@@ -199,7 +223,7 @@ class PartWriter:
         if self._file is not None:
             self._close_part()
         self.group = group
-        self.next_part = group * GROUP_STRIDE
+        self.next_part = group * self.group_stride
 
     def close(self) -> list[PartInfo]:
         """Finish the open part (if any) and return every part written."""

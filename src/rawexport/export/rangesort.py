@@ -10,6 +10,7 @@ import queue
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,34 @@ class Collect:
         self.batches.clear()
 
 
+@dataclass(frozen=True)
+class RangeStats:
+    """What one range (or a group of ranges) holds: rows, bytes of lines, longest line."""
+
+    rows: int
+    bytes: int
+    longest: int
+
+    def add(self, other: RangeStats) -> RangeStats:
+        return RangeStats(
+            self.rows + other.rows, self.bytes + other.bytes, max(self.longest, other.longest)
+        )
+
+
+def line_bytes(stats: Mapping[int, RangeStats]) -> dict[int, int]:
+    return {r: s.bytes for r, s in stats.items()}
+
+
+def group_stats(stats: Mapping[int, RangeStats], groups: list[list[int]]) -> list[RangeStats]:
+    out = []
+    for members in groups:
+        total = RangeStats(0, 0, 0)
+        for r in members:
+            total = total.add(stats[r])
+        out.append(total)
+    return out
+
+
 class RangeFiles:
     """Appends each keyed batch's rows to the spill file of their key range (a sink).
 
@@ -87,8 +116,9 @@ class RangeFiles:
         self.bounds = bounds
         self.keyed = keyed
         self.schema: pa.Schema | None = None
-        # Bytes of lines per range: what groups are planned by (the same on every machine).
-        self.line_bytes: dict[int, int] = {}
+        # Per range (rows, bytes of lines, longest line): what groups and part numbers are
+        # planned by (the same on every machine).
+        self.stats: dict[int, RangeStats] = {}
         self._sizes = threading.Lock()
         self.queue: queue.Queue[tuple[pa.RecordBatch, np.ndarray[Any, Any]] | None] = queue.Queue(
             maxsize=SPILL_QUEUE
@@ -126,7 +156,9 @@ class RangeFiles:
         sizes = ends[edges[1:]] - ends[edges[:-1]]
         with self._sizes:
             for i in map(int, np.flatnonzero(counts)):
-                self.line_bytes[i] = self.line_bytes.get(i, 0) + int(sizes[i])
+                longest = int(lengths[edges[i] : edges[i + 1]].max())
+                old = self.stats.get(i, RangeStats(0, 0, 0))
+                self.stats[i] = old.add(RangeStats(int(counts[i]), int(sizes[i]), longest))
         self.queue.put((grouped, counts))
 
     def _finish(self) -> None:
@@ -250,7 +282,7 @@ def plan_groups(line_bytes: Mapping[int, int], group_bytes: int) -> list[list[in
     """Consecutive non-empty ranges packed into groups of at most group_bytes of lines.
 
     A range bigger than that is a group alone. Each group is sorted in one piece and has
-    parts of its own (numbered from its index * GROUP_STRIDE), so the groups of an hour can
+    parts of its own (numbered from its index * group_stride()), so the groups of an hour can
     run anywhere, in any order, and still give the same bytes.
     """
     groups: list[list[int]] = []

@@ -25,12 +25,14 @@ from rawexport.export.csvsql import (
     source_type,
 )
 from rawexport.export.keys import export_prefix, manifest_key, part_key
-from rawexport.export.parts import PartWriter, feed, write_parts
+from rawexport.export.parts import PartWriter, feed, group_stride, write_parts
 from rawexport.export.rangesort import (
     BATCH_ROWS,
     Collect,
     Keyed,
     RangeFiles,
+    group_stats,
+    line_bytes,
     plan_groups,
     rebatch,
     sort_group,
@@ -249,7 +251,14 @@ def _query_into(
         feed(_source(con, version, name, files), ranges, workers=max(1, threads))
         if ranges.schema is None:
             return []
-        groups = plan_groups(ranges.line_bytes, range_bytes)
+        groups = plan_groups(line_bytes(ranges.stats), range_bytes)
+        stats = group_stats(ranges.stats, groups)
+        writer.group_stride = group_stride(
+            [(g.rows, g.bytes, g.longest) for g in stats],
+            writer.header,
+            writer.part_bytes,
+            writer.level,
+        )
         lines = sorted_groups(con, ranges.range_files(), groups, ranges.schema, keyed.keys)
         return write_parts(lines, writer, SORTED_QUEUE)
     finally:
