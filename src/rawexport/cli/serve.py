@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import resource
+import threading
 from typing import Any
 
 import click
@@ -33,6 +35,36 @@ def raise_descriptor_limit(wanted: int) -> None:
     target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
     if soft != resource.RLIM_INFINITY and soft < target:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+# Seconds after the start when what the first requests built is frozen too.
+REFREEZE_AFTER = (5.0, 30.0)
+# Full collections once per this many middle ones (CPython's default: 10).
+FULL_EVERY = 1000
+
+
+def _freeze() -> None:
+    gc.collect()
+    gc.freeze()
+
+
+def quiet_collector(refreeze_after: tuple[float, ...] = REFREEZE_AFTER) -> None:
+    """Keep the cyclic garbage collector's pauses out of request latency.
+
+    Measured with wrk (64 connections, demo data, SQLite): full collections walk every
+    object of the process (hundreds of thousands after the imports and the app) and took
+    p99 from ~10 ms to 80-90 ms; with gc off, 10-16 ms. What exists at start lives as long
+    as the process, so it is moved out of the collector's sight (gc.freeze), and again a
+    few seconds in, for the caches and lazy imports of the first requests. Cycles made
+    later are still collected as usual.
+    """
+    _freeze()
+    young, middle, _ = gc.get_threshold()
+    gc.set_threshold(young, middle, FULL_EVERY)
+    for delay in refreeze_after:
+        timer = threading.Timer(delay, _freeze)
+        timer.daemon = True
+        timer.start()
 
 
 def run_server(settings: Settings) -> None:
@@ -73,6 +105,7 @@ def run_server(settings: Settings) -> None:
     pool.start()
     try:
         raise_descriptor_limit(settings.max_connections + 1024)
+        quiet_collector()
         uvicorn.run(
             app,
             host=settings.host,
