@@ -26,7 +26,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent)]
 from tests.dask_util import DaskCluster  # noqa: E402
 from tests.s3_util import FAKE_AWS_ENV, UNSET_AWS_ENV, MotoServer  # noqa: E402
 
-from export import AI, DATA_TYPE, HOUR_MS, ensure_data  # noqa: E402  (bench/export.py)
+from export import AI, DATA_TYPE, HOUR_MS, Figure, ensure_data, write_figures  # noqa: E402  (bench/export.py)
 
 BUCKET = "rawexport-bench"
 
@@ -169,7 +169,7 @@ def main() -> None:
 def report(
     results: dict[tuple[str, str], dict[str, Any]], storages: list[str], args: argparse.Namespace
 ) -> None:
-    figures: list[tuple[str, float, str, str, float, float]] = []
+    figures: list[Figure] = []
     n = f"{args.rows / 1e6:g}M {DATA_TYPE} rows"
     print(f"\n{'storage':<8} {'run':<22} {'seconds':>8} {'vs (a)':>7}")
     for storage in storages:
@@ -213,18 +213,7 @@ def report(
         "no cores, only contention."
     )
     if args.json:
-        with args.json.open("a", encoding="utf-8") as f:
-            for figure, value, unit, ref, ref_value, ratio in figures:
-                row = {
-                    "bench": "cluster",
-                    "figure": figure,
-                    "value": round(value, 3),
-                    "unit": unit,
-                    "reference": ref,
-                    "ref_value": round(ref_value, 3),
-                    "ratio": round(ratio, 3),
-                }
-                f.write(json.dumps(row) + "\n")
+        write_figures(args.json, "cluster", figures)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,25 @@ DATA_TYPE = "page"
 SORT = "visitUserId, sessionId, sendTime"
 
 
+Figure = tuple[str, float, str, str, float, float]
+
+
+def write_figures(path: Path, bench: str, figures: list[Figure]) -> None:
+    """Append (figure, value, unit, reference, ref value, ratio) rows for run_all's table."""
+    with path.open("a", encoding="utf-8") as f:
+        for figure, value, unit, ref, ref_value, ratio in figures:
+            row = {
+                "bench": bench,
+                "figure": figure,
+                "value": round(value, 3),
+                "unit": unit,
+                "reference": ref,
+                "ref_value": round(ref_value, 3),
+                "ratio": round(ratio, 3),
+            }
+            f.write(json.dumps(row) + "\n")
+
+
 def peak_rss_mib() -> float:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -204,18 +223,7 @@ def main() -> None:
                 ours["peak_rss_mib"] / 1024,
             ),
         ]
-        with args.json.open("a", encoding="utf-8") as f:
-            for figure, value, unit, ref, ref_value, ratio in figures:
-                row = {
-                    "bench": "export",
-                    "figure": figure,
-                    "value": round(value, 3),
-                    "unit": unit,
-                    "reference": ref,
-                    "ref_value": round(ref_value, 3),
-                    "ratio": round(ratio, 3),
-                }
-                f.write(json.dumps(row) + "\n")
+        write_figures(args.json, "export", figures)
 
 
 if __name__ == "__main__":
