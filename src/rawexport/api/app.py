@@ -27,10 +27,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rawexport.api import auth, openapi
 from rawexport.api.access import RequestMetrics
-from rawexport.api.cache import Fresh, Loads
+from rawexport.api.cache import Fresh, Loads, Replies
 from rawexport.api.collect import collector_routes
 from rawexport.api.console import console_routes
 from rawexport.api.downloads import Downloads, FilePaths
+from rawexport.api.hot import Core, HotPaths, Reply, endpoint
 from rawexport.api.insights import ERROR, FINISHED, NOT_EXISTS, Answer, Insights
 from rawexport.api.ratelimit import RateLimiter, Turn
 from rawexport.blobs import BlobStore
@@ -72,8 +73,7 @@ def error_body(status: int, message: str, headers: Mapping[str, str] | None = No
     return JSON({"message": message, "errors": []}, status, headers)
 
 
-def unauthorized() -> JSON:
-    return error_body(401, "Unauthorized")
+UNAUTHORIZED = Reply.of({"message": "Unauthorized", "errors": []}, 401)
 
 
 class BadParam(ValueError):
@@ -184,6 +184,7 @@ class Api:
         self.insights = Insights(catalog, settings.base_url, secret, settings.cache_seconds)
         self.credentials = auth.Credentials(catalog, settings.cache_seconds)
         self.projects: Fresh[Project] = Fresh(lambda: catalog.generation, settings.cache_seconds)
+        self.replies: Replies[tuple[Reply, str]] = Replies(lambda: catalog.generation)
         self.health = Health(catalog)
         self.loads = Loads()
         self.openapi = openapi.document(settings.base_url)
@@ -217,7 +218,7 @@ class Api:
                 auth.issue_code, self.catalog, self.settings, params, client_id, self.clock()
             )
         except auth.Unauthorized:
-            return unauthorized()
+            return UNAUTHORIZED.response()
         return JSON({"status": "success", "code": code})
 
     # ---- export endpoints ------------------------------------------------------------
@@ -227,16 +228,18 @@ class Api:
     # project and FINISHED answers come from short-lived caches (api/cache.py) on the event
     # loop; only what they lack is read from the catalog, off the event loop.
 
-    async def _admit(self, request: Request, ai: str) -> Project | Response | Turn:
-        """The credential's project when it may read `ai`; a 401, or the refused Turn."""
-        headers = request.headers
-        authorization, client_id = headers.get("authorization"), headers.get("x-client-id")
+    async def _admit(
+        self, authorization: str | None, client_id: str | None, ai: str, turn: Turn | None
+    ) -> Project | Reply | Turn:
+        """The credential's project when it may read `ai`; a 401, or the refused Turn.
+        `turn`: the credential's turn under the rate limit, when it was taken already."""
         now = self.clock()
         try:
             cred = await self._credential(authorization, client_id, now)
         except auth.Unauthorized:
-            return unauthorized()
-        turn = self.limiter.take(cred.rate_key)
+            return UNAUTHORIZED
+        if turn is None:
+            turn = self.limiter.take(cred.rate_key)
         if turn.refused:
             return turn
         if turn.delay > 0:
@@ -244,7 +247,7 @@ class Api:
                 self.metrics.rate_delayed.inc()
             await self.sleep(turn.delay)
         project = await self._project(cred.project_id)
-        return project if project.ai == ai else unauthorized()
+        return project if project.ai == ai else UNAUTHORIZED
 
     async def _credential(
         self, authorization: str | None, client_id: str | None, now: int
@@ -301,54 +304,80 @@ class Api:
                 break
         return await self.loads.run(key, self.insights.answer, *args)
 
-    async def v2_one(self, request: Request) -> Response:
-        return await self._v2(request, request.path_params["data_type"])
+    # The cores of the export endpoints and of /healthz (api/hot.Core): served by HotPaths
+    # for GET, and through Starlette (api/hot.endpoint) for HEAD.
 
-    async def v2_all(self, request: Request) -> Response:
-        return await self._v2(request, None)
+    async def v2_one(
+        self, p: dict[str, Any], authorization: str | None, client_id: str | None, query: bytes
+    ) -> Reply:
+        return await self._v2(p, p["data_type"], authorization, client_id, query)
 
-    async def _v2(self, request: Request, data_type: str | None) -> Response:
+    async def v2_all(
+        self, p: dict[str, Any], authorization: str | None, client_id: str | None, query: bytes
+    ) -> Reply:
+        return await self._v2(p, None, authorization, client_id, query)
+
+    async def _v2(
+        self,
+        p: dict[str, Any],
+        data_type: str | None,
+        authorization: str | None,
+        client_id: str | None,
+        query: bytes,
+    ) -> Reply:
         """E2 (one data type) or, when data_type is None, E3 (all of them)."""
-        p = request.path_params
-        admitted = await self._admit(request, p["ai"])
-        if isinstance(admitted, Response):
+        key: tuple[Any, ...] = ("v2", p["export_type"], data_type, p["ai"], p["export_date"])
+        key += (authorization, client_id, query)
+        reply, turn = self._replay(key)
+        if reply is not None:
+            return reply
+        admitted = await self._admit(authorization, client_id, p["ai"], turn)
+        if isinstance(admitted, Reply):
             return admitted
         if isinstance(admitted, Turn):
             now = self.clock()
             answer = Answer(ERROR, {}, too_many(admitted))
             body = v2_envelope(answer, p["export_type"], data_type, p["export_date"], now)
-            return JSON(body, 429, {"retry-after": str(admitted.retry_after)})
+            return Reply.of(body, 429, {"retry-after": str(admitted.retry_after)})
         now = self.clock()
         export_type, label = p["export_type"], p["export_date"]
         try:
             window = _window(export_type, label, data_type)
             label = window.label
-            expire = parse_expire(_expire_param(request.scope["query_string"]))
+            expire = parse_expire(_expire_param(query))
         except BadParam as e:
             answer = Answer(ERROR, {}, str(e))
-            return JSON(v2_envelope(answer, export_type, data_type, label, now), 400)
+            return Reply.of(v2_envelope(answer, export_type, data_type, label, now), 400)
         types = DATA_TYPE_NAMES if data_type is None else (data_type,)
         scope = f"v2/{export_type}/{data_type or '*'}/{label}"
         answer = await self._answer(admitted, "v2", types, window, expire, scope, now)
-        return JSON(v2_envelope(answer, export_type, data_type, label, now))
+        reply = Reply.of(v2_envelope(answer, export_type, data_type, label, now))
+        cred = (authorization, client_id)
+        self._remember(key, reply, cred, admitted, ("v2", scope), answer, expire, now)
+        return reply
 
-    async def v1(self, request: Request) -> Response:
-        p = request.path_params
-        admitted = await self._admit(request, p["ai"])
-        if isinstance(admitted, Response):
+    async def v1(
+        self, p: dict[str, Any], authorization: str | None, client_id: str | None, query: bytes
+    ) -> Reply:
+        key = ("v1", p["ai"], p["date"], authorization, client_id, query)
+        reply, turn = self._replay(key)
+        if reply is not None:
+            return reply
+        admitted = await self._admit(authorization, client_id, p["ai"], turn)
+        if isinstance(admitted, Reply):
             return admitted
         if isinstance(admitted, Turn):
             refused = {"status": ERROR, "downlinks": [], "errorMsg": too_many(admitted)}
-            return JSON(refused, 429, {"retry-after": str(admitted.retry_after)})
+            return Reply.of(refused, 429, {"retry-after": str(admitted.retry_after)})
         now = self.clock()
         try:
             try:
                 window = parse_v1_date(p["date"])
             except BadDate as e:
                 raise BadParam(BAD_PARAM + str(e)) from None
-            expire = parse_expire(_expire_param(request.scope["query_string"]))
+            expire = parse_expire(_expire_param(query))
         except BadParam as e:
-            return JSON({"status": NOT_EXISTS, "downlinks": [], "errorMsg": str(e)}, 400)
+            return Reply.of({"status": NOT_EXISTS, "downlinks": [], "errorMsg": str(e)}, 400)
         scope = f"v1/{window.label}"
         answer = await self._answer(admitted, "v1", V1_TYPE_NAMES, window, expire, scope, now)
         body: dict[str, Any] = {"status": answer.status, "downlinks": answer.flat()}
@@ -356,20 +385,79 @@ class Api:
             body["errorMsg"] = answer.error
         if answer.status == FINISHED:
             body["manifest"] = answer.flat_manifests()
-        return JSON(body)
+        reply = Reply.of(body)
+        cred = (authorization, client_id)
+        self._remember(key, reply, cred, admitted, ("v1", scope), answer, expire, now)
+        return reply
+
+    # An export request whose answer is FINISHED from the caches is answered again, while
+    # all it was made of stays young there, from its encoded reply (api/cache.Replies): the
+    # same bytes, after the same turn under the rate limit. Anything else takes the steps.
+
+    def _replay(self, key: tuple[Any, ...]) -> tuple[Reply | None, Turn | None]:
+        """The kept reply of key when it may be given now (its turn taken and allowed at
+        once); else None and the turn taken, if one was."""
+        kept = self.replies.get(key, self.clock())
+        if kept is None:
+            return None, None
+        reply, rate_key = kept
+        turn = self.limiter.take(rate_key)
+        if turn.refused or turn.delay > 0:
+            return None, turn
+        return reply, None
+
+    def _remember(
+        self,
+        key: tuple[Any, ...],
+        reply: Reply,
+        credential: tuple[str | None, str | None],
+        project: Project,
+        scope: tuple[str, str],
+        answer: Answer,
+        expire: int,
+        now: int,
+    ) -> None:
+        """Keep reply, made at `now` of these cached reads, as the answer of key."""
+        if answer.status != FINISHED:
+            return
+        generation = self.catalog.generation
+        cred = self.credentials.times(*credential)
+        project_times = self.projects.times(project.id)
+        kept = self.insights.times(project, *scope, answer)
+        if cred is None or project_times is None or kept is None:
+            return
+        cred_times, found, code_expiry = cred
+        if found.project_id != project.id or self.projects.get(project.id) is not project:
+            return
+        kept_times, entry = kept
+        minute = now // 60_000
+
+        def holds(at: int) -> bool:
+            return (
+                at // 60_000 == minute  # the reply's requestTime
+                and (code_expiry is None or at < code_expiry)
+                and entry.holds(at, expire)
+            )
+
+        times = (cred_times, project_times, kept_times)
+        self.replies.put(key, (reply, found.rate_key), len(reply.body), generation, times, holds)
 
     # ---- service ---------------------------------------------------------------------
 
-    async def healthz(self, request: Request) -> Response:
-        if await self.health.catalog_ok():
-            return JSON({"status": "ok"})
-        return JSON({"status": "error", "catalog": "unavailable"}, 503)
+    async def healthz(
+        self, p: dict[str, Any], authorization: str | None, client_id: str | None, query: bytes
+    ) -> Reply:
+        return HEALTHY if await self.health.catalog_ok() else UNHEALTHY
 
     def openapi_json(self, request: Request) -> Response:
         return JSON(self.openapi)
 
     def docs(self, request: Request) -> Response:
         return HTMLResponse(docs_page(self.openapi))
+
+
+HEALTHY = Reply.of({"status": "ok"})
+UNHEALTHY = Reply.of({"status": "error", "catalog": "unavailable"}, 503)
 
 
 class Health:
@@ -499,16 +587,19 @@ def create_app(
     downloads = Downloads(
         catalog, blobs, catalog.secret(SECRET_NAME), clock, settings.cache_seconds
     )
+    hot: list[tuple[Route, Core]] = [
+        (Route(path, endpoint(core), methods=["GET"]), core)
+        for path, core in [
+            ("/v2/insights/{export_type}/{data_type}/{ai}/{export_date}.json", api.v2_one),
+            ("/v2/insights/{export_type}/{ai}/{export_date}.json", api.v2_all),
+            ("/insights/{ai}/{date}.json", api.v1),
+            ("/healthz", api.healthz),
+        ]
+    ]
     routes = [
+        # HotPaths answers GETs of these before the router would; they must come first.
+        *(route for route, _ in hot),
         Route("/auth/token", api.auth_token, methods=["POST"]),
-        Route(
-            "/v2/insights/{export_type}/{data_type}/{ai}/{export_date}.json",
-            api.v2_one,
-            methods=["GET"],
-        ),
-        Route("/v2/insights/{export_type}/{ai}/{export_date}.json", api.v2_all, methods=["GET"]),
-        Route("/insights/{ai}/{date}.json", api.v1, methods=["GET"]),
-        Route("/healthz", api.healthz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route("/openapi.json", api.openapi_json, methods=["GET"]),
         Route("/docs", api.docs, methods=["GET"]),
@@ -523,7 +614,10 @@ def create_app(
         async with collector:  # on shutdown, commits what is queued, then stops the writer
             yield
 
-    middleware = [Middleware(RequestMetrics, metrics=metrics)]
+    middleware = [
+        Middleware(HotPaths, routes=hot, metrics=metrics),
+        Middleware(RequestMetrics, metrics=metrics),
+    ]
     prefix = urlsplit(settings.base_url).path.rstrip("/")
     if prefix:
         middleware.insert(0, Middleware(PublicPath, prefix=prefix))

@@ -191,6 +191,15 @@ class Credentials:
     def aging(self, authorization: str | None, client_id: str | None) -> bool:
         return self._found.aging((authorization, client_id))
 
+    def times(
+        self, authorization: str | None, client_id: str | None
+    ) -> tuple[tuple[float, float], Credential, int | None] | None:
+        """The cache times (api/cache.Fresh.times) of the cached credential, the
+        credential, and its own expiry (an auth code's; None for a token)."""
+        found = self._found.get((authorization, client_id))
+        times = self._found.times((authorization, client_id))
+        return None if found is None or times is None else (times, found[0], found[1])
+
     def resolve(self, authorization: str | None, client_id: str | None, now: int) -> Credential:
         """From the catalog (raises Unauthorized); kept for the next requests."""
         generation = self.catalog.generation

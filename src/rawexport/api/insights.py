@@ -100,6 +100,17 @@ class _Kept:
     retained_ms: int
     until_ms: int | None  # when its links expire (None: it has no links)
 
+    def holds(self, now: int, expire_minutes: int) -> bool:
+        """It may answer a request asking links of `expire_minutes` at `now`: the clock
+        is in its window, and its links keep half of the lifetime asked (if it has any)."""
+        if not self.valid_from_ms <= now < self.retained_ms:
+            return False
+        if self.until_ms is not None:
+            asked = min(now + expire_minutes * links.MINUTE_MS, self.retained_ms)
+            if (self.until_ms - now) * 2 < asked - now:
+                return False
+        return True
+
 
 class Insights:
     """Answers export requests from the catalog: one jobs query and one files query each.
@@ -122,17 +133,23 @@ class Insights:
     ) -> Answer | None:
         """The answer `answer` would give now, when it is in memory and still true."""
         kept = self._kept.get((project, version, scope))
-        if kept is None or not kept.valid_from_ms <= now < kept.retained_ms:
+        if kept is None or not kept.holds(now, expire_minutes):
             return None
-        if kept.until_ms is not None:
-            asked = min(now + expire_minutes * links.MINUTE_MS, kept.retained_ms)
-            if (kept.until_ms - now) * 2 < asked - now:
-                return None
         return kept.answer
 
     def aging(self, project: Project, version: str, scope: str) -> bool:
         """The kept answer is past half its life (api/cache.py): read it again ahead."""
         return self._kept.aging((project, version, scope))
+
+    def times(
+        self, project: Project, version: str, scope: str, answer: Answer
+    ) -> tuple[tuple[float, float], _Kept] | None:
+        """The cache times (api/cache.Fresh.times) of the kept `answer`, and its entry."""
+        kept = self._kept.get((project, version, scope))
+        times = self._kept.times((project, version, scope))
+        if kept is None or kept.answer is not answer or times is None:
+            return None
+        return times, kept
 
     def answer(
         self,

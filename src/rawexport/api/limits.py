@@ -8,7 +8,9 @@ returns its protocol class with three guards:
 
 - past `max_connections` open connections a new one is closed at once;
 - a request's headers must be complete within `header_timeout` seconds of its start (of
-  the connection, or of the request on a kept-alive one), else the connection is closed;
+  the connection, or of the request on a kept-alive one), else the connection is closed
+  (checked by one sweep of the connections every quarter of the timeout, not by a timer
+  per request: a late one is closed within 1.25 × header_timeout);
 - headers (request line included) larger than `max_header_bytes` answer 431 and close.
 
 It also offers downloads zero-copy sendfile (uvicorn has no ASGI pathsend): the
@@ -21,6 +23,7 @@ import asyncio
 import functools
 import logging
 import os
+import weakref
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -39,12 +42,16 @@ def guarded_protocol(
 ) -> type[HttpToolsProtocol]:
     """uvicorn's httptools protocol with the guards above (pass it as `http=`)."""
 
+    sweep_every = max(0.01, header_timeout / 4)
+
     class Guarded(HttpToolsProtocol):
+        _sweeping = False  # one sweep chain per server (this class is made per server)
+
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self._header_bytes = 0  # bytes received since the request started
             self._in_headers = True
-            self._header_timer: asyncio.TimerHandle | None = None
+            self._header_since: float | None = None  # loop time the headers started
             self._refused = False
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -53,26 +60,18 @@ def guarded_protocol(
                 self._refused = True
                 transport.abort()
                 return
-            self._arm()
+            self._header_since = self.loop.time()
+            if not Guarded._sweeping:
+                Guarded._sweeping = True
+                self.loop.call_later(sweep_every, _sweep, self.loop, self.connections)
 
-        def _arm(self) -> None:
-            self._disarm()
-            self._header_timer = self.loop.call_later(header_timeout, self._too_slow)
-
-        def _disarm(self) -> None:
-            if self._header_timer is not None:
-                self._header_timer.cancel()
-                self._header_timer = None
-
-        def _too_slow(self) -> None:
-            self._header_timer = None
-            if not self.transport.is_closing():
-                self._refused = True
-                self.transport.abort()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
-            super().connection_lost(exc)
+        def _too_slow(self, now: float) -> None:
+            since = self._header_since
+            if since is not None and now - since >= header_timeout:
+                self._header_since = None
+                if not self.transport.is_closing():
+                    self._refused = True
+                    self.transport.abort()
 
         def data_received(self, data: bytes) -> None:
             if self._refused:
@@ -88,7 +87,7 @@ def guarded_protocol(
 
         def _refuse_large(self) -> None:
             self._refused = True
-            self._disarm()
+            self._header_since = None
             self.transport.write(_TOO_LARGE)
             self.transport.close()
 
@@ -101,18 +100,30 @@ def guarded_protocol(
             if not self._in_headers:  # a kept-alive connection's next request
                 self._in_headers = True
                 self._header_bytes = 0
-            if self._header_timer is None:
-                self._arm()
+            if self._header_since is None:
+                self._header_since = self.loop.time()
 
         def on_headers_complete(self) -> None:
             self._in_headers = False
             self._header_bytes = 0
-            self._disarm()
+            self._header_since = None
             super().on_headers_complete()
             cycle = self.cycle
             if cycle is not None and cycle.scope is self.scope:
-                send_file = functools.partial(_sendfile, self.transport, cycle)
+                # A weak reference: scope -> extension -> cycle -> scope would be a cycle
+                # of a dozen objects per request, left to the garbage collector.
+                send_file = functools.partial(_sendfile, self.transport, weakref.ref(cycle))
                 self.scope.setdefault("extensions", {})[SENDFILE] = {"send": send_file}
+
+    def _sweep(loop: asyncio.AbstractEventLoop, connections: set[Any]) -> None:
+        now = loop.time()
+        for conn in list(connections):
+            if isinstance(conn, Guarded):
+                conn._too_slow(now)
+        if connections:
+            loop.call_later(sweep_every, _sweep, loop, connections)
+        else:
+            Guarded._sweeping = False
 
     return Guarded
 
@@ -121,7 +132,7 @@ SENDFILE = "rawexport.sendfile"
 
 
 async def _sendfile(
-    transport: asyncio.Transport, cycle: Any, fd: int, offset: int, count: int
+    transport: asyncio.Transport, cycle_ref: weakref.ref[Any], fd: int, offset: int, count: int
 ) -> int:
     """Send `count` bytes of the file `fd` from `offset` as (part of) the response body with
     os.sendfile: the kernel copies page cache to socket, no read into Python, no thread.
@@ -133,6 +144,9 @@ async def _sendfile(
     client has gone, marks the response disconnected (uvicorn then drops the rest) and
     returns what was sent.
     """
+    cycle = cycle_ref()
+    if cycle is None:  # the request is over
+        return 0
     loop = asyncio.get_running_loop()
     sent = 0
     while transport.get_write_buffer_size() and not transport.is_closing():
