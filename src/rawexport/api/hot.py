@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -41,6 +41,15 @@ class Reply:
     status: int
     body: bytes
     headers: tuple[tuple[str, str], ...] = ()
+    # The start message's headers, as Starlette's Response writes them: made once, for
+    # replies given many times (the constant ones, the kept ones of api/cache.Replies).
+    raw_headers: tuple[tuple[bytes, bytes], ...] = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.headers]
+        raw.append((b"content-length", str(len(self.body)).encode()))
+        raw.append((b"content-type", JSON_TYPE))
+        object.__setattr__(self, "raw_headers", tuple(raw))
 
     @classmethod
     def of(cls, content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Reply:
@@ -50,11 +59,8 @@ class Reply:
         return Response(self.body, self.status, dict(self.headers), media_type="application/json")
 
     def start_message(self) -> dict[str, Any]:
-        """The ASGI start message, headers as Starlette's Response writes them."""
-        raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.headers]
-        raw.append((b"content-length", str(len(self.body)).encode()))
-        raw.append((b"content-type", JSON_TYPE))
-        return {"type": "http.response.start", "status": self.status, "headers": raw}
+        """The ASGI start message."""
+        return {"type": "http.response.start", "status": self.status, "headers": self.raw_headers}
 
 
 # A handler core: path parameters, the Authorization and X-Client-Id headers (first of
