@@ -53,6 +53,34 @@ def test_credentials(catalog: Catalog) -> None:
     assert catalog.auth_code_key(c3, now + 31 * 24 * H) is None
 
 
+def test_codes_of_one_key_issued_at_once_all_succeed_and_keep_max_live(catalog: Catalog) -> None:
+    """Before: on PostgreSQL two requests of one key each revoking the other's older codes
+    deadlocked, and /auth/token answered 500 under load."""
+    p = catalog.create_project("a")
+    kp = catalog.create_key_pair(p.id)
+    now = p.created_ms
+    codes: list[str] = []
+    errors: list[BaseException] = []
+
+    def issue() -> None:
+        try:
+            for _ in range(15):
+                codes.append(
+                    catalog.issue_auth_code(kp.id, days=30, strict=False, now=now, max_live=3)
+                )
+        except BaseException as e:  # noqa: BLE001 - collected for the assertion below
+            errors.append(e)
+
+    threads = [threading.Thread(target=issue) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors[0]
+    assert len(codes) == 120
+    assert sum(catalog.auth_code_key(c, now) is not None for c in codes) == 3
+
+
 def test_plan_is_idempotent_and_claim_leases(catalog: Catalog) -> None:
     p = catalog.create_project("a")
     assert catalog.plan(p.id, "v2", ["page", "visit"], [0, H], 0) == 4
