@@ -1,6 +1,7 @@
-"""NDJSON import builds columns without a checked row per event (validate.native_columns);
-whatever it accepts, the row-by-row checks accept too, with the very same tables, and
-whatever they refuse makes it step aside so the row checks name the line."""
+"""NDJSON import builds columns without a checked row per event (ingest/arrowjson.py, then
+validate.native_columns); whatever they accept, the row-by-row checks accept too, with the
+very same tables, and whatever those refuse makes them step aside so the row checks name
+the line."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from rawexport.ingest import arrowjson
 from rawexport.ingest import validate as conv
-from rawexport.ingest.files import convert_lines
+from rawexport.ingest.files import convert_block, convert_lines
 
 BASE = {"type": "page", "visitUserId": "v1", "sessionId": "s1", "page": "/", "time": 1}
 
@@ -92,3 +96,94 @@ def test_the_default_type_fills_in_a_missing_one() -> None:
     untyped = {k: v for k, v in BASE.items() if k != "type"}
     tables, problem = convert_lines(lines_of(untyped, BASE), 1, "page", 7)
     assert problem is None and tables["page"].num_rows == 2
+
+
+def same_tables(got: dict[str, Any] | None, events: list[Any], send_time: int | None) -> None:
+    expected = row_by_row(events, send_time)
+    assert got is not None and not expected.rejected
+    assert got.keys() == expected.tables.keys()
+    for t, table in got.items():
+        assert table.equals(expected.tables[t]), (t, table.to_pylist(), expected.tables[t])
+
+
+# Maps of strings only (the case arrowjson takes), in any key order, with escapes.
+MAPS = [
+    {"type": "custom_event", "visitUserId": "v", "eventName": "e",
+     "eventVariable": {"b": "1", "a": "x\u00e9/\n\t\"\\ \u2028", "😀": "<\u00ff>"}},
+    {"type": "custom_event", "visitUserId": "w", "eventName": "e",
+     "eventVariable": {"a": "2", "b": "y"}},
+    {"type": "custom_event", "visitUserId": "x", "eventName": "e", "eventVariable": {}},
+    {"type": "custom_event", "visitUserId": "y", "eventName": "e", "eventVariable": None},
+    {"type": "custom_event", "visitUserId": "z", "eventName": "e"},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("events", [VALID[0], VALID[2], VALID[3], MAPS], ids=str)
+def test_arrow_blocks_give_the_row_by_row_tables(events: list[Any]) -> None:
+    block = b"".join(lines_of(*events))
+    same_tables(arrowjson.tables(block, None, 1234), events, 1234)
+    kept = [{**e, "sendTime": 99} for e in events]
+    same_tables(arrowjson.tables(b"".join(lines_of(*kept)), None, None), kept, None)
+
+
+@pytest.mark.parametrize("events", [*INVALID, VALID[1]])
+def test_what_arrow_blocks_cannot_prove_is_left_to_the_rows(events: list[Any]) -> None:
+    """The invalid chunks, and a map with numbers (the row path writes those its way)."""
+    block = b"".join(lines_of(*events))
+    assert arrowjson.tables(block, None, 1234) is None
+    tables, problem = convert_block(block, 1, None, 1234)
+    assert (tables, problem) == convert_lines(lines_of(*events), 1, None, 1234)
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        orjson.dumps(BASE) + b" " + orjson.dumps(BASE) + b"\n",  # two objects on a line
+        orjson.dumps(BASE) + b"\n   \n" + orjson.dumps(BASE) + b"\n",  # a line of spaces
+        b'{"type":"page","visitUserId":"v","visitUserId":"w"}\n',  # a key twice
+        b'{"visitUserId":"v","type":null}\n',  # a null type is not a missing one
+        b'{"type":"page","visitUserId":"v\xff"}\n',  # not UTF-8
+        b'{"type":"custom_event","visitUserId":"v","eventNumber":1e400}\n',
+        b'{"type":"custom_event","visitUserId":"v","eventNumber":1e19}\n',
+    ],
+)
+def test_odd_lines_are_left_to_the_rows(block: bytes) -> None:
+    assert arrowjson.tables(block, "page", 1234) is None
+
+
+def test_types_mixed_in_a_block_give_the_row_by_row_tables() -> None:
+    """(pyarrow reads one set of columns for all: an event of one type then seems to
+    carry the other's columns, null; whether they were given as null it cannot tell, so
+    such a block goes the orjson way.)"""
+    events = [*MAPS, BASE, *VALID[0]]
+    tables, problem = convert_block(b"".join(lines_of(*events)), 1, None, 7)
+    assert problem is None
+    same_tables(tables, events, 7)
+
+
+def test_blank_lines_and_a_missing_last_newline() -> None:
+    block = b"\n" + orjson.dumps(BASE) + b"\n\n" + orjson.dumps({**BASE, "visitUserId": "w"})
+    same_tables(arrowjson.tables(block, None, 5), [BASE, {**BASE, "visitUserId": "w"}], 5)
+    untyped = {k: v for k, v in BASE.items() if k != "type"}
+    same_tables(arrowjson.tables(b"".join(lines_of(untyped)), "page", 5), [BASE], 5)
+
+
+TEXT = st.text(st.characters(blacklist_categories=["Cs"]), max_size=12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.fixed_dictionaries(
+            {"visitUserId": TEXT.filter(bool), "eventName": TEXT},
+            optional={"eventVariable": st.dictionaries(TEXT, TEXT, max_size=4), "page": TEXT},
+        ),
+        min_size=1,
+        max_size=20,
+    )
+)
+def test_arrow_blocks_agree_with_the_rows_on_any_strings(rows: list[dict[str, Any]]) -> None:
+    events = [{"type": "custom_event", **r} for r in rows]
+    got = arrowjson.tables(b"".join(lines_of(*events)), None, 42)
+    if got is not None:  # it may step aside (a control character in a key, say)
+        same_tables(got, events, 42)

@@ -192,7 +192,7 @@ def test_ndjson_in_chunks_reports_the_right_line(
 ) -> None:
     import rawexport.ingest.files as ic
 
-    monkeypatch.setattr(ic, "CHUNK_LINES", 3)
+    monkeypatch.setattr(ic, "BLOCK_BYTES", 70)  # two lines a block
     p = services.catalog.create_project("a")
     good = '{"type":"page","visitUserId":"v"}\n'
     f = tmp_path / "e.ndjson"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import gzip
-import itertools
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from rawexport.ingest import arrowjson
 from rawexport.ingest import validate as conv
 from rawexport.schema import DATA_TYPES
 from rawexport.store.events import arrow_schema
@@ -125,7 +125,24 @@ def read_csv(path: Path, data_type: str) -> pa.Table:
         raise BadFile(f"{path}: {e}") from None
 
 
-CHUNK_LINES = 50_000
+BLOCK_BYTES = 32 << 20  # NDJSON is read in blocks of whole lines of about this size
+
+
+def convert_block(
+    block: bytes | bytearray, first: int, data_type: str | None, send_time: int | None
+) -> tuple[dict[str, pa.Table], str | None]:
+    """Tables of a block of whole NDJSON lines numbered from `first`, or the first problem.
+
+    Read into columns by pyarrow and DuckDB (ingest/arrowjson.py) when that path can;
+    else line by line (convert_lines), which also finds the problem and its line.
+    """
+    fast = arrowjson.tables(block, data_type, send_time)
+    if fast is not None:
+        return fast, None
+    lines = bytes(block).split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()
+    return convert_lines(lines, first, data_type, send_time)
 
 
 def convert_lines(
@@ -170,13 +187,23 @@ def convert_lines(
     return batch.tables, None
 
 
-def _chunks(path: Path) -> Iterator[tuple[list[bytes], int]]:
+def _blocks(path: Path, size: int | None = None) -> Iterator[tuple[bytearray, int]]:
+    """Blocks of whole lines (the last may lack its newline) and their first line number;
+    read into a buffer of their own each, not copied after."""
+    size = size or BLOCK_BYTES
     opener: Any = gzip.open if path.name.lower().endswith(".gz") else open
     with opener(path, "rb") as f:
         first = 1
-        while lines := list(itertools.islice(f, CHUNK_LINES)):
-            yield lines, first
-            first += len(lines)
+        while True:
+            block = bytearray(size)
+            n = f.readinto(block)
+            if not n:
+                break
+            del block[n:]
+            if not block.endswith(b"\n"):
+                block += f.readline()  # the rest of the last line
+            yield block, first
+            first += block.count(b"\n")
 
 
 def read_ndjson(path: Path, data_type: str | None, send_time: int | None) -> dict[str, pa.Table]:
@@ -187,8 +214,8 @@ def read_ndjson(path: Path, data_type: str | None, send_time: int | None) -> dic
     """
     parts: dict[str, list[pa.Table]] = {}
     try:
-        for lines, first in _chunks(path):
-            tables, problem = convert_lines(lines, first, data_type, send_time)
+        for block, first in _blocks(path):
+            tables, problem = convert_block(block, first, data_type, send_time)
             if problem:
                 raise BadFile(f"{path}: {problem}")
             for t, table in tables.items():

@@ -281,15 +281,20 @@ def _type_table(
             arrays.append(_column(data_type, name, code, limit, values))
     except (Invalid, pa.ArrowException, OverflowError, TypeError, ValueError):
         return None
-    table = pa.Table.from_arrays(arrays, schema=schema)
+    return finish_table(data_type, pa.Table.from_arrays(arrays, schema=schema), send_time)
+
+
+def finish_table(data_type: str, table: pa.Table, send_time: int | None) -> pa.Table | None:
+    """A table of checked columns, once its required ids are there and not empty, with
+    sendTime stamped (or kept, when there in every row); None otherwise."""
     for name in REQUIRED_IDS[data_type]:
         column = table.column(name)
         if column.null_count or (len(column) and pc.min(pc.utf8_length(column)).as_py() == 0):
             return None
-    index = schema.get_field_index("sendTime")
+    index = table.schema.get_field_index("sendTime")
     if send_time is not None:
-        stamp = pa.array(np.full(len(rows), send_time, dtype=np.int64))
-        table = table.set_column(index, schema.field(index), stamp)
+        stamp = pa.array(np.full(table.num_rows, send_time, dtype=np.int64))
+        table = table.set_column(index, table.schema.field(index), stamp)
     elif table.column(index).null_count:
         return None
     return table
