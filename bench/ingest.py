@@ -92,7 +92,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seconds", type=float, default=8.0, help="duration of each HTTP run")
     ap.add_argument("--clients", type=int, default=8)
-    ap.add_argument("--import-events", type=int, default=1_000_000)
+    ap.add_argument("--import-events", type=int, default=1_500_000)
     ap.add_argument("--dir", type=Path, default=Path("bench-data/ingest"))
     ap.add_argument("--json", type=Path, help="append result objects (JSON lines) to FILE")
     args = ap.parse_args()
