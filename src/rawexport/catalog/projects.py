@@ -292,9 +292,7 @@ class Catalog(JobStore):
             # Codes of one key are issued one at a time (the key's row is locked until the
             # commit; SQLite has one writer anyway): two at once each revoking the other's
             # older codes deadlocked on PostgreSQL.
-            c.execute(
-                select(key_pairs.c.id).where(key_pairs.c.id == key_pair_id).with_for_update()
-            )
+            c.execute(select(key_pairs.c.id).where(key_pairs.c.id == key_pair_id).with_for_update())
             if strict:
                 c.execute(
                     update(auth_codes)
