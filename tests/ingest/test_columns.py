@@ -161,6 +161,14 @@ def test_types_mixed_in_a_block_give_the_row_by_row_tables() -> None:
     same_tables(tables, events, 7)
 
 
+def test_a_line_longer_than_a_parse_block() -> None:
+    big = {f"k{i}": "v" * 2600 for i in range(2_000)}  # about 5 MiB of JSON
+    events = [{**MAPS[1], "eventVariable": big}, MAPS[1]]
+    tables, problem = convert_block(b"".join(lines_of(*events)), 1, None, 3)
+    assert problem is None
+    same_tables(tables, events, 3)
+
+
 def test_blank_lines_and_a_missing_last_newline() -> None:
     block = b"\n" + orjson.dumps(BASE) + b"\n\n" + orjson.dumps({**BASE, "visitUserId": "w"})
     same_tables(arrowjson.tables(block, None, 5), [BASE, {**BASE, "visitUserId": "w"}], 5)

@@ -25,6 +25,9 @@ from rawexport.store.events import arrow_schema
 
 _PARSE = pj.ParseOptions(unexpected_field_behavior="infer", newlines_in_values=False)
 _EXACT_INTEGERS = float(2**63)
+# Blocks of 4 MiB parse in parallel and in cache (a few runs: 1.0-1.25 s for 1.5 M bench
+# events against 0.9-1.7 s for two halves of each 32 MiB block).
+_READ = pj.ReadOptions(block_size=4 << 20)
 
 
 def tables(
@@ -42,7 +45,7 @@ def tables(
     try:
         parsed = pj.read_json(
             pa.BufferReader(data),
-            read_options=pj.ReadOptions(block_size=max(1 << 20, len(block) // 2 + 1)),
+            read_options=_READ,
             parse_options=_PARSE,
         )
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
