@@ -107,7 +107,7 @@ def same_tables(got: dict[str, Any] | None, events: list[Any], send_time: int | 
 
 
 # Maps of strings only (the case arrowjson takes), in any key order, with escapes.
-MAPS = [
+MAPS: list[dict[str, Any]] = [
     {"type": "custom_event", "visitUserId": "v", "eventName": "e",
      "eventVariable": {"b": "1", "a": "x\u00e9/\n\t\"\\ \u2028", "😀": "<\u00ff>"}},
     {"type": "custom_event", "visitUserId": "w", "eventName": "e",
