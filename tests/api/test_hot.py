@@ -156,10 +156,13 @@ class _Transport(asyncio.Transport):
         return 0
 
 
-def test_requests_leave_no_garbage_cycles(w: World) -> None:
+def test_requests_leave_no_garbage_cycles(make_world: Callable[..., World]) -> None:
     """Each request's objects go when it ends, not at the next garbage collection: a
-    cycle per request (the sendfile extension once held its request's cycle) makes the
-    collector run often and stall the event loop."""
+    cycle per request (the sendfile extension once held its request's cycle: 12 objects
+    a request) makes the collector run often and stall the event loop. Reads in threads
+    (the health probe once a second) may leave a few; the caches here do not age."""
+    w = make_world(cache_seconds=600)
+    w.finish("page", PAST)
     app = w.client.app
     protocol = guarded_protocol(100, 5.0, 65536)
     config = uvicorn.Config(app, http=protocol, lifespan="off", log_config=None)
@@ -198,4 +201,4 @@ def test_requests_leave_no_garbage_cycles(w: World) -> None:
             await asyncio.sleep(0)
         raise AssertionError("no answer")
 
-    assert asyncio.run(run()) == 0
+    assert asyncio.run(run()) <= 30  # of 180 requests
