@@ -4,9 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install system-deps run test lint bench clean
+.PHONY: install system-deps js-deps run test lint bench clean
 
-$(STAMP): pyproject.toml setup.py $(wildcard src/rawexport/export/_csvline*.[ch])
+$(STAMP): pyproject.toml setup.py $(wildcard src/rawexport/export/_csvline*.[ch]) src/rawexport/ingest/_lzstring.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
@@ -16,16 +16,23 @@ install: $(STAMP)
 
 # What the tests need from Debian: PostgreSQL's server (initdb, pg_ctl) and nginx, for
 # the catalog suite on PostgreSQL and the cluster test; chromium for the console's browser
-# tests (Playwright drives it; no browser download). Installed only when missing (as
-# root; `apt-get update` once).
+# tests (Playwright drives it; no browser download); node and npm for the lz-string tests
+# (js-deps). Installed only when missing (as root; `apt-get update` once).
 system-deps:
 	@missing=""; \
 	  { command -v initdb || ls /usr/lib/postgresql/*/bin/initdb; } >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	  { command -v nginx || test -x /usr/sbin/nginx; } >/dev/null 2>&1 || missing="$$missing nginx-light"; \
 	  command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	  { command -v node && command -v npm; } >/dev/null 2>&1 || missing="$$missing nodejs npm"; \
 	  if [ -n "$$missing" ]; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	  fi
+
+# npm lz-string 1.5.0, the reference the lz-string decoder is tested against
+# (tests/ingest/lzstring_oracle.js finds it in $(VENV)/js/node_modules).
+js-deps: system-deps
+	@test -d $(VENV)/js/node_modules/lz-string || \
+	  npm install --no-audit --no-fund --prefix $(VENV)/js lz-string@1.5.0
 
 run: install
 	$(BIN)/rawexport demo --home ./demo-data
@@ -38,7 +45,7 @@ lint: install
 
 # Tests run in a random order (pytest-randomly); the seed is printed first, and
 # `make test SEED=N` runs that order again.
-test: lint system-deps
+test: lint system-deps js-deps
 	@seed=$${SEED:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}; echo "random order seed: $$seed (make test SEED=$$seed repeats it)"; $(BIN)/pytest -q -p randomly --randomly-seed=$$seed
 
 bench: install

@@ -1,4 +1,4 @@
-"""The one compiled module: everything else is in pyproject.toml."""
+"""The compiled modules: everything else is in pyproject.toml."""
 
 from setuptools import Extension, setup
 
@@ -13,6 +13,11 @@ setup(
             ],
             depends=["src/rawexport/export/_csvline.h"],
             extra_compile_args=["-O3"],
-        )
+        ),
+        Extension(
+            "rawexport.ingest._lzstring",
+            sources=["src/rawexport/ingest/_lzstring.c"],
+            extra_compile_args=["-O3"],
+        ),
     ]
 )

@@ -9,6 +9,7 @@ the README lists them all and a test checks it does.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -76,6 +77,12 @@ class Settings:
     max_body_bytes: int = _f(16 * 1024 * 1024, "largest request body accepted")
     max_batch_events: int = _f(50_000, "most events one collector request may carry")
     collect_require_key: bool = _f(False, "collectors refuse requests without X-Client-Id")
+    trusted_proxies: str = _f(
+        "", "proxies (addresses or CIDRs, comma-separated) whose X-Forwarded-For is believed"
+    )
+    login_user_attributes: str = _f(
+        "vstr", "login-user attributes: vstr (filed as vstr rows) or drop (counted only)"
+    )
     group_commit_ms: float = _f(2.0, "ms the ingest writer waits to group batches in one fsync")
     group_commit_rows: int = _f(100_000, "rows that end a group commit early")
     compact_small_bytes: int = _f(32 * 1024 * 1024, "event files below this size get compacted")
@@ -125,6 +132,13 @@ class Settings:
             raise SettingsError("admin_token must be at least 16 characters")
         if not 0 < self.console_session_hours <= 24 * 30:
             raise SettingsError("console_session_hours must be > 0 and at most 720")
+        if self.login_user_attributes not in ("vstr", "drop"):
+            raise SettingsError("login_user_attributes must be vstr or drop")
+        try:
+            for part in self.trusted_proxies.replace(",", " ").split():
+                ipaddress.ip_network(part, strict=False)
+        except ValueError as e:
+            raise SettingsError(f"trusted_proxies: {e}") from None
         if not 0 <= self.compress_level <= 3:
             raise SettingsError(f"compress_level must be 0..3, got {self.compress_level}")
 

@@ -1,22 +1,35 @@
-"""The collectors' HTTP routes: who may send, the body read within its limit, the batch stored."""
+"""The collectors' HTTP routes: every route GrowingIO's SDKs send to, answered as each expects.
+
+spec/GROWINGIO_COLLECT_SPEC.md §1: the CDP route `/v3/projects/{ai}/collect` (POST, the
+web SDK's image GET with `data=`, OPTIONS) answers 204 with no body (the web SDK's XHR
+takes nothing else); its items and user-mapping routes 204; the SaaS routes (mobile,
+ads, server, custom, v2, mini-program, web) answer exactly 200 with a JSON report the
+SDKs ignore. Every answer carries CORS headers. A parseable batch is never refused: bad
+events are dropped one by one, counted in `/metrics` and logged. The native event API
+(`/api/v1/projects/{ai}/events`) answers 200 with the report.
+"""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from starlette.concurrency import run_in_threadpool
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from rawexport.api.auth import bearer
 from rawexport.catalog import Catalog, Project
-from rawexport.ingest import validate as ingest
-from rawexport.ingest.collectors import Decoders, Refused, gunzip
+from rawexport.ingest import joins, sdk
+from rawexport.ingest.codecs import Refused, gunzip, image_data
+from rawexport.ingest.collectors import Decoders
 from rawexport.ingest.group_commit import Ingestor
 from rawexport.metrics import Metrics
 from rawexport.settings import Settings
@@ -26,10 +39,55 @@ log = logging.getLogger("rawexport.collect")
 
 CACHE_SECONDS = 5.0
 OFFLOAD_BYTES = 1 << 20  # bodies above this are parsed and checked off the event loop
+ALLOW_HEADERS = (
+    "Accept, Content-Type, Content-Encoding, X-Timestamp, X-Crypt-Codec, X-Compress-Codec, "
+    "X-Client-Id"
+)
 
 
-def _json(content: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(content), status, media_type="application/json")
+class _Hex(Convertor[str]):
+    """A project id in a path with no literal segment before it (16 or 32 hex digits)."""
+
+    regex = "[0-9a-fA-F]{16}(?:[0-9a-fA-F]{16})?"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+class _Platform(Convertor[str]):
+    """The platform segment of the SaaS routes (`andorid` is the SDKs' own spelling)."""
+
+    regex = "android|andorid|ios|web"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+class _V3Platform(_Platform):
+    regex = "android|andorid|ios|web|s2s"
+
+
+register_url_convertor("aihex", _Hex())
+register_url_convertor("saasplatform", _Platform())
+register_url_convertor("v3platform", _V3Platform())
+
+
+def _json(content: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(content), status, headers, media_type="application/json")
+
+
+def cors(request: Request) -> dict[str, str]:
+    """CORS headers of a collect answer: the page's origin echoed (no credentials are sent)."""
+    origin = request.headers.get("origin")
+    if not origin:
+        return {"access-control-allow-origin": "*"}
+    return {"access-control-allow-origin": origin, "vary": "Origin"}
 
 
 class Gate:
@@ -64,8 +122,15 @@ class Gate:
 
         return self._cached(self._keys, secret, load)  # type: ignore[no-any-return]
 
-    def check(self, ai: str, client_id: str | None, authorization: str | None) -> Project:
-        """The project events may be written to; raises Refused with 404 or 403."""
+    def check(
+        self, ai: str, client_id: str | None, authorization: str | None, lenient: bool = False
+    ) -> Project:
+        """The project events may be written to; raises Refused with 404 or 403.
+
+        `lenient` (the SDK routes, unless collect_require_key): a key rawexport does not
+        know is ignored, as if none were sent (the py2 SDK sends the X-Client-Id it was
+        configured with, perhaps GrowingIO's); a key of another project is still refused.
+        """
         project = self.project(ai)
         if project is None:
             raise Refused(404, f"no project {ai}")
@@ -78,6 +143,8 @@ class Gate:
             return project
         for secret in secrets:
             owner = self.key_project(secret)
+            if owner is None and lenient and not self.require_key:
+                continue
             if owner != project.id:
                 raise Refused(403, "wrong key for this project")
         return project
@@ -96,7 +163,69 @@ async def read_body(request: Request, limit: int) -> bytes:
     return gunzip(bytes(body), request.headers.get("content-encoding", ""), limit)
 
 
-Convert = Callable[[Request, bytes, Project, int], ingest.Batch]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(text: str) -> list[Network]:
+    """`trusted_proxies`: addresses or CIDR blocks, separated by commas or spaces."""
+    out: list[Network] = []
+    for part in text.replace(",", " ").split():
+        out.append(ipaddress.ip_network(part.strip(), strict=False))
+    return out
+
+
+def client_address(
+    peer: str | None, headers: Mapping[str, str], trusted: list[Network]
+) -> str | None:
+    """The client's address: the peer's, or, when the peer is a trusted proxy, the last
+    address of X-Forwarded-For that is not a trusted proxy (X-Real-IP without it)."""
+    if peer is None or not _valid(peer):
+        return None
+    if not trusted or not _trusted(peer, trusted):
+        return peer
+    forwarded = [a.strip() for a in headers.get("x-forwarded-for", "").split(",") if a.strip()]
+    for address in reversed(forwarded):
+        if not _trusted(address, trusted):
+            return address if _valid(address) else peer
+    real = headers.get("x-real-ip", "").strip()
+    if real and _valid(real):
+        return real
+    return forwarded[0] if forwarded and _valid(forwarded[0]) else peer
+
+
+def _valid(address: str) -> bool:
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return True
+
+
+def _trusted(address: str, trusted: list[Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in trusted)
+
+
+@dataclass(frozen=True)
+class Family:
+    """How one group of routes decodes its bodies and answers."""
+
+    convert: str  # "cdp", "saas", "item", "user-mapping", "native"
+    status: int  # the success status the SDKs of these routes expect
+    report: bool  # answer the JSON report (SaaS, native) rather than no body
+
+
+CDP = Family("cdp", 204, False)
+ITEMS = Family("item", 204, False)
+USER_MAPPINGS = Family("user-mapping", 204, False)
+SAAS = Family("saas", 200, True)
+NATIVE = Family("native", 200, True)
+DEVICES = Family("devices", 200, True)  # the SaaS Android SDK's old activation GET
+
+PLATFORMS = {"android": "android", "andorid": "android", "ios": "ios", "web": "web"}
 
 
 class Collectors:
@@ -111,66 +240,163 @@ class Collectors:
         self.ingestor = ingestor
         self.metrics = metrics
         self.gate = Gate(catalog, settings.collect_require_key)
-        self.decoders = Decoders(settings.max_body_bytes, settings.max_batch_events)
+        self.sessions = joins.Sessions()
+        self.mapper = sdk.Mapper(self.sessions, settings.login_user_attributes)
+        self.decoders = Decoders(settings.max_body_bytes, settings.max_batch_events, self.mapper)
+        self.trusted = parse_networks(settings.trusted_proxies)
         self.rejected_total = 0
 
-    def tracker(self, request: Request, body: bytes, project: Project, now: int) -> ingest.Batch:
-        return self.decoders.tracker(request.headers, request.query_params, body, now)
+    def _convert(
+        self,
+        family: Family,
+        request: Request,
+        body: bytes,
+        query: Mapping[str, str],
+        origin: sdk.Origin,
+    ) -> sdk.Filed:
+        headers = request.headers
+        if family.convert == "cdp":
+            return self.decoders.cdp(headers, query, body, origin)
+        if family.convert == "saas":
+            return self.decoders.saas(headers, query, body, origin)
+        if family.convert == "devices":
+            event = {k: v for k, v in query.items() if k != "t"} | {"t": "activate"}
+            return self.mapper.saas([event], origin)
+        if family.convert == "native":
+            batch = self.decoders.native(body, origin.received)
+            return sdk.Filed(batch, events=batch.accepted + len(batch.rejected))
+        return self.decoders.items(headers, query, body, family.convert)
 
-    def saas(self, request: Request, body: bytes, project: Project, now: int) -> ingest.Batch:
-        return self.decoders.saas(request.headers, body, project.ai, now)
-
-    def native(self, request: Request, body: bytes, project: Project, now: int) -> ingest.Batch:
-        return self.decoders.native(body, now)
-
-    def handler(self, convert: Convert) -> Callable[[Request], Awaitable[Response]]:
+    def handler(self, family: Family) -> Callable[[Request], Awaitable[Response]]:
         async def handle(request: Request) -> Response:
+            allow = cors(request)
+            if request.method == "OPTIONS":
+                return Response(
+                    None,
+                    200 if family.status == 200 else 204,
+                    allow
+                    | {
+                        "access-control-allow-methods": "POST, GET, OPTIONS",
+                        "access-control-allow-headers": ALLOW_HEADERS,
+                        "access-control-max-age": "86400",
+                    },
+                )
             now = now_ms()
+            params = request.path_params
             try:
                 headers = request.headers
                 project = self.gate.check(
-                    request.path_params["ai"],
+                    params["ai"],
                     headers.get("x-client-id"),
                     headers.get("authorization"),
+                    lenient=family.convert != "native",
                 )
-                body = await read_body(request, self.settings.max_body_bytes)
-                if len(body) > OFFLOAD_BYTES:  # keep the event loop free for other requests
-                    batch = await run_in_threadpool(convert, request, body, project, now)
+                query: Mapping[str, str] = request.query_params
+                if family.convert == "devices":
+                    body = b""
+                elif request.method == "GET":  # an image GET: the body is the query's data=
+                    body = image_data(request.scope.get("query_string", b""))
+                    if query.get("compress") != "11":  # 0: the JSON itself
+                        query = {k: v for k, v in query.items() if k != "compress"}
                 else:
-                    batch = convert(request, body, project, now)
+                    body = await read_body(request, self.settings.max_body_bytes)
+                peer = request.client.host if request.client else None
+                origin = sdk.Origin(
+                    ai=project.ai,
+                    received=now,
+                    ip=client_address(peer, headers, self.trusted),
+                    user_agent=headers.get("user-agent", ""),
+                    route_platform=PLATFORMS.get(params.get("platform", "")),
+                )
+                if len(body) > OFFLOAD_BYTES:  # keep the event loop free for other requests
+                    filed = await run_in_threadpool(
+                        self._convert, family, request, body, query, origin
+                    )
+                else:
+                    filed = self._convert(family, request, body, query, origin)
             except Refused as e:
-                return _json({"message": e.message, "errors": e.errors}, e.status)
+                if request.method == "GET" and e.status == 400:
+                    # an image the browser cut short (`#` in a value): lost, and nobody
+                    # reads the answer; say so in the log and the counts
+                    self._count(0, 1, 0, 0)
+                    log.warning(
+                        "%s: an image GET whose data could not be read: %s",
+                        params.get("ai"),
+                        e.message,
+                    )
+                    return Response(None, 204, allow)
+                return _json({"message": e.message, "errors": e.errors}, e.status, allow)
+            batch = filed.batch
             if batch.tables:
                 try:
                     await self.ingestor.write(project.id, project.ai, batch.tables)
                 except Exception:
+                    self.sessions.resent.forget(filed.prints)
                     log.exception("could not store a batch of %s", project.ai)
-                    return _json({"message": "could not store the events", "errors": []}, 503)
-            if self.metrics is not None:
-                self.metrics.ingest.labels("accepted").inc(batch.accepted)
-                self.metrics.ingest.labels("rejected").inc(len(batch.rejected))
+                    return _json(
+                        {"message": "could not store the events", "errors": []}, 503, allow
+                    )
+            accepted = filed.events - len(batch.rejected)
+            self._count(accepted, len(batch.rejected), filed.unexported, filed.duplicates)
             if batch.rejected:
                 self.rejected_total += len(batch.rejected)
                 log.warning(
-                    "%s: rejected %d of %d events (%d since start)",
+                    "%s: rejected %d of %d events (%d since start): %s",
                     project.ai,
                     len(batch.rejected),
-                    len(batch.rejected) + batch.accepted,
+                    len(batch.rejected) + accepted,
                     self.rejected_total,
+                    "; ".join(f"{r.index} {r.field}: {r.reason}" for r in batch.rejected[:5]),
                 )
-            rejected = [r.public() for r in batch.rejected]
-            return _json({"accepted": batch.accepted, "rejected": rejected})
+            report: dict[str, Any] = {
+                "accepted": accepted,
+                "rejected": [r.public() for r in batch.rejected],
+            }
+            if filed.unexported and family.convert in ("cdp", "saas"):
+                report["notExported"] = filed.unexported
+            if filed.duplicates:
+                report["duplicates"] = filed.duplicates
+            counts = {
+                "x-rawexport-accepted": str(accepted),
+                "x-rawexport-rejected": str(len(batch.rejected)),
+            }
+            if family.report or "return=representation" in request.headers.get("prefer", ""):
+                return _json(report, 200 if family.status == 204 else family.status, allow | counts)
+            return Response(None, family.status, allow | counts)
 
         return handle
+
+    def _count(self, accepted: int, rejected: int, unexported: int, duplicates: int) -> None:
+        if self.metrics is None:
+            return
+        self.metrics.ingest.labels("accepted").inc(accepted)
+        self.metrics.ingest.labels("rejected").inc(rejected)
+        self.metrics.ingest.labels("not_exported").inc(unexported)
+        self.metrics.ingest.labels("duplicate").inc(duplicates)
 
 
 def collector_routes(
     settings: Settings, catalog: Catalog, ingestor: Ingestor, metrics: Metrics | None = None
 ) -> list[Route]:
-    """The collector routes; `ingestor` must be started before the app serves."""
+    """The collector routes (spec §1.1); `ingestor` must be started before the app serves."""
     c = Collectors(settings, catalog, ingestor, metrics)
+    post = ["POST", "OPTIONS"]
+    both = ["POST", "GET", "OPTIONS"]
+    saas = c.handler(SAAS)
     return [
-        Route("/v3/projects/{ai}/collect", c.handler(c.tracker), methods=["POST"]),
-        Route("/custom/{ai}/events", c.handler(c.saas), methods=["POST"]),
-        Route("/api/v1/projects/{ai}/events", c.handler(c.native), methods=["POST"]),
+        # CDP: every SDK (web, mobile, mini-programs, Java, Go, PHP, Python)
+        Route("/v3/projects/{ai}/collect", c.handler(CDP), methods=both),
+        Route("/projects/{ai}/collect/item", c.handler(ITEMS), methods=post),
+        Route("/projects/{ai}/collect/user-mapping", c.handler(USER_MAPPINGS), methods=post),
+        # SaaS: mobile 2.x, ads, server (s2s), old custom and v2 routes, mini-programs, web
+        Route("/v3/{ai}/{platform:v3platform}/{kind:str}", saas, methods=both),
+        Route("/v3/{ai}/s2s/cstm/", saas, methods=post),
+        Route("/app/{ai}/{platform:saasplatform}/ctvt", saas, methods=post),
+        Route("/{ai:aihex}/{platform:saasplatform}/devices", c.handler(DEVICES), methods=["GET"]),
+        Route("/custom/{ai}/events", saas, methods=both),
+        Route("/custom/{ai}/{platform:saasplatform}/events", saas, methods=both),
+        Route("/v2/{ai}/{platform:saasplatform}/{kind:str}", saas, methods=both),
+        Route("/projects/{ai}/apps/{app_id:str}/collect", saas, methods=post),
+        # the native event API
+        Route("/api/v1/projects/{ai}/events", c.handler(NATIVE), methods=["POST"]),
     ]

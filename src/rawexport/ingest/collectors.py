@@ -1,124 +1,33 @@
-"""The collectors' bodies decoded: growingio-tracker, SaaS custom events, the native event API.
+"""The collectors' bodies turned into rows: GrowingIO's SDKs (CDP and SaaS families), their
+items and user mappings, and the native event API.
 
-Encodings (gzip, snappy, the tracker's XOR), JSON / NDJSON / protobuf parsing and the batch
-limits; the HTTP routes that call these are `api.collect`.
+Decoding (`codecs`), JSON / NDJSON / protobuf parsing within the batch limits, then the
+events filed by `sdk.Mapper`; the HTTP routes that call these are `api.collect`.
 """
 
 from __future__ import annotations
 
-import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-import cramjam
-import numpy as np
 import orjson
 
-from rawexport.ingest import trackerpb
+from rawexport.ingest import codecs, sdk, trackerpb
 from rawexport.ingest import validate as ingest
+from rawexport.ingest.codecs import Payload, Refused, gunzip, unsnappy
 
-
-class Refused(Exception):
-    def __init__(self, status: int, message: str, errors: list[Any] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.errors = errors or []
-
-
-def gunzip(body: bytes, encoding: str, limit: int) -> bytes:
-    """A body decoded by its Content-Encoding (identity or gzip); 413 past `limit` once decoded.
-
-    Decompression stops at `limit + 1` bytes, so a small bomb never grows past the limit.
-    Concatenated gzip members (RFC 1952 allows them, `cat a.gz b.gz` makes them) are all
-    decoded, within the same limit.
-    """
-    encoding = encoding.strip().lower()
-    if encoding in ("", "identity"):
-        return body
-    if encoding not in ("gzip", "x-gzip"):
-        raise Refused(400, f"unsupported Content-Encoding {encoding}")
-    out = bytearray()
-    rest = body
-    while True:
-        d = zlib.decompressobj(wbits=31)
-        try:
-            out += d.decompress(rest, limit + 1 - len(out))
-        except zlib.error as e:
-            raise Refused(400, f"bad gzip body: {e}") from None
-        if len(out) > limit or d.unconsumed_tail:
-            raise Refused(413, f"body larger than {limit} bytes once decompressed")
-        if not d.eof:
-            raise Refused(400, "truncated gzip body")
-        rest = d.unused_data
-        if not rest.strip(b"\0"):  # trailing NUL padding is allowed after the last member
-            return bytes(out)
-
-
-_FRAME_HEADER = b"\xff\x06\x00\x00sNaPpY"  # a framed snappy stream's first chunk
-
-
-def _varint(data: bytes) -> int | None:
-    value = shift = 0
-    for i, b in enumerate(data[:10]):
-        value |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return value if i < 9 else None
-        shift += 7
-    return None
-
-
-def unsnappy(body: bytes, limit: int) -> bytes:
-    """A snappy body: raw block (python-snappy's compress, snappyjs) or framed stream.
-
-    A raw block states its decompressed length first: a block that claims more than
-    `limit` is refused before anything is decompressed. A framed stream is decompressed
-    chunk by chunk (each at most 64 KiB), and stops past the limit.
-    """
-    if body.startswith(_FRAME_HEADER):
-        return _unsnappy_framed(body, limit)
-    claimed = _varint(body)
-    if claimed is not None and claimed > limit:
-        raise Refused(413, f"body larger than {limit} bytes once decompressed")
-    try:
-        data = bytes(cramjam.snappy.decompress_raw(body))
-    except Exception:
-        raise Refused(400, "body is not valid snappy") from None
-    if len(data) > limit:
-        raise Refused(413, f"body larger than {limit} bytes once decompressed")
-    return data
-
-
-def _unsnappy_framed(body: bytes, limit: int) -> bytes:
-    """A framed stream, one chunk at a time (each at most 64 KiB once decompressed, its
-    CRC checked by cramjam), stopping as soon as the output passes `limit`."""
-    out = bytearray()
-    i = 0
-    while i < len(body):
-        if len(body) - i < 4:
-            raise Refused(400, "body is not valid snappy")
-        kind, size = body[i], int.from_bytes(body[i + 1 : i + 4], "little")
-        chunk = body[i : i + 4 + size]
-        if len(chunk) < 4 + size:
-            raise Refused(400, "body is not valid snappy")
-        i += 4 + size
-        if kind in (0x00, 0x01):
-            try:
-                out += bytes(cramjam.snappy.decompress(_FRAME_HEADER + chunk))
-            except Exception:
-                raise Refused(400, "body is not valid snappy") from None
-            if len(out) > limit:
-                raise Refused(413, f"body larger than {limit} bytes once decompressed")
-        elif 0x02 <= kind <= 0x7F:
-            raise Refused(400, "body is not valid snappy")
-        # 0xff (stream identifier), 0xfe (padding), 0x80-0xfd (skippable): nothing to add
-    return bytes(out)
+__all__ = ["Decoders", "Refused", "gunzip", "parse_events", "sdk_events", "unsnappy"]
 
 
 # JSON objects a batch may hold per event before it is even parsed: an event with a few
 # nested maps. Parsing builds every object, so a body of 16 MiB of `{},` would build
 # millions of dicts before the event count could be checked.
 OBJECTS_PER_EVENT = 8
+
+
+def _too_many_objects(text: bytes, max_events: int) -> bool:
+    bound = OBJECTS_PER_EVENT * max_events
+    return text.count(b"{") > bound or text.count(b"[") > bound
 
 
 def parse_events(body: bytes, ndjson: bool = False, max_events: int | None = None) -> list[Any]:
@@ -130,7 +39,7 @@ def parse_events(body: bytes, ndjson: bool = False, max_events: int | None = Non
     text = body.strip()
     if not text:
         raise Refused(400, "empty body")
-    if max_events is not None and text.count(b"{") > OBJECTS_PER_EVENT * max_events:
+    if max_events is not None and _too_many_objects(text, max_events):
         raise Refused(413, f"more than {max_events} events in one batch")
     if text[:1] == b"[":
         try:
@@ -153,66 +62,119 @@ def parse_events(body: bytes, ndjson: bool = False, max_events: int | None = Non
     return events
 
 
-class Decoders:
-    """The body of each collector turned into a store batch, within the batch limits."""
+def sdk_events(data: bytes, max_events: int) -> list[Any]:
+    """The events of an SDK's JSON body: an array, or one object (wrapped)."""
+    text = data.strip()
+    if not text:
+        return []
+    if _too_many_objects(text, max_events):
+        raise Refused(413, f"more than {max_events} events in one batch")
+    try:
+        parsed = orjson.loads(text)
+    except orjson.JSONDecodeError as e:
+        raise Refused(400, f"body is not valid JSON: {e}") from None
+    if type(parsed) is dict:
+        return [parsed]
+    if type(parsed) is not list:
+        raise Refused(400, "body must be a JSON array of events")
+    if len(parsed) > max_events:
+        raise Refused(413, f"more than {max_events} events in one batch")
+    return parsed
 
-    def __init__(self, max_body_bytes: int, max_batch_events: int) -> None:
+
+ProtobufList = Callable[[bytes, int | None], list[dict[str, Any]]]
+
+
+class Decoders:
+    """Each collector's body turned into filed rows, within the batch limits."""
+
+    def __init__(self, max_body_bytes: int, max_batch_events: int, mapper: sdk.Mapper) -> None:
         self.max_body_bytes = max_body_bytes
         self.max_batch_events = max_batch_events
+        self.mapper = mapper
 
-    def _events(self, events: list[Any]) -> list[Any]:
-        if len(events) > self.max_batch_events:
-            raise Refused(413, f"more than {self.max_batch_events} events in one batch")
-        return events
+    def _candidates(
+        self, headers: Mapping[str, str], query: Mapping[str, str], body: bytes
+    ) -> Iterator[Payload]:
+        """The body decoded as its headers say, then, if that fails to parse, what it may
+        be when they lie (spec §2.1 step 5)."""
+        try:
+            yield codecs.decode(headers, query, body, self.max_body_bytes)
+        except Refused as e:
+            if e.status == 413:
+                raise
+        protobuf = "protobuf" in headers.get("content-type", "").lower()
+        for payload in codecs.sniff(body, self.max_body_bytes):
+            if payload.protobuf and not protobuf:
+                continue
+            yield payload
 
-    def tracker(
-        self, headers: Mapping[str, str], query: Mapping[str, str], body: bytes, now: int
-    ) -> ingest.Batch:
-        """growingio-tracker: JSON or protobuf, optionally snappy and XOR-encrypted."""
-        if headers.get("x-crypt-codec") == "1":
-            stm = query.get("stm", "")
-            if not (stm.isascii() and stm.isdigit()):  # "²".isdigit() is True
-                raise Refused(400, "X-Crypt-Codec 1 needs the stm query parameter")
-            key = int(stm) & 0xFF
-            body = (np.frombuffer(body, np.uint8) ^ np.uint8(key)).tobytes()
-        if headers.get("x-compress-codec") == "2":
-            body = unsnappy(body, self.max_body_bytes)
-        if "protobuf" in headers.get("content-type", ""):
+    def _parse(
+        self,
+        headers: Mapping[str, str],
+        query: Mapping[str, str],
+        body: bytes,
+        protobuf_list: ProtobufList,
+        what: str,
+    ) -> list[Any]:
+        if not body.strip():
+            return []
+        for payload in self._candidates(headers, query, body):
             try:
-                events = trackerpb.decode_events(body, self.max_batch_events)
-                return ingest.tracker(self._events(events), now)
+                if payload.protobuf:
+                    return protobuf_list(payload.data, self.max_batch_events)
+                return sdk_events(payload.data, self.max_batch_events)
             except trackerpb.TooManyEvents:
                 raise Refused(
                     413, f"more than {self.max_batch_events} events in one batch"
                 ) from None
-            except trackerpb.BadProtobuf as e:
-                raise Refused(400, f"body is not a valid EventV3List: {e}") from None
-        return ingest.tracker(
-            self._events(parse_events(body, max_events=self.max_batch_events)), now
-        )
+            except trackerpb.BadProtobuf:
+                continue
+            except Refused as e:
+                if e.status == 413:
+                    raise
+        raise Refused(400, f"body is not {what} in any encoding GrowingIO's SDKs use")
 
-    def saas(self, headers: Mapping[str, str], body: bytes, ai: str, now: int) -> ingest.Batch:
-        """A JSON array, or the same snappy-compressed (the web SDK sends either)."""
-        if headers.get("x-compress-codec") == "2" or body.lstrip()[:1] != b"[":
-            body = unsnappy(body, self.max_body_bytes)
-            return ingest.saas(
-                self._events(parse_events(body, max_events=self.max_batch_events)), ai, now
-            )
-        try:
-            events = parse_events(body, max_events=self.max_batch_events)
-        except Refused as e:  # a snappy block may start with "[" too
-            if e.status == 413:
-                raise
-            try:
-                events = parse_events(
-                    unsnappy(body, self.max_body_bytes), max_events=self.max_batch_events
-                )
-            except Refused:
-                raise Refused(400, "body is neither a JSON array nor snappy") from None
-        return ingest.saas(self._events(events), ai, now)
+    def cdp(
+        self,
+        headers: Mapping[str, str],
+        query: Mapping[str, str],
+        body: bytes,
+        origin: sdk.Origin,
+    ) -> sdk.Filed:
+        """CDP events: JSON or EventV3List protobuf, in any of the SDKs' encodings."""
+        events = self._parse(headers, query, body, trackerpb.decode_events, "a list of events")
+        return self.mapper.cdp(events, origin)
+
+    def saas(
+        self,
+        headers: Mapping[str, str],
+        query: Mapping[str, str],
+        body: bytes,
+        origin: sdk.Origin,
+    ) -> sdk.Filed:
+        """SaaS short-key events: a JSON array, plain or encoded (snappy, LZ4, lz-string)."""
+        events = self._parse(headers, query, body, trackerpb.decode_events, "a list of events")
+        return self.mapper.saas(events, origin)
+
+    def items(
+        self, headers: Mapping[str, str], query: Mapping[str, str], body: bytes, kind: str
+    ) -> sdk.Filed:
+        """Items (ItemDtoList) or user mappings (UserMappingDtoList): checked, counted, and
+        not exported (no v2 type holds them)."""
+        decode = trackerpb.decode_items if kind == "item" else trackerpb.decode_user_mappings
+        entries = self._parse(headers, query, body, decode, f"a list of {kind}s")
+        filed = sdk.Filed(ingest.Batch(), events=len(entries))
+        for i, entry in enumerate(entries):
+            if type(entry) is not dict:
+                filed.batch.rejected.append(ingest.Rejection(i, "", "expected a JSON object"))
+            else:
+                filed.unexported += 1
+        return filed
 
     def native(self, body: bytes, now: int) -> ingest.Batch:
         """The native event API: NDJSON, a JSON array or a single object."""
-        return ingest.native(
-            self._events(parse_events(body, ndjson=True, max_events=self.max_batch_events)), now
-        )
+        events = parse_events(body, ndjson=True, max_events=self.max_batch_events)
+        if len(events) > self.max_batch_events:
+            raise Refused(413, f"more than {self.max_batch_events} events in one batch")
+        return ingest.native(events, now)

@@ -1,0 +1,174 @@
+"""Join ids of the v2 types, the pages and login users events are linked to, and re-sends.
+
+The ids are deterministic functions of the events (spec/GROWINGIO_COLLECT_SPEC.md §4.3),
+so any node computes the same ones for the rows of a session, whatever hour they fall in:
+
+* vstRequestId: `sha1(ai|visitUserId|sessionId)`, first 16 hex digits;
+* pageRequestId: the page time (ms) then `sha1(ai|visitUserId|sessionId|path|pageTime)`,
+  first 10 hex digits (23 characters for a 13-digit time, GrowingIO's shape);
+* actionRequestId: `wa:` (web, hybrid, mini-programs) or `ma:` (native apps), then
+  `sha1(ai|visitUserId|sessionId|type|time|xpath|index|element)`, first 24 hex digits.
+
+What needs state: events of SDKs that send no page time (web 4.x, iOS CDP) are linked to
+the latest page of their visitor, session and path shown at or before them (`Pages`);
+server events with no visitor (SaaS s2s, login-only CDP events) to the visitor last seen
+as their login user in the previous 4 hours (`Logins`); re-sent events are told by their
+content (`Resent`). That state is the node's own, in memory, bounded in entries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections import OrderedDict
+from typing import Any
+
+import orjson
+
+LOGIN_LINK_MS = 4 * 3600 * 1000  # GrowingIO links a server event to a login seen this recently
+
+
+def _sha1(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def visit_id(ai: str, visitor: str | None, session: str | None) -> str | None:
+    if not visitor or not session:
+        return None
+    return _sha1(f"{ai}|{visitor}|{session}")[:16]
+
+
+def page_id(
+    ai: str, visitor: str | None, session: str | None, path: str | None, page_time: int | None
+) -> str | None:
+    if page_time is None or not visitor:
+        return None
+    digest = _sha1(f"{ai}|{visitor}|{session or ''}|{path or ''}|{page_time}")
+    return f"{page_time}{digest[:10]}"
+
+
+def action_id(
+    native: bool,
+    ai: str,
+    visitor: str | None,
+    session: str | None,
+    kind: str,
+    at: int | None,
+    xpath: str | None,
+    index: Any,
+    element: int,
+) -> str:
+    key = f"{ai}|{visitor or ''}|{session or ''}|{kind}|{at}|{xpath or ''}|{index}|{element}"
+    return ("ma:" if native else "wa:") + _sha1(key)[:24]
+
+
+class _Bounded:
+    """An insertion-ordered map that forgets its oldest entries past `size`."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.items: OrderedDict[Any, Any] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def _put(self, key: Any, value: Any) -> None:
+        items = self.items
+        items[key] = value
+        items.move_to_end(key)
+        while len(items) > self.size:
+            items.popitem(last=False)
+
+
+class Pages(_Bounded):
+    """Page show times per (ai, visitor, session, path): the last few of each."""
+
+    PER_PATH = 8
+
+    def __init__(self, size: int = 200_000) -> None:
+        super().__init__(size)
+
+    def add(self, ai: str, visitor: str, session: str, path: str, at: int) -> None:
+        key = (ai, visitor, session, path)
+        with self.lock:
+            times: list[int] = self.items.get(key) or []
+            if at not in times:
+                times = sorted([*times, at])[-self.PER_PATH :]
+            self._put(key, times)
+
+    def shown(self, ai: str, visitor: str, session: str, path: str, at: int | None) -> int | None:
+        """The time of the latest page of that path shown at or before `at`."""
+        with self.lock:
+            times = self.items.get((ai, visitor, session, path))
+        if not times:
+            return None
+        if at is None:
+            return int(times[-1])
+        best = None
+        for t in times:
+            if t <= at:
+                best = t
+        return best
+
+
+class Logins(_Bounded):
+    """The visitor and session last seen as a login user, per (ai, login user id)."""
+
+    def __init__(self, size: int = 200_000) -> None:
+        super().__init__(size)
+
+    def add(self, ai: str, user: str, visitor: str, session: str | None, at: int) -> None:
+        key = (ai, user)
+        with self.lock:
+            seen = self.items.get(key)
+            if seen is None or seen[2] <= at:
+                self._put(key, (visitor, session, at))
+
+    def visitor(self, ai: str, user: str, at: int | None) -> tuple[str, str | None] | None:
+        with self.lock:
+            seen = self.items.get((ai, user))
+        if seen is None:
+            return None
+        if at is not None and not (at - LOGIN_LINK_MS <= seen[2] <= at + LOGIN_LINK_MS):
+            return None
+        return seen[0], seen[1]
+
+
+class Resent(_Bounded):
+    """Fingerprints of the events of the last `window` seconds: a re-sent event (web XHR
+    then image, mobile and server SDKs after a timeout) has the same content."""
+
+    def __init__(self, size: int = 500_000, window: float = 600.0) -> None:
+        super().__init__(size)
+        self.window = window
+
+    @staticmethod
+    def fingerprint(ai: str, event: dict[str, Any]) -> bytes:
+        content = {k: v for k, v in event.items() if k != "sendTime"}
+        text = orjson.dumps(content, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+        return hashlib.blake2b(ai.encode() + b"\0" + text, digest_size=12).digest()
+
+    def seen(self, print_: bytes) -> bool:
+        """True when this fingerprint was seen within the window; remembers it otherwise."""
+        now = time.monotonic()
+        with self.lock:
+            at = self.items.get(print_)
+            if at is not None and now - at < self.window:
+                return True
+            self._put(print_, now)
+            return False
+
+    def forget(self, prints: list[bytes]) -> None:
+        """Forget fingerprints of events that were not stored after all (a failed write:
+        the SDK's re-send must then be taken)."""
+        with self.lock:
+            for p in prints:
+                self.items.pop(p, None)
+
+
+class Sessions:
+    """The node's linking state, shared by every collector route."""
+
+    def __init__(self, size: int = 200_000) -> None:
+        self.pages = Pages(size)
+        self.logins = Logins(size)
+        self.resent = Resent(size * 2)
