@@ -106,7 +106,7 @@ def test_growingio_tracker_default_and_buffered(tmp_path: Path) -> None:
     assert by_visitor["dev-b7"]["eventName"] == "view1"
     vstr = export_rows(env, home, ai, "vstr", hours)
     assert sorted((r["visitUserId"], r["visitorVariable"]) for r in vstr) == [
-        ("dev-1", '{"vip":"yes"}'),
+        ("dev-1", '{"vip":"yes","$loginUserId":"user-1"}'),
         ("dev-b0", '{"plan":"pro"}'),
     ]
 

@@ -6,7 +6,6 @@ import gzip
 import json
 import time
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,15 +66,6 @@ def make_site(tmp_path: Path, **settings: Any) -> Site:
     ingestor = make_ingestor(s, catalog)
     app = Starlette(routes=collector_routes(s, catalog, ingestor))
     return Site(s, catalog, EventStore(s.events_dir), ingestor, p, key, TestClient(app))
-
-
-@pytest.fixture
-def site(tmp_path: Path) -> Iterator[Site]:
-    s = make_site(tmp_path)
-    yield s
-    s.ingestor.stop()
-    s.client.close()
-    s.catalog.close()
 
 
 TRACKER = "/v3/projects/{ai}/collect?stm=1700000000123"

@@ -25,15 +25,6 @@ UA_IPHONE = (
 )
 
 
-@pytest.fixture
-def site(tmp_path: Path) -> Iterator[Site]:
-    s = make_site(tmp_path)
-    yield s
-    s.ingestor.stop()
-    s.client.close()
-    s.catalog.close()
-
-
 @pytest.fixture(scope="module")
 def lz() -> Iterator[Oracle]:
     o = Oracle()

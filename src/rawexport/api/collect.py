@@ -255,10 +255,8 @@ class Collectors:
         origin: sdk.Origin,
     ) -> sdk.Filed:
         headers = request.headers
-        if family.convert == "cdp":
-            return self.decoders.cdp(headers, query, body, origin)
-        if family.convert == "saas":
-            return self.decoders.saas(headers, query, body, origin)
+        if family.convert in ("cdp", "saas"):
+            return self.decoders.events(family.convert, headers, query, body, origin)
         if family.convert == "devices":
             event = {k: v for k, v in query.items() if k != "t"} | {"t": "activate"}
             return self.mapper.saas([event], origin)

@@ -7,6 +7,7 @@ events filed by `sdk.Mapper`; the HTTP routes that call these are `api.collect`.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -62,6 +63,13 @@ def parse_events(body: bytes, ndjson: bool = False, max_events: int | None = Non
     return events
 
 
+def _lazy(
+    sniff: Callable[[bytes, int], list[Payload]], body: bytes, limit: int
+) -> Iterator[Payload]:
+    """The sniffed candidates, computed only when the guided decode failed."""
+    yield from sniff(body, limit)
+
+
 def sdk_events(data: bytes, max_events: int) -> list[Any]:
     """The events of an SDK's JSON body: an array, or one object (wrapped)."""
     text = data.strip()
@@ -93,22 +101,6 @@ class Decoders:
         self.max_batch_events = max_batch_events
         self.mapper = mapper
 
-    def _candidates(
-        self, headers: Mapping[str, str], query: Mapping[str, str], body: bytes
-    ) -> Iterator[Payload]:
-        """The body decoded as its headers say, then, if that fails to parse, what it may
-        be when they lie (spec §2.1 step 5)."""
-        try:
-            yield codecs.decode(headers, query, body, self.max_body_bytes)
-        except Refused as e:
-            if e.status == 413:
-                raise
-        protobuf = "protobuf" in headers.get("content-type", "").lower()
-        for payload in codecs.sniff(body, self.max_body_bytes):
-            if payload.protobuf and not protobuf:
-                continue
-            yield payload
-
     def _parse(
         self,
         headers: Mapping[str, str],
@@ -117,9 +109,21 @@ class Decoders:
         protobuf_list: ProtobufList,
         what: str,
     ) -> list[Any]:
+        """The body decoded as its headers say, else, when that does not parse, as what it
+        may be when they lie (spec §2.1 step 5); 400 naming the first failure otherwise."""
         if not body.strip():
             return []
-        for payload in self._candidates(headers, query, body):
+        first: Refused | None = None
+        try:
+            guided = [codecs.decode(headers, query, body, self.max_body_bytes)]
+        except Refused as e:
+            if e.status == 413:
+                raise
+            first, guided = e, []
+        protobuf = "protobuf" in headers.get("content-type", "").lower()
+        for payload in itertools.chain(guided, _lazy(codecs.sniff, body, self.max_body_bytes)):
+            if payload.protobuf and not protobuf:
+                continue
             try:
                 if payload.protobuf:
                     return protobuf_list(payload.data, self.max_batch_events)
@@ -128,34 +132,29 @@ class Decoders:
                 raise Refused(
                     413, f"more than {self.max_batch_events} events in one batch"
                 ) from None
-            except trackerpb.BadProtobuf:
-                continue
+            except trackerpb.BadProtobuf as e:
+                first = first or Refused(400, f"body is not a valid protobuf {what}: {e}")
             except Refused as e:
                 if e.status == 413:
                     raise
-        raise Refused(400, f"body is not {what} in any encoding GrowingIO's SDKs use")
+                first = first or e
+        detail = f": {first.message}" if first is not None else ""
+        raise Refused(400, f"body is not {what} in any encoding GrowingIO's SDKs use{detail}")
 
-    def cdp(
+    def events(
         self,
+        family: str,
         headers: Mapping[str, str],
         query: Mapping[str, str],
         body: bytes,
         origin: sdk.Origin,
     ) -> sdk.Filed:
-        """CDP events: JSON or EventV3List protobuf, in any of the SDKs' encodings."""
+        """SDK events of a family ("cdp": JSON or EventV3List protobuf; "saas": short-key
+        JSON), in any of the SDKs' encodings, filed."""
         events = self._parse(headers, query, body, trackerpb.decode_events, "a list of events")
-        return self.mapper.cdp(events, origin)
-
-    def saas(
-        self,
-        headers: Mapping[str, str],
-        query: Mapping[str, str],
-        body: bytes,
-        origin: sdk.Origin,
-    ) -> sdk.Filed:
-        """SaaS short-key events: a JSON array, plain or encoded (snappy, LZ4, lz-string)."""
-        events = self._parse(headers, query, body, trackerpb.decode_events, "a list of events")
-        return self.mapper.saas(events, origin)
+        return (
+            self.mapper.cdp(events, origin) if family == "cdp" else self.mapper.saas(events, origin)
+        )
 
     def items(
         self, headers: Mapping[str, str], query: Mapping[str, str], body: bytes, kind: str

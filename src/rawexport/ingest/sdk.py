@@ -414,7 +414,7 @@ class Mapper:
             return 0
         _need_visitor(ev, "deviceId")
         if kind == "VISIT":
-            rows.add("visit", _cdp_visit(e, ev, origin, platform, web, native))
+            rows.add("visit", _visit(e, CDP_VISIT, ev, origin, platform, web, native))
             return 0
         if kind == "PAGE":
             page_id = joins.page_id(ai, ev.visitor, ev.session, ev.path, ev.at)
@@ -575,7 +575,7 @@ class Mapper:
             return 0
         _need_visitor(ev, "u")
         if kind == "vst":
-            rows.add("visit", _saas_visit(e, ev, origin, platform, web))
+            rows.add("visit", _visit(e, SAAS_VISIT, ev, origin, platform, web, native))
             return 0
         if kind == "page":
             rows.add(
@@ -704,87 +704,88 @@ def _vstr(ev: _Event, variables: str | None) -> dict[str, Any]:
     }
 
 
-def _agent(origin: Origin, browser: bool) -> useragent.Agent | None:
-    return useragent.parse(origin.user_agent) if browser and origin.user_agent else None
+@dataclass(frozen=True)
+class _VisitKeys:
+    """Where each family keeps the fields of a visit."""
+
+    sdk_version: str
+    referrer: str
+    language: str
+    height: str
+    width: str
+    user_agent: str  # a native app's own User-Agent, if it sends one
+    system: str
+    system_version: str
+    app_version: str
+    channel: str
+    brand: str
+    model: str
+    kind: str
+    orientation: str
+    latitude: str
+    longitude: str
+    idfa: str
+    android_id: str
 
 
-def _cdp_visit(
-    e: dict[str, Any], ev: _Event, origin: Origin, platform: str | None, web: bool, native: bool
+CDP_VISIT = _VisitKeys(
+    "sdkVersion", "referralPage", "language", "screenHeight", "screenWidth", "$userAgent",
+    "operatingSystem", "platformVersion", "appVersion", "appChannel", "deviceBrand",
+    "deviceModel", "deviceType", "orientation", "latitude", "longitude", "idfa", "androidId",
+)  # fmt: skip
+SAAS_VISIT = _VisitKeys(
+    "av", "rf", "l", "sh", "sw", "ua", "os", "osv", "cv", "ch", "db", "dm", "ph", "o", "lat",
+    "lng", "ui", "adrid",
+)  # fmt: skip
+
+
+def _visit(
+    e: dict[str, Any],
+    keys: _VisitKeys,
+    ev: _Event,
+    origin: Origin,
+    platform: str | None,
+    web: bool,
+    native: bool,
 ) -> dict[str, Any]:
-    agent = _agent(origin, web)
+    """A visit row. Browsers: the User-Agent header, and what it says of the device where
+    the event does not; native apps: the platform is the operating system; the web SDK's
+    appVersion is the site's version option, not an app's: no clientVersion."""
+    agent = useragent.parse(origin.user_agent) if web and origin.user_agent else None
     attrs = e.get("attributes")
-    attrs = attrs if type(attrs) is dict else {}
-    system = _string(e.get("operatingSystem"))
-    if system is None and native:
-        system = platform
+    own_agent = e.get(keys.user_agent) or (
+        attrs.get(keys.user_agent) if type(attrs) is dict else None
+    )
+    system = _string(e.get(keys.system)) or (platform if native else None)
     return {
         "visitUserId": ev.visitor,
         "sessionId": ev.session,
-        "accountVersion": _string(e.get("sdkVersion")),
+        "accountVersion": _string(e.get(keys.sdk_version)),
         "platform": platform_name(platform),
         "domain": ev.domain,
         "page": ev.path,
         "queryParameters": ev.query,
-        "referrer": _string(e.get("referralPage")) if web else None,
-        "language": _string(e.get("language")),
-        "screenHeight": _string(e.get("screenHeight")),
-        "screenWidth": _string(e.get("screenWidth")),
+        "referrer": _string(e.get(keys.referrer)) if web or keys is SAAS_VISIT else None,
+        "language": _string(e.get(keys.language)),
+        "screenHeight": _string(e.get(keys.height)),
+        "screenWidth": _string(e.get(keys.width)),
         "time": ev.at,
         "ip": origin.ip,
-        "userAgent": (origin.user_agent or None) if web else _string(attrs.get("$userAgent")),
+        "userAgent": (origin.user_agent or None) if web else _string(own_agent),
         "operatingSystem": system or (agent.operating_system if agent else None),
-        "operatingSystemVersion": _string(e.get("platformVersion"))
+        "operatingSystemVersion": _string(e.get(keys.system_version))
         or (agent.os_version if agent else None),
-        "clientVersion": None if web else _string(e.get("appVersion")),
-        "channel": _string(e.get("appChannel")),
-        "deviceBrand": _string(e.get("deviceBrand")) or (agent.brand if agent else None),
-        "deviceModel": _string(e.get("deviceModel")) or (agent.model if agent else None),
-        "deviceType": device_type(e.get("deviceType")) or (agent.device_type if agent else None),
-        "deviceOrientation": _string(e.get("orientation")),
-        "latitude": coordinate("latitude", e.get("latitude")),
-        "longitude": coordinate("longitude", e.get("longitude")),
+        "clientVersion": None if web and keys is CDP_VISIT else _string(e.get(keys.app_version)),
+        "channel": _string(e.get(keys.channel)),
+        "deviceBrand": _string(e.get(keys.brand)) or (agent.brand if agent else None),
+        "deviceModel": _string(e.get(keys.model)) or (agent.model if agent else None),
+        "deviceType": device_type(e.get(keys.kind)) or (agent.device_type if agent else None),
+        "deviceOrientation": _string(e.get(keys.orientation)),
+        "latitude": coordinate(keys.latitude, e.get(keys.latitude)),
+        "longitude": coordinate(keys.longitude, e.get(keys.longitude)),
         "vstRequestId": joins.visit_id(origin.ai, ev.visitor, ev.session),
-        "idfa": _string(e.get("idfa")),
-        "androidId": _string(e.get("androidId")),
-        "IMEI": _string(e.get("imei")),
-    }
-
-
-def _saas_visit(
-    e: dict[str, Any], ev: _Event, origin: Origin, platform: str | None, web: bool
-) -> dict[str, Any]:
-    agent = _agent(origin, web)
-    native = origin.route_platform in ("android", "ios")
-    return {
-        "visitUserId": ev.visitor,
-        "sessionId": ev.session,
-        "accountVersion": _string(e.get("av")),
-        "platform": platform,
-        "domain": ev.domain,
-        "page": ev.path,
-        "queryParameters": ev.query,
-        "referrer": _string(e.get("rf")),
-        "language": _string(e.get("l")),
-        "screenHeight": _string(e.get("sh")),
-        "screenWidth": _string(e.get("sw")),
-        "time": ev.at,
-        "ip": origin.ip,
-        "userAgent": (origin.user_agent or None) if web else _string(e.get("ua")),
-        "operatingSystem": _string(e.get("os"))
-        or (platform if native else None)
-        or (agent.operating_system if agent else None),
-        "operatingSystemVersion": _string(e.get("osv")) or (agent.os_version if agent else None),
-        "clientVersion": _string(e.get("cv")),
-        "channel": _string(e.get("ch")),
-        "deviceBrand": _string(e.get("db")) or (agent.brand if agent else None),
-        "deviceModel": _string(e.get("dm")) or (agent.model if agent else None),
-        "deviceType": device_type(e.get("ph")) or (agent.device_type if agent else None),
-        "deviceOrientation": _string(e.get("o")),
-        "latitude": coordinate("lat", e.get("lat")),
-        "longitude": coordinate("lng", e.get("lng")),
-        "vstRequestId": joins.visit_id(origin.ai, ev.visitor, ev.session),
-        "idfa": _string(e.get("ui")),
-        "androidId": _string(e.get("adrid")),
+        "idfa": _string(e.get(keys.idfa)),
+        "androidId": _string(e.get(keys.android_id)),
         "IMEI": _string(e.get("imei")),
     }
 
