@@ -129,19 +129,51 @@ def _unsnappy_framed(body: bytes, limit: int) -> bytes:
 def unlz4(body: bytes, limit: int) -> bytes:
     """An LZ4 raw block with no size prefix (the iOS SDKs'): decoded into at most `limit`
     bytes. The size is not sent, so a block that does not fit is told from a corrupt one
-    by decoding it again into one byte more than the limit allows, which fails too only
-    when the block is corrupt."""
+    by adding up the lengths its sequences state (stopping past the limit)."""
     if not body:
         return b""
     try:
         return bytes(lz4.block.decompress(body, uncompressed_size=limit))
     except lz4.block.LZ4BlockError:
         pass
-    try:
-        lz4.block.decompress(body, uncompressed_size=limit + 1)
-    except lz4.block.LZ4BlockError:
-        raise Refused(400, "body is not a valid LZ4 block") from None
-    raise too_big(limit)
+    if _lz4_size(body, limit) > limit:
+        raise too_big(limit)
+    raise Refused(400, "body is not a valid LZ4 block")
+
+
+def _lz4_size(block: bytes, stop: int) -> int:
+    """The bytes an LZ4 block's sequences would write, counted until past `stop` (a block
+    of n bytes states at most about 255 n, so this reads at most the block once)."""
+    pos = out = 0
+    end = len(block)
+    while pos < end:
+        token = block[pos]
+        pos += 1
+        literals = token >> 4
+        if literals == 15:
+            while pos < end:
+                more = block[pos]
+                pos += 1
+                literals += more
+                if more != 255:
+                    break
+        pos += literals
+        out += literals
+        if out > stop or pos + 2 > end:
+            return out
+        pos += 2  # the match offset
+        match = token & 15
+        if match == 15:
+            while pos < end:
+                more = block[pos]
+                pos += 1
+                match += more
+                if more != 255:
+                    break
+        out += match + 4
+        if out > stop:
+            return out
+    return out
 
 
 def xor(body: bytes, stm: str) -> bytes:
