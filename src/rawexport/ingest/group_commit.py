@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rawexport.catalog import Catalog
+from rawexport.ingest.validate import RowChunk, Tables, build_table
 from rawexport.schema import V1_TYPES
 from rawexport.settings import Settings
 from rawexport.store.objects import Events, open_event_store
@@ -94,7 +95,7 @@ def commit(
 class _Pending:
     project_id: int
     ai: str
-    tables: dict[str, pa.Table]
+    tables: Tables
     done: Future[None]
 
 
@@ -150,7 +151,7 @@ class Ingestor:
     async def __aexit__(self, *exc: object) -> None:
         await asyncio.to_thread(self.stop)
 
-    def submit(self, project_id: int, ai: str, tables: dict[str, pa.Table]) -> Future[None]:
+    def submit(self, project_id: int, ai: str, tables: Tables) -> Future[None]:
         done: Future[None] = Future()
         if not tables:
             done.set_result(None)
@@ -159,7 +160,7 @@ class Ingestor:
         self._queue.put(_Pending(project_id, ai, tables, done))
         return done
 
-    async def write(self, project_id: int, ai: str, tables: dict[str, pa.Table]) -> None:
+    async def write(self, project_id: int, ai: str, tables: Tables) -> None:
         """Return once the rows are durable; raises what the store raised."""
         await asyncio.wrap_future(self.submit(project_id, ai, tables))
 
@@ -197,12 +198,12 @@ class Ingestor:
         for p in group:
             by_project.setdefault((p.project_id, p.ai), []).append(p)
         for (project_id, ai), pending in by_project.items():
-            per_type: dict[str, list[pa.Table]] = {}
+            per_type: dict[str, list[pa.Table | RowChunk]] = {}
             for p in pending:
                 for data_type, table in p.tables.items():
                     per_type.setdefault(data_type, []).append(table)
             try:
-                tables = {t: pa.concat_tables(ts) for t, ts in per_type.items()}
+                tables = {t: _one_table(t, ts) for t, ts in per_type.items()}
                 commit(self.store, self.catalog, project_id, ai, tables, self.clock())
             except Exception as e:  # every waiter hears of it; none is acknowledged
                 log.exception("group commit of %d batches of %s failed", len(pending), ai)
@@ -211,6 +212,16 @@ class Ingestor:
                 continue
             for p in pending:
                 p.done.set_result(None)
+
+
+def _one_table(data_type: str, parts: list[pa.Table | RowChunk]) -> pa.Table:
+    """The tables and row chunks (the SDK collectors') of a type as one table: the chunks'
+    rows are built into a table at once."""
+    rows = [row for p in parts if isinstance(p, RowChunk) for row in p.rows]
+    tables = [p for p in parts if not isinstance(p, RowChunk)]
+    if rows:
+        tables.append(build_table(data_type, rows))
+    return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
 
 
 def _rows(p: _Pending) -> int:

@@ -143,9 +143,10 @@ class Resent(_Bounded):
 
     @staticmethod
     def fingerprint(ai: str, event: dict[str, Any]) -> bytes:
-        content = {k: v for k, v in event.items() if k != "sendTime"}
-        text = orjson.dumps(content, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
-        return hashlib.blake2b(ai.encode() + b"\0" + text, digest_size=12).digest()
+        """The event's content as sent (a re-send repeats the same body, keys in the same
+        order), and its project."""
+        text = orjson.dumps(event)
+        return hashlib.blake2b(text, digest_size=16, key=ai.encode()[:64]).digest()
 
     def seen(self, print_: bytes) -> bool:
         """True when this fingerprint was seen within the window; remembers it otherwise."""

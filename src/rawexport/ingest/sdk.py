@@ -25,11 +25,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-import pyarrow as pa
 
 from rawexport.ingest import joins, useragent
-from rawexport.ingest.validate import INT64_MAX, INT64_MIN, SPECS, Batch, Rejection
-from rawexport.store.events import arrow_schema
+from rawexport.ingest.validate import INT64_MAX, INT64_MIN, Batch, Rejection, RowChunk
 
 # Platforms of the web SDK (browser pages, WeChat's web view): their requests come from
 # the browser itself, so the User-Agent header is the visitor's.
@@ -168,8 +166,9 @@ def map_text(name: str, value: Any, extra: dict[str, str] | None = None) -> str 
 
 
 def _string(value: Any) -> str | None:
-    t = text(value)
-    return t or None
+    if type(value) is str:
+        return value or None
+    return text(value) or None
 
 
 def platform_name(value: Any) -> str | None:
@@ -198,31 +197,21 @@ def device_type(value: Any) -> str | None:
 
 
 class Rows:
-    """Rows of one request per data type, each finished to its store columns."""
+    """Rows of one request per data type, sendTime stamped."""
 
     def __init__(self, received: int) -> None:
         self.received = received
         self.rows: dict[str, list[dict[str, Any]]] = {}
 
     def add(self, data_type: str, row: dict[str, Any]) -> None:
-        spec = SPECS[data_type]
-        out: dict[str, Any] = {}
-        for name, value in row.items():
-            if value is None:
-                continue
-            limit = spec[name][1]
-            if type(value) is str and len(value) > limit and name != "ip":
-                value = value[:limit]
-            out[name] = value
-        out["sendTime"] = self.received
-        self.rows.setdefault(data_type, []).append(out)
+        row["sendTime"] = self.received
+        rows = self.rows.get(data_type)
+        if rows is None:
+            rows = self.rows[data_type] = []
+        rows.append(row)
 
-    def tables(self) -> dict[str, pa.Table]:
-        return {
-            t: pa.Table.from_pylist(rows, schema=arrow_schema(t))
-            for t, rows in self.rows.items()
-            if rows
-        }
+    def chunks(self) -> dict[str, Any]:
+        return {t: RowChunk(t, rows) for t, rows in self.rows.items() if rows}
 
 
 @dataclass
@@ -325,7 +314,7 @@ class Mapper:
                 filed.batch.rejected.append(
                     Rejection(i, type_field, f"unsupported event type {kind!r}")
                 )
-        filed.batch.tables = rows.tables()
+        filed.batch.tables = rows.chunks()
         return filed
 
     def _login_attributes(
