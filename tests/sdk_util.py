@@ -110,6 +110,8 @@ def unique_events(path: Path) -> list[dict[str, Any]]:
         for e in r["sent_events"]:
             if e["event_type"] == "ITEM":
                 continue
+            if r["sdk"].startswith("GrowingIOSDK"):
+                e = {**e, "py2": True}
             seen.setdefault(json.dumps(e, sort_keys=True), e)
     return list(seen.values())
 
@@ -140,6 +142,8 @@ def _matches(
 ) -> bool:
     device = e.get("device_id") or ""
     user = e.get("user_id") or ""
+    if e.get("py2"):  # GrowingIOSDK's "user:<id>": the id it was given (README)
+        user = user.removeprefix("user:")
     attributes = {k: map_text(v) for k, v in (e.get("attributes") or {}).items()}
     if str(e["timestamp"]) != row["time"]:
         return False

@@ -415,12 +415,13 @@ def test_s2s_and_login_only_events_link_to_the_login_users_visitor(site: Site) -
 def test_custom_routes_headerless_snappy_and_lenient_keys(site: Site) -> None:
     """GrowingIOSDK (py2): snappy with no codec header, text/plain, its own X-Client-Id."""
     events = [{"e": {"tags": ["a", "b"], "qty": 2}, "ai": site.project.ai, "t": "cstm",
-               "n": "py2", "tm": 9, "u": "pv", "s": "ps", "cs1": "user:1"}]  # fmt: skip
+               "n": "py2", "tm": 9, "u": "pv", "s": "ps", "cs1": "user:1", "sdk_type": "python",
+               "sdk_version": "1.0.1"}]  # fmt: skip
     body = bytes(cramjam.snappy.compress_raw(json.dumps(events).encode()))
     r = send(site, "/custom/{ai}/events?stm=9", body, content_type="text/plain", x_client_id="X")
     assert r.status_code == 200 and r.json()["accepted"] == 1
     row = one(site, "custom_event")
-    assert (row["eventVariable"], row["loginUserId"]) == ('{"tags":"a||b","qty":"2"}', "user:1")
+    assert (row["eventVariable"], row["loginUserId"]) == ('{"tags":"a||b","qty":"2"}', "1")
     other = site.catalog.create_key_pair(site.catalog.create_project("other").id)
     r = send(site, "/custom/{ai}/events", body, x_client_id=other.public_key)
     assert r.status_code == 403  # a key rawexport knows, of another project

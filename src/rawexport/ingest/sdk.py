@@ -658,10 +658,14 @@ def _cdp_common(e: dict[str, Any]) -> _Event:
 
 
 def _saas_common(e: dict[str, Any]) -> _Event:
+    user = _string(e.get("cs1"))
+    if user is not None and "sdk_type" in e and user.startswith("user:"):
+        # GrowingIOSDK (py2) sends the login user id it was given as "user:<id>"
+        user = user[5:] or None
     return _Event(
         visitor=_string(e.get("u")),
         session=_string(e.get("s")),
-        user=_string(e.get("cs1")),
+        user=user,
         at=integer("tm", e.get("tm")),
         domain=_string(e.get("d")),
         path=_string(e.get("p")),
