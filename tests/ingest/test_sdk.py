@@ -4,6 +4,7 @@ SDKs expect, and the rows spec/GROWINGIO_COLLECT_SPEC.md §4 maps the events to.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -503,3 +504,32 @@ def test_visit_ip_from_the_proxy_header(tmp_path: Path) -> None:
         assert client.post(path, content=body, headers=headers).status_code == 204
     assert one(s, "visit")["ip"] == "2001:db8::7"  # kept whole, longer than the column's 15
     s.ingestor.stop()
+
+
+def test_pages_and_logins_link_across_nodes_and_restarts(tmp_path: Path) -> None:
+    """Two nodes on one catalog: a page shown to node A, its click and a login-only server
+    event sent to node B (or to A after a restart) are linked all the same."""
+    from starlette.applications import Starlette
+    from starlette.testclient import TestClient
+
+    from rawexport.api.collect import collector_routes
+
+    a = make_site(tmp_path)
+    app_b = Starlette(routes=collector_routes(a.settings, a.catalog, a.ingestor))
+    page = web("PAGE", 1_000, path="/cart", userId="member-7")
+    assert send(a, CDP, json.dumps([page])).status_code == 204
+    deadline = time.monotonic() + 10  # node A writes its links every 0.1 s
+    key = joins.link_key("dev-1", "sess-1", "/cart")
+    while a.catalog.latest_link(a.project.ai, "page", key, None) is None:
+        assert time.monotonic() < deadline, "node A never wrote the page's link"
+        time.sleep(0.05)
+    click = web("VIEW_CLICK", 1_500, path="/cart", xpath="/b")
+    server = {"eventType": "CUSTOM", "eventName": "paid", "userId": "member-7", "timestamp": 2_000}
+    with TestClient(app_b) as b:
+        path = CDP.format(ai=a.project.ai)
+        assert b.post(path, content=json.dumps([click, server])).status_code == 204
+    page_id = joins.page_id(a.project.ai, "dev-1", "sess-1", "/cart", 1_000)
+    assert one(a, "action")["pageRequestId"] == page_id
+    custom = one(a, "custom_event")
+    assert (custom["visitUserId"], custom["sessionId"]) == ("dev-1", "sess-1")
+    a.ingestor.stop()

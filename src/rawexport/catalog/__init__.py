@@ -8,6 +8,7 @@ public face.
 
 from rawexport.catalog.engine import make_engine, migrate
 from rawexport.catalog.jobs import PENDING, CatalogError, FileRow, Job, LeaseLost
+from rawexport.catalog.links import Link
 from rawexport.catalog.projects import Catalog, Credential, KeyPair, Project
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "Job",
     "KeyPair",
     "LeaseLost",
+    "Link",
     "Project",
     "make_engine",
     "migrate",

@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 
 from rawexport.catalog.engine import make_engine, migrate
 from rawexport.catalog.jobs import CatalogError, JobStore, _pk
+from rawexport.catalog.links import LinkStore
 from rawexport.catalog.tables import (
     api_tokens,
     auth_codes,
@@ -95,11 +96,16 @@ def _key_id(c: Connection, public_key: str) -> int | None:
 
 # Writes that never make a cached read stale: a new auth code (a cache holds only codes it
 # has seen) and issued links (the link cache itself).
-_HARMLESS_WRITES = ("INSERT INTO auth_codes", "INSERT INTO issued_links")
+_HARMLESS_WRITES = (
+    "INSERT INTO auth_codes",
+    "INSERT INTO issued_links",
+    "INSERT INTO sdk_links",
+    "DELETE FROM sdk_links",
+)
 _WROTE = "rawexport_wrote"
 
 
-class Catalog(JobStore):
+class Catalog(JobStore, LinkStore):
     def __init__(self, url: str, *, run_migrations: bool = True) -> None:
         self.url = url
         self.engine = make_engine(url)

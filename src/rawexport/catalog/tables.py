@@ -130,3 +130,21 @@ issued_links = Table(
     Column("created_ms", BigInteger, nullable=False),
     Index("ix_issued_links_scope", "project_id", "scope"),
 )
+
+# What the SDK collectors link events by, shared by every node (ingest/joins.py): the page
+# show times of (visitor, session, path) and the visitor last seen as a login user, keyed
+# by a hash of those; kept a day or two.
+sdk_links = Table(
+    "sdk_links",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("ai", String(32), nullable=False),
+    Column("kind", String(8), nullable=False),
+    Column("link_key", String(32), nullable=False),
+    Column("at", BigInteger, nullable=False),
+    Column("visitor", String(64), nullable=True),
+    Column("session", String(50), nullable=True),
+    Column("created_ms", BigInteger, nullable=False),
+    Index("ix_sdk_links_key", "ai", "kind", "link_key", "at"),
+    Index("ix_sdk_links_created", "created_ms"),
+)

@@ -13,18 +13,25 @@ What needs state: events of SDKs that send no page time (web 4.x, iOS CDP) are l
 the latest page of their visitor, session and path shown at or before them (`Pages`);
 server events with no visitor (SaaS s2s, login-only CDP events) to the visitor last seen
 as their login user in the previous 4 hours (`Logins`); re-sent events are told by their
-content (`Resent`). That state is the node's own, in memory, bounded in entries.
+content (`Resent`). That state is the node's own, in memory, bounded in entries; pages and
+login users also go to the catalog (`Shared`), where another node, or this one after a
+restart, finds them.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 import time
 from collections import OrderedDict
 from typing import Any
 
 import orjson
+
+from rawexport.catalog.links import Link, LinkStore
+
+log = logging.getLogger("rawexport.collect")
 
 LOGIN_LINK_MS = 4 * 3600 * 1000  # GrowingIO links a server event to a login seen this recently
 
@@ -79,58 +86,137 @@ class _Bounded:
             items.popitem(last=False)
 
 
+def link_key(*parts: str) -> str:
+    """32 hex digits naming what a link is by (visitor, session, path; or a login user)."""
+    text = "\0".join(parts).encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(text, digest_size=16).hexdigest()
+
+
 class Pages(_Bounded):
-    """Page show times per (ai, visitor, session, path): the last few of each."""
+    """Page show times per (ai, visitor, session, path): the last few of each, and those
+    other nodes saw (`shared`, the catalog) when this one has none."""
 
     PER_PATH = 8
 
-    def __init__(self, size: int = 200_000) -> None:
+    def __init__(self, size: int = 200_000, shared: Shared | None = None) -> None:
         super().__init__(size)
+        self.shared = shared
 
     def add(self, ai: str, visitor: str, session: str, path: str, at: int) -> None:
         key = (ai, visitor, session, path)
         with self.lock:
             times: list[int] = self.items.get(key) or []
-            if at not in times:
+            new = at not in times
+            if new:
                 times = sorted([*times, at])[-self.PER_PATH :]
             self._put(key, times)
+        if new and self.shared is not None:
+            self.shared.queue(Link(ai, "page", link_key(visitor, session, path), at))
 
     def shown(self, ai: str, visitor: str, session: str, path: str, at: int | None) -> int | None:
         """The time of the latest page of that path shown at or before `at`."""
         with self.lock:
             times = self.items.get((ai, visitor, session, path))
-        if not times:
-            return None
-        if at is None:
-            return int(times[-1])
         best = None
-        for t in times:
-            if t <= at:
+        for t in times or ():
+            if at is None or t <= at:
                 best = t
+        if best is None and self.shared is not None:
+            link = self.shared.latest(ai, "page", link_key(visitor, session, path), at)
+            best = link.at if link is not None else None
         return best
 
 
 class Logins(_Bounded):
     """The visitor and session last seen as a login user, per (ai, login user id)."""
 
-    def __init__(self, size: int = 200_000) -> None:
+    def __init__(self, size: int = 200_000, shared: Shared | None = None) -> None:
         super().__init__(size)
+        self.shared = shared
 
     def add(self, ai: str, user: str, visitor: str, session: str | None, at: int) -> None:
         key = (ai, user)
         with self.lock:
             seen = self.items.get(key)
+            new = seen is None or seen[:2] != (visitor, session)
             if seen is None or seen[2] <= at:
                 self._put(key, (visitor, session, at))
+        if new and self.shared is not None:
+            self.shared.queue(Link(ai, "login", link_key(user), at, visitor, session))
 
     def visitor(self, ai: str, user: str, at: int | None) -> tuple[str, str | None] | None:
         with self.lock:
             seen = self.items.get((ai, user))
+        if seen is None and self.shared is not None:
+            upper = None if at is None else at + LOGIN_LINK_MS
+            link = self.shared.latest(ai, "login", link_key(user), upper)
+            if link is not None and link.visitor:
+                seen = (link.visitor, link.session, link.at)
         if seen is None:
             return None
         if at is not None and not (at - LOGIN_LINK_MS <= seen[2] <= at + LOGIN_LINK_MS):
             return None
         return seen[0], seen[1]
+
+
+class Shared:
+    """The links every node sees: new ones written to the catalog by a thread every
+    `flush_seconds` (one transaction for all), looked up there when a node has none;
+    links older than `keep_ms` are deleted as they go."""
+
+    def __init__(
+        self,
+        store: LinkStore,
+        flush_seconds: float = 0.1,
+        keep_ms: int = 48 * 3600 * 1000,
+    ) -> None:
+        self.store = store
+        self.flush_seconds = flush_seconds
+        self.keep_ms = keep_ms
+        self._pending: list[Link] = []
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._swept = 0.0
+
+    def queue(self, link: Link) -> None:
+        with self._lock:
+            if len(self._pending) < 1_000_000:  # an unreachable catalog bounds the backlog
+                self._pending.append(link)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="sdk-links", daemon=True)
+                self._thread.start()
+
+    def latest(self, ai: str, kind: str, key: str, at_most: int | None) -> Link | None:
+        with self._lock:  # not yet written: this node's own, newest last
+            for link in reversed(self._pending):
+                if (link.ai, link.kind, link.key) == (ai, kind, key) and (
+                    at_most is None or link.at <= at_most
+                ):
+                    return link
+        try:
+            return self.store.latest_link(ai, kind, key, at_most)
+        except Exception:
+            log.exception("could not read links from the catalog")
+            return None
+
+    def flush(self) -> None:
+        with self._lock:
+            links, self._pending = self._pending, []
+        if not links:
+            return
+        now = int(time.time() * 1000)
+        try:
+            self.store.add_links(links, now)
+            if time.monotonic() - self._swept > 600:
+                self._swept = time.monotonic()
+                self.store.delete_links_before(now - self.keep_ms)
+        except Exception:
+            log.exception("could not write %d links to the catalog", len(links))
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.flush_seconds)
+            self.flush()
 
 
 class Resent(_Bounded):
@@ -167,9 +253,11 @@ class Resent(_Bounded):
 
 
 class Sessions:
-    """The node's linking state, shared by every collector route."""
+    """The node's linking state, shared by every collector route; with a catalog, the
+    pages and login users are shared with the other nodes."""
 
-    def __init__(self, size: int = 200_000) -> None:
-        self.pages = Pages(size)
-        self.logins = Logins(size)
+    def __init__(self, size: int = 200_000, store: LinkStore | None = None) -> None:
+        self.shared = Shared(store) if store is not None else None
+        self.pages = Pages(size, self.shared)
+        self.logins = Logins(size, self.shared)
         self.resent = Resent(size * 2)
