@@ -84,7 +84,6 @@ def _json(content: Any, status: int = 200, headers: Mapping[str, str] | None = N
 
 def cors(request: Request) -> dict[str, str]:
     """CORS headers of a collect answer: the page's origin echoed (no credentials are sent)."""
-    return {}  # TEMPORARY BREAKAGE
     origin = request.headers.get("origin")
     if not origin:
         return {"access-control-allow-origin": "*"}
