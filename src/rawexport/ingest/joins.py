@@ -256,7 +256,7 @@ class Sessions:
     """The node's linking state, shared by every collector route; with a catalog, the
     pages and login users are shared with the other nodes."""
 
-    def __init__(self, size: int = 200_000, store: LinkStore | None = None) -> None:
+    def __init__(self, size: int = 100_000, store: LinkStore | None = None) -> None:
         self.shared = Shared(store) if store is not None else None
         self.pages = Pages(size, self.shared)
         self.logins = Logins(size, self.shared)
