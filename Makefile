@@ -4,9 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install system-deps js-deps run test lint bench clean
+.PHONY: install system-deps js-deps bench-deps run test lint bench clean
 
-$(STAMP): pyproject.toml setup.py $(wildcard src/rawexport/export/_csvline*.[ch]) src/rawexport/ingest/_lzstring.c
+$(STAMP): pyproject.toml setup.py $(wildcard src/rawexport/export/_csvline*.[ch]) src/rawexport/ingest/_lzstring.c src/rawexport/ingest/_trackerpb.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
@@ -48,7 +48,12 @@ lint: install
 test: lint system-deps js-deps
 	@seed=$${SEED:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}; echo "random order seed: $$seed (make test SEED=$$seed repeats it)"; $(BIN)/pytest -q -p randomly --randomly-seed=$$seed
 
-bench: install
+# wrk drives the HTTP benches (bench/api.py, bench/collect.py); without it they fall back to
+# a slower Python client.
+bench-deps:
+	@command -v wrk >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
+
+bench: install bench-deps
 	$(BIN)/python bench/run_all.py
 
 clean:

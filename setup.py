@@ -19,5 +19,10 @@ setup(
             sources=["src/rawexport/ingest/_lzstring.c"],
             extra_compile_args=["-O3"],
         ),
+        Extension(
+            "rawexport.ingest._trackerpb",
+            sources=["src/rawexport/ingest/_trackerpb.c"],
+            extra_compile_args=["-O3"],
+        ),
     ]
 )
