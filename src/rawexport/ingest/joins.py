@@ -117,13 +117,15 @@ class Pages(_Bounded):
         """The time of the latest page of that path shown at or before `at`."""
         with self.lock:
             times = self.items.get((ai, visitor, session, path))
+        if times is None:  # this node never saw that page: perhaps another one did
+            if self.shared is None:
+                return None
+            link = self.shared.latest(ai, "page", link_key(visitor, session, path), at)
+            return link.at if link is not None else None
         best = None
-        for t in times or ():
+        for t in times:
             if at is None or t <= at:
                 best = t
-        if best is None and self.shared is not None:
-            link = self.shared.latest(ai, "page", link_key(visitor, session, path), at)
-            best = link.at if link is not None else None
         return best
 
 
@@ -177,6 +179,8 @@ class Shared:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._swept = 0.0
+        self._misses: dict[tuple[str, str, str], float] = {}
+        self.miss_seconds = 1.0
 
     def queue(self, link: Link) -> None:
         with self._lock:
@@ -187,17 +191,25 @@ class Shared:
                 self._thread.start()
 
     def latest(self, ai: str, kind: str, key: str, at_most: int | None) -> Link | None:
-        with self._lock:  # not yet written: this node's own, newest last
-            for link in reversed(self._pending):
-                if (link.ai, link.kind, link.key) == (ai, kind, key) and (
-                    at_most is None or link.at <= at_most
-                ):
-                    return link
+        """The latest link of that key at or before `at_most` that any node wrote; a key
+        the catalog did not have is not asked again for `miss_seconds` (a server's events
+        with a path and no page would otherwise cost a query each)."""
+        now = time.monotonic()
+        with self._lock:
+            missed = self._misses.get((ai, kind, key))
+            if missed is not None and now - missed < self.miss_seconds:
+                return None
         try:
-            return self.store.latest_link(ai, kind, key, at_most)
+            link = self.store.latest_link(ai, kind, key, at_most)
         except Exception:
             log.exception("could not read links from the catalog")
             return None
+        if link is None:
+            with self._lock:
+                if len(self._misses) >= 100_000:
+                    self._misses.clear()
+                self._misses[(ai, kind, key)] = now
+        return link
 
     def flush(self) -> None:
         with self._lock:
