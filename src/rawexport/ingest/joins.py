@@ -248,13 +248,27 @@ class Resent(_Bounded):
 
     def seen(self, print_: bytes) -> bool:
         """True when this fingerprint was seen within the window; remembers it otherwise."""
+        return not self.new([print_])[0]
+
+    def new(self, prints: list[bytes]) -> list[bool]:
+        """For each fingerprint, whether it is new (not seen within the window, nor earlier
+        in the list); the new ones are remembered. One lock for the whole list."""
         now = time.monotonic()
+        out = []
+        items = self.items
         with self.lock:
-            at = self.items.get(print_)
-            if at is not None and now - at < self.window:
-                return True
-            self._put(print_, now)
-            return False
+            for p in prints:
+                at = items.get(p)
+                if at is not None and now - at < self.window:
+                    out.append(False)
+                    continue
+                if at is not None:
+                    del items[p]
+                items[p] = now
+                out.append(True)
+            while len(items) > self.size:
+                items.popitem(last=False)
+        return out
 
     def forget(self, prints: list[bytes]) -> None:
         """Forget fingerprints of events that were not stored after all (a failed write:

@@ -214,7 +214,7 @@ class Rows:
         return {t: RowChunk(t, rows) for t, rows in self.rows.items() if rows}
 
 
-@dataclass
+@dataclass(slots=True)
 class _Event:
     """The fields every type shares, read once from an event of either family."""
 
@@ -239,22 +239,27 @@ class Mapper:
 
     def _fresh(self, ai: str, events: list[Any], filed: Filed) -> list[tuple[int, dict[str, Any]]]:
         """(index, event) of the events not seen before; the others are counted."""
-        out = []
-        seen = self.sessions.resent
+        resent = self.sessions.resent
+        fingerprint = resent.fingerprint
+        candidates: list[tuple[int, dict[str, Any]]] = []
+        prints: list[bytes] = []
         for i, event in enumerate(events):
             if type(event) is not dict:
                 filed.batch.rejected.append(Rejection(i, "", "an event must be a JSON object"))
                 continue
             try:
-                fingerprint = seen.fingerprint(ai, event)
+                prints.append(fingerprint(ai, event))
             except (TypeError, orjson.JSONEncodeError):
                 filed.batch.rejected.append(Rejection(i, "", "not valid JSON text"))
                 continue
-            if seen.seen(fingerprint):
+            candidates.append((i, event))
+        out = []
+        for candidate, print_, new in zip(candidates, prints, resent.new(prints), strict=True):
+            if new:
+                out.append(candidate)
+                filed.prints.append(print_)
+            else:
                 filed.duplicates += 1
-                continue
-            filed.prints.append(fingerprint)
-            out.append((i, event))
         return out
 
     def _page_time(self, ai: str, ev: _Event, sent: Any, name: str) -> int | None:
@@ -275,11 +280,13 @@ class Mapper:
             ev.session = ev.session or linked_session
 
     def _remember(self, ai: str, ev: _Event, page: bool) -> None:
-        if not ev.visitor:
+        """A page's show time, and the visitor who viewed it as its login user (GrowingIO
+        links a server event to a visitor who viewed pages as that user)."""
+        if not page or not ev.visitor or ev.at is None:
             return
-        if page and ev.at is not None and ev.path is not None:
+        if ev.path is not None:
             self.sessions.pages.add(ai, ev.visitor, ev.session or "", ev.path, ev.at)
-        if ev.user and ev.at is not None:
+        if ev.user:
             self.sessions.logins.add(ai, ev.user, ev.visitor, ev.session, ev.at)
 
     def _file(
