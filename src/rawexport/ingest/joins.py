@@ -240,17 +240,17 @@ class Resent(_Bounded):
         self.window = window
 
     @staticmethod
-    def fingerprint(ai: str, event: dict[str, Any]) -> bytes:
+    def fingerprint(ai: str, event: dict[str, Any]) -> int:
         """The event's content as sent (a re-send repeats the same body, keys in the same
-        order), and its project."""
-        text = orjson.dumps(event)
-        return hashlib.blake2b(text, digest_size=16, key=ai.encode()[:64]).digest()
+        order), and its project: Python's 64-bit SipHash of both, keyed per process (two
+        events that differ collide once in 2**64: far below any SDK's own loss)."""
+        return hash((ai, orjson.dumps(event)))
 
-    def seen(self, print_: bytes) -> bool:
+    def seen(self, print_: int) -> bool:
         """True when this fingerprint was seen within the window; remembers it otherwise."""
         return not self.new([print_])[0]
 
-    def new(self, prints: list[bytes]) -> list[bool]:
+    def new(self, prints: list[int]) -> list[bool]:
         """For each fingerprint, whether it is new (not seen within the window, nor earlier
         in the list); the new ones are remembered. One lock for the whole list."""
         now = time.monotonic()
@@ -270,7 +270,7 @@ class Resent(_Bounded):
                 items.popitem(last=False)
         return out
 
-    def forget(self, prints: list[bytes]) -> None:
+    def forget(self, prints: list[int]) -> None:
         """Forget fingerprints of events that were not stored after all (a failed write:
         the SDK's re-send must then be taken)."""
         with self.lock:

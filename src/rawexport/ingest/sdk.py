@@ -82,7 +82,7 @@ class Filed:
     events: int = 0  # events in the request
     unexported: int = 0  # accepted, no v2 type (impressions, app closed, items, ...)
     duplicates: int = 0  # re-sends of events already taken
-    prints: list[bytes] = field(default_factory=list)  # fingerprints of the new events
+    prints: list[int] = field(default_factory=list)  # fingerprints of the new events
 
 
 # ---- values -------------------------------------------------------------------------------
@@ -242,7 +242,7 @@ class Mapper:
         resent = self.sessions.resent
         fingerprint = resent.fingerprint
         candidates: list[tuple[int, dict[str, Any]]] = []
-        prints: list[bytes] = []
+        prints: list[int] = []
         for i, event in enumerate(events):
             if type(event) is not dict:
                 filed.batch.rejected.append(Rejection(i, "", "an event must be a JSON object"))
