@@ -1,4 +1,4 @@
-"""The SDK collectors' links in the catalog, on SQLite and PostgreSQL (tests/catalog/conftest.py)."""
+"""The SDK collectors' links in the catalog, on SQLite and PostgreSQL (see conftest.py)."""
 
 from __future__ import annotations
 
