@@ -42,7 +42,11 @@ LOGIN_TYPES = {"LOGIN_USER_ATTRIBUTES", "ppl"}
 
 
 def fixture_files() -> list[Path]:
-    return sorted(FIXTURES.glob("*.jsonl"))
+    """The captured SDK traffic; none found is an error, never a test with nothing to do."""
+    files = sorted(FIXTURES.glob("*.jsonl"))
+    if len(files) < 17:
+        raise FileNotFoundError(f"the SDK fixtures are missing from {FIXTURES} (../shared)")
+    return files
 
 
 def requests_of(path: Path) -> list[dict[str, Any]]:
