@@ -22,11 +22,11 @@ from rawexport.client.pull import pull
 from rawexport.export.actions import export_now
 from rawexport.ingest.generate import generate
 from rawexport.settings import Settings
-from rawexport.timeutil import DAY_MS, HOUR_MS, beijing_hour_label, now_ms
+from rawexport.timeutil import DAY_MS, HOUR_MS, beijing_hour_label, hour_floor, now_ms
 from tests.blobs.conftest import fake_aws_env, moto_s3  # noqa: F401  (fixtures)
 from tests.e2e_util import free_port, serve_in_thread
 
-HOUR = now_ms() - now_ms() % HOUR_MS - 30 * HOUR_MS
+HOUR = hour_floor(now_ms()) - 30 * HOUR_MS
 LABEL = beijing_hour_label(HOUR)
 AI = "5e3e0123456789ab"
 

@@ -20,10 +20,10 @@ from rawexport.export.actions import export_now
 from rawexport.ingest.generate import generate
 from rawexport.schema import DATA_TYPE_NAMES, DATA_TYPES
 from rawexport.settings import Settings
-from rawexport.timeutil import DAY_MS, HOUR_MS, beijing_hour_label, now_ms
+from rawexport.timeutil import DAY_MS, HOUR_MS, beijing_hour_label, hour_floor, now_ms
 from tests.conftest import local_path
 
-FIRST = now_ms() - now_ms() % HOUR_MS - 30 * HOUR_MS
+FIRST = hour_floor(now_ms()) - 30 * HOUR_MS
 HOURS = [FIRST, FIRST + HOUR_MS]
 LABELS = [beijing_hour_label(h) for h in HOURS]
 ARROW = {"string": pa.string(), "bigint": pa.int64(), "double": pa.float64()}

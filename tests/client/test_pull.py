@@ -20,11 +20,11 @@ from rawexport.client.pull import Puller, PullOptions, parse_key, pull, verify
 from rawexport.export.actions import export_now
 from rawexport.ingest.generate import generate
 from rawexport.settings import Settings
-from rawexport.timeutil import DAY_MS, HOUR_MS, beijing_hour_label, now_ms
+from rawexport.timeutil import DAY_MS, HOUR_MS, beijing_hour_label, hour_floor, now_ms
 from tests.conftest import Clock
 from tests.e2e_util import free_port, serve_in_thread
 
-HOUR = now_ms() - now_ms() % HOUR_MS - 30 * HOUR_MS
+HOUR = hour_floor(now_ms()) - 30 * HOUR_MS
 LABEL = beijing_hour_label(HOUR)
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from rawexport.timeutil import HOUR_MS, beijing_hour_label, now_ms
+from rawexport.timeutil import HOUR_MS, beijing_hour_label, hour_floor, now_ms
 from tests.e2e_util import Server, download, env_for, free_port, get_json, run_cli
 
 pytestmark = pytest.mark.e2e
@@ -43,7 +43,7 @@ def test_process_crash_during_export_runs_the_job_again_and_links_only_whole_rev
         RAWEXPORT_WORKERS="1",
         RAWEXPORT_DUCKDB_THREADS="1",
     )
-    hour = now_ms() - now_ms() % HOUR_MS - 2 * HOUR_MS
+    hour = hour_floor(now_ms()) - 2 * HOUR_MS
     label = beijing_hour_label(hour)
     project = run_cli(
         ["project", "create", "--name", "big", "--export-since", label, "--no-v1"], env

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from rawexport.catalog import Catalog
-from rawexport.timeutil import HOUR_MS, beijing_hour_label, now_ms
+from rawexport.timeutil import HOUR_MS, beijing_hour_label, hour_floor, now_ms
 from tests.e2e_util import Server, env_for, free_port, run_cli
 
 pytestmark = pytest.mark.e2e
@@ -171,7 +171,7 @@ def test_process_crash_mid_stream_loses_no_acknowledged_event(tmp_path: Path) ->
 def test_csv_import_round_trip(tmp_path: Path) -> None:
     home = tmp_path / "home"
     env = env_for(home, free_port())
-    hour = now_ms() - now_ms() % HOUR_MS - 3 * HOUR_MS
+    hour = hour_floor(now_ms()) - 3 * HOUR_MS
     label = beijing_hour_label(hour)
     src = project(env, hour)
     run_cli(

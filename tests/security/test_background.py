@@ -15,9 +15,9 @@ from rawexport.settings import Settings
 from rawexport.store import compaction
 from rawexport.store.compaction import Compactor
 from rawexport.store.events import EventStore
-from rawexport.timeutil import HOUR_MS, now_ms
+from rawexport.timeutil import HOUR_MS, hour_floor, now_ms
 
-HOUR = now_ms() - now_ms() % HOUR_MS - 2 * HOUR_MS
+HOUR = hour_floor(now_ms()) - 2 * HOUR_MS
 
 
 def failures(metrics: Metrics, thread: str) -> float:
