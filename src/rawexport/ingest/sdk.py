@@ -43,8 +43,10 @@ from rawexport.ingest.sdkrows import (
     Event,
     Origin,
     Rows,
+    action,
     activation,
     cdp_common,
+    custom_event,
     evar,
     need_visitor,
     saas_common,
@@ -233,22 +235,9 @@ class Mapper:
             if not name:
                 raise Invalid("eventName", "required")
             page_time = self._page_time(ai, ev, e.get("pageShowTimestamp"), "pageShowTimestamp")
-            rows.add(
-                "custom_event",
-                {
-                    "visitUserId": ev.visitor,
-                    "sessionId": ev.session,
-                    "time": ev.at,
-                    "pageTime": page_time,
-                    "domain": ev.domain,
-                    "page": ev.path,
-                    "queryParameters": ev.query,
-                    "eventName": name,
-                    "eventVariable": map_text("attributes", attributes),
-                    "loginUserId": ev.user,
-                    "pageRequestId": joins.page_id(ai, ev.visitor, ev.session, ev.path, page_time),
-                },
-            )
+            page_id = joins.page_id(ai, ev.visitor, ev.session, ev.path, page_time)
+            variables = map_text("attributes", attributes)
+            rows.add("custom_event", custom_event(ev, name, page_time, page_id, variables))
             return 0
         if kind == "ACTIVATE":
             if string(e.get("eventName")) not in ACTIVATIONS:
@@ -291,32 +280,12 @@ class Mapper:
             page_time = self._page_time(ai, ev, e.get("pageShowTimestamp"), "pageShowTimestamp")
             request_type = ACTION_TYPES[kind]
             index = integer("index", e.get("index"))
-            rows.add(
-                "action",
-                {
-                    "visitUserId": ev.visitor,
-                    "sessionId": ev.session,
-                    "requestType": request_type,
-                    "domain": ev.domain,
-                    "page": ev.path,
-                    "time": ev.at,
-                    "href": string(e.get("hyperlink")),
-                    "requestValue": string(e.get("textValue")),
-                    "index": index,
-                    "pageRequestId": joins.page_id(ai, ev.visitor, ev.session, ev.path, page_time),
-                    "actionRequestId": joins.action_id(
-                        native,
-                        ai,
-                        ev.visitor,
-                        ev.session,
-                        request_type,
-                        ev.at,
-                        string(e.get("xpath")),
-                        index,
-                        0,
-                    ),
-                },
-            )
+            page_id = joins.page_id(ai, ev.visitor, ev.session, ev.path, page_time)
+            xpath = string(e.get("xpath"))
+            row = action(ev, ai, native, request_type, ev.at, index, xpath, 0, page_id)
+            row["href"] = string(e.get("hyperlink"))
+            row["requestValue"] = string(e.get("textValue"))
+            rows.add("action", row)
             return 0
         if kind == "PAGE_ATTRIBUTES":
             page_time = self._page_time(ai, ev, e.get("pageShowTimestamp"), "pageShowTimestamp")
@@ -395,24 +364,12 @@ class Mapper:
             page_time = self._page_time(ai, ev, e.get("ptm"), "ptm")
             if variables is None and type(e.get("e")) is dict:
                 variables = e["e"]  # the py2 SDK's name for it
-            rows.add(
-                "custom_event",
-                {
-                    "visitUserId": ev.visitor,
-                    "sessionId": ev.session,
-                    "time": ev.at,
-                    "pageTime": page_time,
-                    "domain": ev.domain,
-                    "page": ev.path,
-                    "queryParameters": ev.query,
-                    "eventName": name,
-                    "eventNumber": number("num", e.get("num")),
-                    "eventVariable": map_text("var", variables),
-                    "loginUserId": ev.user,
-                    "pageRequestId": string(e.get("prid"))
-                    or joins.page_id(ai, ev.visitor, ev.session, ev.path, page_time),
-                },
+            page_id = string(e.get("prid")) or joins.page_id(
+                ai, ev.visitor, ev.session, ev.path, page_time
             )
+            row = custom_event(ev, name, page_time, page_id, map_text("var", variables))
+            row["eventNumber"] = number("num", e.get("num"))
+            rows.add("custom_event", row)
             return 0
         if kind == "activate":
             rows.add("ads_track_activation", activation(e, ev, {}, origin, platform))
@@ -455,33 +412,11 @@ class Mapper:
                     raise Invalid("e", "expected a list of objects")
                 at = integer("e.tm", element.get("tm")) or ev.at
                 index = integer("e.idx", element.get("idx"))
-                rows.add(
-                    "action",
-                    {
-                        "visitUserId": ev.visitor,
-                        "sessionId": ev.session,
-                        "requestType": kind,
-                        "domain": ev.domain,
-                        "page": ev.path,
-                        "time": at,
-                        "href": string(element.get("h")),
-                        "requestValue": string(element.get("v")),
-                        "index": index,
-                        "info": string(element.get("obj")),
-                        "pageRequestId": page_id,
-                        "actionRequestId": joins.action_id(
-                            native,
-                            ai,
-                            ev.visitor,
-                            ev.session,
-                            kind,
-                            at,
-                            string(element.get("x")),
-                            index,
-                            n,
-                        ),
-                    },
-                )
+                row = action(ev, ai, native, kind, at, index, string(element.get("x")), n, page_id)
+                row["href"] = string(element.get("h"))
+                row["requestValue"] = string(element.get("v"))
+                row["info"] = string(element.get("obj"))
+                rows.add("action", row)
             return 0
         if kind == "pvar":
             page_time = self._page_time(ai, ev, e.get("ptm"), "ptm")

@@ -129,6 +129,51 @@ def need_visitor(ev: Event, name: str) -> None:
         raise Invalid(name, "required")
 
 
+def custom_event(
+    ev: Event, name: str, page_time: int | None, page_id: str | None, variables: str | None
+) -> dict[str, Any]:
+    return {
+        "visitUserId": ev.visitor,
+        "sessionId": ev.session,
+        "time": ev.at,
+        "pageTime": page_time,
+        "domain": ev.domain,
+        "page": ev.path,
+        "queryParameters": ev.query,
+        "eventName": name,
+        "eventVariable": variables,
+        "loginUserId": ev.user,
+        "pageRequestId": page_id,
+    }
+
+
+def action(
+    ev: Event,
+    ai: str,
+    native: bool,
+    request_type: str,
+    at: int | None,
+    index: int | None,
+    xpath: str | None,
+    element: int,
+    page_id: str | None,
+) -> dict[str, Any]:
+    """An action row of one element (its href, value and info added by the family)."""
+    return {
+        "visitUserId": ev.visitor,
+        "sessionId": ev.session,
+        "requestType": request_type,
+        "domain": ev.domain,
+        "page": ev.path,
+        "time": at,
+        "index": index,
+        "pageRequestId": page_id,
+        "actionRequestId": joins.action_id(
+            native, ai, ev.visitor, ev.session, request_type, at, xpath, index, element
+        ),
+    }
+
+
 def evar(ev: Event, variables: str | None) -> dict[str, Any]:
     return {
         "visitUserId": ev.visitor,
