@@ -956,6 +956,12 @@ def main() -> None:
         default="auto",
         help="load client: wrk when installed (auto), or the asyncio client of this file",
     )
+    ap.add_argument(
+        "--only",
+        action="append",
+        choices=["web", "go", "saas"],
+        help="measure only this SDK path (repeatable; default: all three)",
+    )
     ap.add_argument("--dir", type=Path, default=Path("bench-data/collect"))
     ap.add_argument("--json", type=Path, help="append result objects (JSON lines) to FILE")
     ap.add_argument("--load-client", help=argparse.SUPPRESS)
@@ -1033,6 +1039,8 @@ def main() -> None:
             "saas": lambda: build_saas(ai, seq, counts(50)),
         }
         for pair in pairs:
+            if args.only and pair.key not in args.only:
+                continue
             print(f"load average before {pair.label}: {load_average()}", flush=True)
             t = time.perf_counter()
             try:

@@ -31,6 +31,8 @@
 #define MAX_LIMIT ((uint64_t)0x7FFFFFFF)
 /* Tokens are at most this wide; a stream reaching it has > 2**45 entries: unreachable. */
 #define MAX_BITS 48
+/* inputs (code units) and outputs (bytes) past this size decode without the GIL */
+#define RELEASE_GIL_UNITS ((Py_ssize_t)1 << 20)
 
 enum { OK = 0, E_INVALID, E_OVERFLOW, E_NOMEM };
 
@@ -475,12 +477,16 @@ run(Form form, PyObject *obj, Py_buffer *view, Py_ssize_t limit)
         return NULL;
     }
 
+    /* A small body (an SDK batch: tens of KB, ~0.1 ms) keeps the GIL: the caller is the
+       event loop, and a thread that lets the GIL go waits up to the switch interval (5 ms)
+       to get it back from a busy writer thread. A large one lets other threads run. */
     int rc;
-    Py_BEGIN_ALLOW_THREADS
+    PyThreadState *saved = src.len > RELEASE_GIL_UNITS ? PyEval_SaveThread() : NULL;
     rc = convert(&d, &src);
     if (rc == OK)
         rc = decode(&d);
-    Py_END_ALLOW_THREADS
+    if (saved != NULL)
+        PyEval_RestoreThread(saved);
 
     PyObject *result = NULL;
     if (rc == OK) {
@@ -488,9 +494,10 @@ run(Form form, PyObject *obj, Py_buffer *view, Py_ssize_t limit)
         if (result != NULL) {
             unsigned char *dst = (unsigned char *)PyBytes_AS_STRING(result);
             size_t size = (size_t)d.u8_total, written;
-            Py_BEGIN_ALLOW_THREADS
+            saved = size > RELEASE_GIL_UNITS ? PyEval_SaveThread() : NULL;
             written = encode_utf8(d.out, d.out_len, dst, size);
-            Py_END_ALLOW_THREADS
+            if (saved != NULL)
+                PyEval_RestoreThread(saved);
             if (written != size) {
                 Py_CLEAR(result);
                 PyErr_SetString(PyExc_SystemError, "lz-string: UTF-8 size mismatch");
