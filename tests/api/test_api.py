@@ -2,7 +2,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
@@ -37,10 +37,15 @@ def test_envelope_fields_in_order(world: World) -> None:
     r = world.client.get(url, headers=world.headers())
     assert r.status_code == 200 and r.headers["content-type"] == "application/json"
     assert re.findall(r'"(\w+)":', r.text)[:1] == ["status"]
-    assert keys_in_order(r.text) == [*ENVELOPE, "manifest"]
+    assert keys_in_order(r.text) == ENVELOPE  # exactly GrowingIO's, by default
     body = r.json()
     assert body["status"] == "FINISHED" and len(body["downloadLinks"]) == 1
-    assert len(body["manifest"]) == 1 and "/_manifest.json?expires=" in body["manifest"][0]
+    # rawexport's manifest links when asked for (rawexport pull asks)
+    r = world.client.get(url + "?manifest=true", headers=world.headers())
+    assert keys_in_order(r.text) == [*ENVELOPE, "manifest"]
+    assert r.json()["downloadLinks"] == body["downloadLinks"]
+    manifest = r.json()["manifest"]
+    assert len(manifest) == 1 and "/_manifest.json?expires=" in manifest[0]
     assert body["exportType"] == "hour" and body["dataType"] == "page"
     assert body["exportDate"] == "2025011009" and body["exportVersion"] == "v2"
     assert body["requestTime"] == "2025-01-10 12:30" and body["errorMsg"] == ""
@@ -128,8 +133,10 @@ def test_v1(world: World) -> None:
     for t in V1_TYPE_NAMES:
         world.finish(t, PAST, version="v1")
     r = world.client.get(f"/insights/{ai}/2025011009.json", headers=headers)
-    assert keys_in_order(r.text) == ["status", "downlinks", "manifest"]
+    assert keys_in_order(r.text) == ["status", "downlinks"]
     assert r.json()["status"] == "FINISHED" and len(r.json()["downlinks"]) == 7
+    r = world.client.get(f"/insights/{ai}/2025011009.json?manifest=1", headers=headers)
+    assert keys_in_order(r.text) == ["status", "downlinks", "manifest"]
     assert len(r.json()["manifest"]) == 7
     assert world.client.get(f"/insights/{ai}/20250109.json", headers=headers).json() == {
         "status": "RUNNING",
@@ -141,6 +148,9 @@ def test_v1(world: World) -> None:
     }
     world.fail("visit", PAST - HOUR_MS, "bad input file", version="v1")
     r = world.client.get(f"/insights/{ai}/2025011008.json", headers=headers)
+    assert r.json() == {"status": "ERROR", "downlinks": []}  # GrowingIO's v1 has no errorMsg
+    assert "bad input file" in unquote(r.headers["x-rawexport-error"])
+    r = world.client.get(f"/insights/{ai}/2025011008.json?manifest=true", headers=headers)
     assert r.json()["status"] == "ERROR" and "bad input file" in r.json()["errorMsg"]
 
 

@@ -59,7 +59,7 @@ def test_process_crash_during_export_runs_the_job_again_and_links_only_whole_rev
     store_rows = sum(
         pq.read_metadata(f).num_rows for f in (home / "events" / ai / "page").rglob("*.parquet")
     )
-    url = f"http://127.0.0.1:{port}/v2/insights/hour/page/{ai}/{label}.json?expire=10"
+    url = f"http://127.0.0.1:{port}/v2/insights/hour/page/{ai}/{label}.json?expire=10&manifest=true"
     headers = {"Authorization": token}
     answers: list[str] = []
 

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, quote, urlsplit
 
 import orjson
 from sqlalchemy import text
@@ -106,9 +106,27 @@ def _window(export_type: str, raw_date: str, data_type: str | None = None) -> Wi
 
 
 @functools.lru_cache(maxsize=1024)
+def _params(query_string: bytes) -> dict[str, str]:
+    """A query string's parameters, as Starlette's request.query_params.get reads them."""
+    return dict(parse_qsl(query_string.decode("latin-1"), keep_blank_values=True))
+
+
 def _expire_param(query_string: bytes) -> str | None:
-    """`expire` of a query string, as Starlette's request.query_params.get reads it."""
-    return dict(parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)).get("expire")
+    return _params(query_string).get("expire")
+
+
+def wants_extras(query_string: bytes) -> bool:
+    """`manifest=true` (or 1, yes): the client asks for rawexport's fields besides
+    GrowingIO's (the `manifest` links, and v1's `errorMsg`). Without it an answer has
+    exactly GrowingIO's fields: a client that maps them strictly (Jackson's default fails
+    on an unknown field) reads every answer."""
+    return _params(query_string).get("manifest", "").lower() in ("true", "1", "yes")
+
+
+def error_header(text: str) -> dict[str, str]:
+    """The error text of a v1 answer (whose GrowingIO shape has no field for it), as a
+    percent-encoded UTF-8 header."""
+    return {"x-rawexport-error": quote(text, safe=" ,.:;()/-_'")} if text else {}
 
 
 _minute: list[tuple[int, str]] = [(-1, "")]
@@ -128,9 +146,15 @@ def too_many(turn: Turn) -> str:
 
 
 def v2_envelope(
-    answer: Answer, export_type: str, data_type: str | None, label: str, now: int
+    answer: Answer,
+    export_type: str,
+    data_type: str | None,
+    label: str,
+    now: int,
+    extras: bool = False,
 ) -> dict[str, Any]:
-    """The v2 envelope, GrowingIO's fields in GrowingIO's order, then rawexport's `manifest`."""
+    """The v2 envelope, GrowingIO's fields in GrowingIO's order; with `extras`, then
+    rawexport's `manifest` (a FINISHED answer's manifest links)."""
     links: Any = (
         {t: answer.links.get(t, []) for t in DATA_TYPE_NAMES}
         if data_type is None
@@ -149,7 +173,7 @@ def v2_envelope(
         "requestTime": _request_time(now),
         "errorMsg": answer.error,
     }
-    if answer.status == FINISHED:
+    if extras and answer.status == FINISHED:
         body["manifest"] = (
             {t: answer.manifests.get(t, []) for t in DATA_TYPE_NAMES}
             if data_type is None
@@ -351,7 +375,8 @@ class Api:
         types = DATA_TYPE_NAMES if data_type is None else (data_type,)
         scope = f"v2/{export_type}/{data_type or '*'}/{label}"
         answer = await self._answer(admitted, "v2", types, window, expire, scope, now)
-        reply = Reply.of(v2_envelope(answer, export_type, data_type, label, now))
+        extras = wants_extras(query)
+        reply = Reply.of(v2_envelope(answer, export_type, data_type, label, now, extras))
         cred = (authorization, client_id)
         self._remember(key, reply, cred, admitted, ("v2", scope), answer, expire, now)
         return reply
@@ -366,9 +391,9 @@ class Api:
         admitted = await self._admit(authorization, client_id, p["ai"], turn)
         if isinstance(admitted, Reply):
             return admitted
+        extras = wants_extras(query)
         if isinstance(admitted, Turn):
-            refused = {"status": ERROR, "downlinks": [], "errorMsg": too_many(admitted)}
-            return Reply.of(refused, 429, {"retry-after": str(admitted.retry_after)})
+            return self._v1_reply(ERROR, [], too_many(admitted), extras, 429, admitted)
         now = self.clock()
         try:
             try:
@@ -377,18 +402,38 @@ class Api:
                 raise BadParam(BAD_PARAM + str(e)) from None
             expire = parse_expire(_expire_param(query))
         except BadParam as e:
-            return Reply.of({"status": NOT_EXISTS, "downlinks": [], "errorMsg": str(e)}, 400)
+            return self._v1_reply(NOT_EXISTS, [], str(e), extras, 400)
         scope = f"v1/{window.label}"
         answer = await self._answer(admitted, "v1", V1_TYPE_NAMES, window, expire, scope, now)
-        body: dict[str, Any] = {"status": answer.status, "downlinks": answer.flat()}
-        if answer.error:
-            body["errorMsg"] = answer.error
-        if answer.status == FINISHED:
-            body["manifest"] = answer.flat_manifests()
-        reply = Reply.of(body)
+        manifest = answer.flat_manifests() if answer.status == FINISHED else None
+        reply = self._v1_reply(
+            answer.status, answer.flat(), answer.error, extras, manifest=manifest
+        )
         cred = (authorization, client_id)
         self._remember(key, reply, cred, admitted, ("v1", scope), answer, expire, now)
         return reply
+
+    @staticmethod
+    def _v1_reply(
+        status: str,
+        links: list[str],
+        error: str,
+        extras: bool,
+        code: int = 200,
+        turn: Turn | None = None,
+        manifest: list[str] | None = None,
+    ) -> Reply:
+        """A v1 answer: GrowingIO's `status` and `downlinks`, the error text in a header;
+        with `extras`, also `errorMsg` (when there is one) and `manifest` (when FINISHED)."""
+        body: dict[str, Any] = {"status": status, "downlinks": links}
+        if extras and error:
+            body["errorMsg"] = error
+        if extras and manifest is not None:
+            body["manifest"] = manifest
+        headers = error_header(error)
+        if turn is not None:
+            headers["retry-after"] = str(turn.retry_after)
+        return Reply.of(body, code, headers)
 
     # An export request whose answer is FINISHED from the caches is answered again, while
     # all it was made of stays young there, from its encoded reply (api/cache.Replies): the

@@ -44,6 +44,14 @@ _EXPIRE = {
     "description": "Minutes the links stay valid (never past the files' retention).",
     "schema": {"type": "integer", "minimum": 1, "maximum": 10080, "default": 5},
 }
+_MANIFEST = {
+    "name": "manifest",
+    "in": "query",
+    "required": False,
+    "description": "true: add rawexport's fields after GrowingIO's (`manifest`; v1's `errorMsg`)."
+    " Without it an answer has exactly GrowingIO's fields.",
+    "schema": {"type": "boolean", "default": False},
+}
 _EXPORT_TYPE = _path("export_type", {"type": "string", "enum": ["hour", "day"]}, "hour or day")
 _AI = _path("ai", {"type": "string"}, "project ID; must be the credential's project")
 _EXPORT_DATE = _path(
@@ -136,7 +144,8 @@ def _schemas() -> dict[str, Any]:
     }
     required = ["status", "downloadLinks", "exportType", "exportDate", "exportVersion"]
     manifest_help = (
-        "rawexport extension, only when status is FINISHED, after the documented fields: "
+        "rawexport extension, only with manifest=true and status FINISHED, after the "
+        "documented fields: "
         "signed links (same expiry as downloadLinks) to the _manifest.json of every linked "
         "revision, empty hours included (columns, per-part rows, bytes, sha256, md5)"
     )
@@ -168,7 +177,11 @@ def _schemas() -> dict[str, Any]:
             "properties": {
                 "status": {"type": "string", "enum": STATUSES},
                 "downlinks": links,
-                "errorMsg": {"type": "string", "description": "on a bad parameter or ERROR"},
+                "errorMsg": {
+                    "type": "string",
+                    "description": "with manifest=true, on a bad parameter or ERROR (always in"
+                    " the X-Rawexport-Error header, percent-encoded)",
+                },
                 "manifest": manifest,
             },
             "required": ["status", "downlinks"],
@@ -284,7 +297,15 @@ def document(base_url: str) -> dict[str, Any]:
                     "operationId": "v2_one_type",
                     "summary": "Status and links of one data type (E2)",
                     "security": secured,
-                    "parameters": [*_HEADERS, _EXPORT_TYPE, data_type, _AI, _EXPORT_DATE, _EXPIRE],
+                    "parameters": [
+                        *_HEADERS,
+                        _EXPORT_TYPE,
+                        data_type,
+                        _AI,
+                        _EXPORT_DATE,
+                        _EXPIRE,
+                        _MANIFEST,
+                    ],
                     "responses": _export_responses("Envelope"),
                 }
             },
@@ -293,7 +314,7 @@ def document(base_url: str) -> dict[str, Any]:
                     "operationId": "v2_all_types",
                     "summary": "Status and links of every data type (E3)",
                     "security": secured,
-                    "parameters": [*_HEADERS, _EXPORT_TYPE, _AI, _EXPORT_DATE, _EXPIRE],
+                    "parameters": [*_HEADERS, _EXPORT_TYPE, _AI, _EXPORT_DATE, _EXPIRE, _MANIFEST],
                     "responses": _export_responses("AllTypesEnvelope"),
                 }
             },
@@ -307,6 +328,7 @@ def document(base_url: str) -> dict[str, Any]:
                         _AI,
                         _path("date", {"type": "string", "pattern": r"^\d{8}(\d{2})?$"}, "v1 date"),
                         _EXPIRE,
+                        _MANIFEST,
                     ],
                     "responses": _export_responses("V1Answer"),
                 }

@@ -20,6 +20,11 @@ USER_AGENT = "rawexport-pull/0.1"
 MAX_RATE_LIMITED = 100  # 429 answers in a row before giving up
 
 
+# rawexport answers with exactly GrowingIO's fields unless asked for its own: the manifest
+# links (checksums of every part) and v1's errorMsg. GrowingIO ignores the parameter.
+EXTRAS = {"manifest": "true"}
+
+
 class ClientError(Exception):
     """A failure of a pull; `exit_code` is what `rawexport pull` exits with."""
 
@@ -240,7 +245,7 @@ class ExportClient:
             return self._export_v1(export_date, expire)
         middle = f"{data_type}/" if data_type else ""
         path = f"/v2/insights/{export_type}/{middle}{self.ai}/{export_date}.json"
-        status, body = self.get_json(path, {"expire": str(expire)})
+        status, body = self.get_json(path, {"expire": str(expire), **EXTRAS})
         if not isinstance(body, dict) or "status" not in body:
             raise ClientError(f"GET {path}: HTTP {status}, not an export envelope")
         if status == 400:
@@ -261,7 +266,7 @@ class ExportClient:
 
     def _export_v1(self, export_date: str, expire: int) -> Export:
         path = f"/insights/{self.ai}/{export_date}.json"
-        status, body = self.get_json(path, {"expire": str(expire)})
+        status, body = self.get_json(path, {"expire": str(expire), **EXTRAS})
         if not isinstance(body, dict) or "status" not in body:
             raise ClientError(f"GET {path}: HTTP {status}, not an export envelope")
         if status == 400:
