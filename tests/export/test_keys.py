@@ -69,9 +69,15 @@ def test_every_identity_field_changes_the_part_uuid() -> None:
     assert len(seen) == len(variants) + 1
 
 
-def test_new_revision_gets_new_prefix_hex() -> None:
-    hexes = {export_prefix(AI, "v2", "page", HOUR, rev)[:4] for rev in range(20)}
-    assert len(hexes) > 10  # 4 hex digits of sha256: collisions are possible but rare
+def test_every_revision_of_an_hour_gets_its_own_prefix() -> None:
+    # 4 hex digits: 65,536 revisions of one hour, all apart (their manifests too)
+    for version, name in (("v2", "page"), ("v1", "action_tag")):
+        prefixes = {export_prefix(AI, version, name, HOUR, rev) for rev in range(0x10000)}
+        assert len(prefixes) == 0x10000
+    # and hours and types start apart
+    starts = {export_prefix(AI, "v2", t, HOUR + h * 3_600_000, 0)[:4] for t in
+              ("page", "visit", "action") for h in range(8)}  # fmt: skip
+    assert len(starts) > 20
 
 
 def test_sdk_style_parse_of_the_key() -> None:

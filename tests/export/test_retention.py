@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import urllib.parse
 import warnings
@@ -10,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from starlette.exceptions import StarletteDeprecationWarning
 
 with warnings.catch_warnings():
@@ -19,7 +21,7 @@ with warnings.catch_warnings():
 
 from rawexport.api.app import create_app
 from rawexport.blobs.local import LocalBlobStore
-from rawexport.catalog.tables import issued_links
+from rawexport.catalog.tables import export_jobs, issued_links
 from rawexport.cli import main
 from rawexport.cli.services import Services, open_services
 from rawexport.export.actions import export_now, reexport
@@ -182,3 +184,51 @@ def test_sweep_drops_scratch_of_interrupted_cluster_exports(
         os.utime(services.blobs.path(key), (written, written))
     assert sweep_at(services, clock.now).orphan_files == 1
     assert [b.key for b in services.blobs.list("_work/")] == keys[:1]  # its job may run yet
+
+
+def _old_hex(ai: str, revision: int) -> str:
+    """The 4 hex digits rawexport gave a v2 page revision of T0 before they were made
+    unique per hour: a hash of the revision itself."""
+    return hashlib.sha256(f"{ai}|v2|page|{T0}|{revision}".encode()).hexdigest()[:4]
+
+
+def test_revisions_that_drew_one_hex_keep_their_own_manifests(
+    env: tuple[Services, TestClient, Clock, str, str],
+) -> None:
+    """Two revisions of an hour whose 4-hex prefixes were the same shared one
+    `_manifest.json`: the rerun overwrote the old one, the sweep of the old revision then
+    deleted the current one (FINISHED, a 404 manifest link, `pull` exiting 6)."""
+    services, client, clock, ai, token = env
+    project = services.catalog.project(ai)
+    assert project is not None
+    finished = services.catalog.jobs(project.id, "finished")
+    [old] = [j for j in finished if j.version == "v2" and j.hour_ms == T0]
+    assert old.revision == 1
+    # the revision whose hex was revision 1's: number the finished job so that the rerun
+    # gets it (revisions are the slot's highest + 1)
+    clash = next(r for r in range(2, 1_000_000) if _old_hex(ai, r) == _old_hex(ai, 1))
+    with services.catalog.tx() as c:
+        c.execute(update(export_jobs).where(export_jobs.c.id == old.id).values(revision=clash - 1))
+    reexport(services.exporter, project, [T0], "page", clock.now)
+    new = max(
+        (j for j in services.catalog.jobs(project.id, "finished") if j.version == "v2"),
+        key=lambda j: j.revision,
+    )
+    assert (new.hour_ms, new.revision) == (T0, clash)
+    assert new.prefix != old.prefix and new.manifest_key != old.manifest_key
+    clock.now += 11 * 60_000
+    sweep_at(services, clock.now)  # the old revision goes
+    body = client.get(
+        f"/v2/insights/hour/page/{ai}/{beijing_hour_label(T0)}.json?manifest=true",
+        headers={"Authorization": token},
+    ).json()
+    assert body["status"] == "FINISHED"
+    [manifest_link] = body["manifest"]
+    u = urllib.parse.urlsplit(manifest_link)
+    r = client.get(f"{u.path}?{u.query}")
+    assert r.status_code == 200, r.text
+    manifest = json.loads(r.content)
+    assert manifest["parts"] and [p["key"].rsplit("/", 1)[1] for p in manifest["parts"]] == [
+        urllib.parse.urlsplit(link).path.rsplit("/", 1)[1] for link in body["downloadLinks"]
+    ]
+    assert all(fetch(client, link) == 200 for link in body["downloadLinks"])

@@ -25,10 +25,21 @@ def _identity(ai: str, version: str, name: str, hour_ms: int, revision: int) -> 
     return f"{ai}|{version}|{name}|{hour_ms}|{revision}"
 
 
+# Odd, so that revision -> revision * _STEP mod 2**16 is one-to-one (and scatters them).
+_STEP = 0x9E37
+
+
 def export_prefix(ai: str, version: str, name: str, hour_ms: int, revision: int) -> str:
-    """`{4hex}_{ai}_{name}[_v2]_{UTC yyyyMMddHHmm}`; a new revision gets a new 4hex."""
-    ident = _identity(ai, version, name, hour_ms, revision)
-    hex4 = hashlib.sha256(ident.encode()).hexdigest()[:4]
+    """`{4hex}_{ai}_{name}[_v2]_{UTC yyyyMMddHHmm}`; every revision of an hour has its own.
+
+    The 4 hex digits are a hash of the hour's export (a start that differs between hours
+    and types) plus revision x an odd step, modulo 2**16: revisions of one hour below 65,536
+    apart never share a prefix, so never a `_manifest.json` (two hashes of the revision
+    itself would, about twice in a year-long backfill).
+    """
+    _identity(ai, version, name, hour_ms, revision)  # checks the version
+    slot = hashlib.sha256(f"{ai}|{version}|{name}|{hour_ms}".encode()).digest()
+    hex4 = f"{(int.from_bytes(slot[:2], 'big') + revision * _STEP) % 0x10000:04x}"
     suffix = "_v2" if version == "v2" else ""
     return f"{hex4}_{ai}_{name}{suffix}_{utc_key_stamp(hour_ms)}"
 
