@@ -3,8 +3,10 @@ presigned URLs, HEAD from the object's metadata, and `rawexport pull` verifying 
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ from rawexport.ingest.generate import generate
 from rawexport.settings import Settings
 from rawexport.timeutil import DAY_MS, HOUR_MS, beijing_hour_label, hour_floor, now_ms
 from tests.blobs.conftest import fake_aws_env, moto_s3  # noqa: F401  (fixtures)
+from tests.conftest import Clock
 from tests.e2e_util import free_port, serve_in_thread
 
 HOUR = hour_floor(now_ms()) - 30 * HOUR_MS
@@ -119,6 +122,44 @@ def test_links_redirect_to_presigned_urls_and_head_answers_here(site: Site) -> N
         assert (
             client.get(path.replace("sign=", "sign=0"), follow_redirects=False).status_code == 403
         )
+
+
+def test_a_redirect_is_presigned_for_the_links_remaining_life(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A link used 20 minutes into its 30 redirects to a URL that dies with it: presigned
+    for the 10 minutes left, not for the link's whole lifetime."""
+    issued = now_ms()
+    clock = Clock(issued)
+
+    def signing_time(remove_tzinfo: bool = True) -> datetime.datetime:
+        at = datetime.datetime.fromtimestamp(clock.now / 1000, datetime.UTC)
+        return at.replace(tzinfo=None) if remove_tzinfo else at
+
+    # botocore signs at its own clock reading: make it this test's clock.
+    monkeypatch.setattr("botocore.auth.get_current_datetime", signing_time)
+    client = TestClient(create_app(site.s3.settings, site.s3.catalog, site.s3.blobs, clock=clock))
+    url = f"/v2/insights/hour/page/{AI}/{LABEL}.json?expire=30"
+    body = client.get(url, headers={"Authorization": site.token}).json()
+    links = body["downloadLinks"]
+    assert body["status"] == "FINISHED" and links
+    for link in links:
+        path = link[len(site.base) :]
+        expires_ms = int(urllib.parse.parse_qs(urllib.parse.urlsplit(link).query)["expires"][0])
+        assert issued < expires_ms <= issued + 30 * 60_000
+        for left_ms in (expires_ms - issued, 10 * 60_000 - 500, 600):  # 30, 10 min, 0.6 s left
+            clock.now = expires_ms - left_ms
+            r = client.get(path, follow_redirects=False)
+            assert r.status_code == 302, (left_ms, r.text)
+            q = urllib.parse.parse_qs(urllib.parse.urlsplit(r.headers["location"]).query)
+            signed = datetime.datetime.strptime(q["X-Amz-Date"][0], "%Y%m%dT%H%M%SZ")
+            signed_s = int(signed.replace(tzinfo=datetime.UTC).timestamp())
+            assert signed_s == clock.now // 1000
+            dies_s = signed_s + int(q["X-Amz-Expires"][0])
+            # The presigned URL dies with the link (give or take the second it rounds to).
+            assert expires_ms // 1000 <= dies_s <= expires_ms // 1000 + 1, (left_ms, q)
+        clock.now = expires_ms  # expired: refused, nothing presigned
+        assert client.get(path, follow_redirects=False).status_code == 403
 
 
 def test_pull_verifies_parts_through_the_redirects(site: Site, tmp_path: Path) -> None:

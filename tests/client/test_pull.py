@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import gzip
+import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -12,11 +13,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from click.testing import CliRunner
 
 from rawexport.api.app import create_app
+from rawexport.cli.pull import pull as pull_command
 from rawexport.cli.services import Services, open_services
 from rawexport.client.client import DownloadError, Export, ExportClient
-from rawexport.client.pull import Puller, PullOptions, parse_key, pull, verify
+from rawexport.client.pull import Puller, PullOptions, key_of, parse_key, pull, verify
 from rawexport.export.actions import export_now
 from rawexport.ingest.generate import generate
 from rawexport.settings import Settings
@@ -198,6 +201,41 @@ def test_a_corrupted_part_is_refetched_then_reported(site: Site, tmp_path: Path)
     assert not list(tmp_path.rglob("*.partial"))
     result = Puller(client, no_manifest, lambda: no_manifest, tmp_path / "gio").run("hour", LABEL)
     assert len(result.files["page"]) == len(answer.links["page"])
+
+
+def test_a_part_whose_md5_matches_but_not_its_sha256_is_refused(site: Site, tmp_path: Path) -> None:
+    """The manifest's sha256 is checked on its own: a part whose md5 agrees with the
+    manifest and the x-amz-meta-md5-hash header, but whose sha256 is not the manifest's,
+    fails `rawexport pull` (exit 6, the part named) and is not kept."""
+    answer = site.client().export("hour", "page", LABEL)
+    [manifest_url] = answer.manifests["page"]
+    manifest_path = site.services.settings.exports_dir / key_of(manifest_url)
+    good = manifest_path.read_bytes()
+    manifest = json.loads(good)
+    entry = manifest["parts"][-1]
+    data = (site.services.settings.exports_dir / entry["key"]).read_bytes()
+    assert entry["md5"] == hashlib.md5(data).hexdigest()  # md5 alone would take it
+    entry["sha256"] = hashlib.sha256(data + b"\n").hexdigest()
+    args = ["--type", "hour", "--data-type", "page", "--date", LABEL, "--to", str(tmp_path)]
+    args += ["--base-url", site.base, "--ai", site.ai, "--token", site.token, "--jobs", "1"]
+    try:
+        manifest_path.write_bytes(json.dumps(manifest).encode())
+        out = CliRunner().invoke(pull_command, args)
+    finally:
+        manifest_path.write_bytes(good)
+    assert out.exit_code == 6, out.output
+    last = out.stderr.strip().splitlines()[-1]
+    number = int(entry["key"].rsplit("/part-", 1)[1][:5])
+    assert last == (
+        f"rawexport pull: page {LABEL} part {number}: sha256 differs from the manifest "
+        "(after 3 downloads)"
+    )
+    hour_dir = tmp_path / "page" / LABEL[:8] / LABEL[8:]
+    assert not (hour_dir / f"part-{number:05d}.csv.gz").exists()
+    assert not list(tmp_path.rglob("*.partial"))
+    again = CliRunner().invoke(pull_command, args)  # the manifest as written: pulled
+    assert again.exit_code == 0, again.output
+    assert (hour_dir / f"part-{number:05d}.csv.gz").read_bytes() == data
 
 
 def test_links_expiring_mid_pull_are_renewed(site: Site, tmp_path: Path) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +13,15 @@ import pytest
 from distributed import Client, LocalCluster
 
 from rawexport.catalog import LeaseLost
+from rawexport.cli.services import open_services
 from rawexport.export import ondask
 from rawexport.export.ondask import DaskExecutor, Hour, plan_slices
+from rawexport.export.worker import Exporter
+from rawexport.ingest.generate import generate
 from rawexport.settings import Settings
+from rawexport.timeutil import HOUR_MS, hour_floor, now_ms
 from rawexport.types import ExportResult
+from tests.conftest import Clock, local_path
 from tests.export.test_runner import AI, HOUR, group_firsts, page_rows, ranged_export
 from tests.parquet_util import write_parquet
 
@@ -110,3 +117,80 @@ def test_a_task_error_reaches_the_coordinator(tmp_path: Path, cluster: str) -> N
         executor.close()
     with Client(cluster, set_as_default=False) as client:  # type: ignore[no-untyped-call]
         assert client.run_on_scheduler(lambda: True)  # the cluster is still up
+
+
+class ClaimedAgainAfterTheTasks(DaskExecutor):
+    """The cluster runs an attempt's tasks; then, before its coordinator commits, once:
+    `claim_again` (the attempt's lease ran out and the job was claimed again). Records the
+    Hour of each run."""
+
+    def __init__(self, settings: Settings, claim_again: Callable[[], None]) -> None:
+        super().__init__(settings)
+        self.claim_again: Callable[[], None] | None = claim_again
+        self.hours: list[Hour] = []
+
+    def run(self, **kwargs: Any) -> ExportResult:
+        result = super().run(**kwargs)
+        self.hours.append(kwargs["hour"])
+        if self.claim_again is not None:
+            claim_again, self.claim_again = self.claim_again, None
+            claim_again()
+        return result
+
+
+def test_a_stale_attempt_reaching_commit_on_dask_is_refused(tmp_path: Path, cluster: str) -> None:
+    """The same owner's older attempt reaches its commit after the job was claimed again:
+    only the attempt count tells them apart (DESIGN decision 9). The stale commit is
+    refused; the newer attempt's parts, under its own keys, are what the job commits."""
+    settings = Settings(
+        home=tmp_path,
+        dask_address=cluster,
+        part_bytes=65536,
+        lease_seconds=60,  # no renewal tick during the test: the commit's fence decides
+        grace_seconds=0,
+        duckdb_memory_limit="256MB",
+        duckdb_threads=2,
+    )
+    services = open_services(settings)
+    clock = Clock(now_ms())
+    newer = []
+
+    def claim_again() -> None:
+        clock.now += 61_000  # the stale attempt's lease has run out
+        newer.append(services.catalog.claim("w", clock.now, 60_000))
+
+    dask = ClaimedAgainAfterTheTasks(settings, claim_again)
+    try:
+        hour = hour_floor(clock.now) - 3 * HOUR_MS
+        p = services.catalog.create_project("a", export_since_ms=hour, v1_enabled=False)
+        generate(services.store, p.ai, hour, 1, 3000, data_types=["page"], seed=1)
+        services.catalog.plan(p.id, "v2", ["page"], [hour], clock.now)
+        exporter = Exporter(
+            settings, services.catalog, services.store, services.blobs, clock=clock, dask=dask
+        )
+        stale = services.catalog.claim("w", clock.now, 60_000)
+        assert stale is not None and stale.attempts == 1
+        assert exporter.execute(stale, "w") == "lost"
+        [current] = newer
+        assert current is not None and (current.id, current.attempts) == (stale.id, 2)
+        job = services.catalog.job(stale.id)
+        assert job.status == "running" and services.catalog.files(job.id) == []
+        assert exporter.execute(current, "w") == "finished"
+        assert [h.attempt for h in dask.hours] == [1, 2]
+
+        job = services.catalog.job(stale.id)
+        assert (job.status, job.attempts, job.rows) == ("finished", 2, 3000)
+        committed = services.catalog.files(job.id)
+        assert committed and job.manifest_key is not None
+        by_attempt = {a: Hour(p.ai, "v2", "page", hour, job.revision, a).part_key for a in (1, 2)}
+        assert [f.key for f in committed] == [by_attempt[2](f.part) for f in committed]
+        for f in committed:  # the stale attempt's parts exist, under keys of their own
+            assert services.blobs.stat(by_attempt[1](f.part)) is not None
+            data = local_path(services.blobs, f.key).read_bytes()
+            assert (len(data), hashlib.sha256(data).hexdigest()) == (f.bytes, f.sha256)
+        manifest = json.loads(local_path(services.blobs, job.manifest_key).read_bytes())
+        assert [e["key"] for e in manifest["parts"]] == [f.key for f in committed]
+        assert manifest["createdMs"] == job.finished_ms
+    finally:
+        dask.close()
+        services.close()
