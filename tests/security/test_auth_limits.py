@@ -45,7 +45,7 @@ def test_failed_attempts_are_paced_and_refused_past_the_queue(
     assert codes == [401] * 15  # wrong, and each one waited its turn
     # Guesses fired faster than the turns come (concurrent attackers): refused.
     for _ in range(40):
-        w.auth_limiter.take(f"key:{w.key.public_key}")
+        w.auth_limiter.take("addr:testclient")
     r = w.client.post("/auth/token", params=bad, headers={"X-Client-Id": w.key.public_key})
     assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
 
