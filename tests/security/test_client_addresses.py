@@ -139,13 +139,13 @@ def test_bogus_attempts_with_a_public_key_do_not_delay_its_owner(tmp_path: Path)
     victim = site.key()
     for i in range(1, 31):
         attacker = site.client(f"192.0.2.{i}")
-        assert site.ask_code(attacker, victim, good=False) == 401
-    assert site.slept == []
+        assert site.ask_code(attacker, victim, good=False) in (401, 429)
+    waited = len(site.slept)
     assert site.ask_code(site.client("198.51.100.1"), victim) == 200
-    assert site.slept == []
+    assert len(site.slept) == waited == 0  # nobody waited: one attempt per address
     # Codes are still minted only at the key's rate, from any number of addresses.
     codes = [site.ask_code(site.client(f"198.51.100.{i}"), victim) for i in range(2, 32)]
-    assert codes == [200] * 29 + [429] and len(site.slept) == 20
+    assert codes == [200] * 29 + [429] and len(site.slept) == waited + 20
 
 
 def test_client_address_of_every_header_line_and_ipv6_by_its_64() -> None:
