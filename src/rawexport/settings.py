@@ -68,8 +68,10 @@ class Settings:
     auth_code_days: int = _f(30, "days an auth code from /auth/token stays valid")
     strict_auth_codes: bool = _f(False, "a new auth code revokes the key's older ones")
     auth_max_live_codes: int = _f(20, "live auth codes per key; a new one revokes the oldest")
-    auth_rate_limit: float = _f(1.0, "/auth/token requests per second per key and per address")
-    auth_rate_burst: int = _f(10, "/auth/token requests at once before they are delayed")
+    auth_rate_limit: float = _f(
+        1.0, "/auth/token attempts per second per client address, and codes per second per key"
+    )
+    auth_rate_burst: int = _f(10, "/auth/token attempts (codes) at once before they are delayed")
     retention_days: int = _f(15, "default retention of new projects, in days")
     compress_level: int = _f(1, "gzip level of export parts (isal: 0-3)")
     duckdb_memory_limit: str = _f("1GB", "memory budget of one export job (DuckDB gets 40%)")
@@ -78,7 +80,9 @@ class Settings:
     max_batch_events: int = _f(50_000, "most events one collector request may carry")
     collect_require_key: bool = _f(False, "collectors refuse requests without X-Client-Id")
     trusted_proxies: str = _f(
-        "", "proxies (addresses or CIDRs, comma-separated) whose X-Forwarded-For is believed"
+        "",
+        "proxies (addresses or CIDRs, comma-separated) whose X-Forwarded-For is believed: "
+        "the client address of per-address limits and of visits",
     )
     login_user_attributes: str = _f(
         "vstr", "login-user attributes: vstr (filed as vstr rows) or drop (counted only)"

@@ -159,8 +159,8 @@ def test_permanent_failure_shows_in_error_msg(
     body = links(client, ai, token, hour)
     assert body["status"] == "ERROR" and body["downloadLinks"] == []
     msg = str(body["errorMsg"])
-    assert msg.startswith("PermanentExportError: event file ") and bad.name in msg
-    assert "not readable Parquet" in msg
+    assert msg.startswith(f"PermanentExportError: event file …/{bad.name} ")
+    assert "not readable Parquet" in msg and str(bad.parent) not in msg  # no server path
     [job] = services.catalog.jobs(project.id, since_hour_ms=hour)
     assert job.attempts == 1  # no pointless retries
 

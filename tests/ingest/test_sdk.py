@@ -14,7 +14,7 @@ import cramjam
 import lz4.block
 import pytest
 
-from rawexport.api.collect import client_address, parse_networks
+from rawexport.api.peers import client_address, parse_networks
 from rawexport.ingest import joins
 from tests.ingest.test_collectors import Site, make_site
 from tests.ingest.test_lzstring import Oracle

@@ -33,7 +33,8 @@ from rawexport.api.console import console_routes
 from rawexport.api.downloads import Downloads, FilePaths
 from rawexport.api.hot import Core, HotPaths, Reply, endpoint
 from rawexport.api.insights import ERROR, FINISHED, NOT_EXISTS, Answer, Insights
-from rawexport.api.ratelimit import RateLimiter, Turn
+from rawexport.api.peers import Peers
+from rawexport.api.ratelimit import RateLimiter, Turn, node_auth_limiter, node_limiter
 from rawexport.blobs import BlobStore
 from rawexport.blobs.links import SECRET_NAME
 from rawexport.catalog import Catalog, Project
@@ -145,6 +146,10 @@ def too_many(turn: Turn) -> str:
     return f"Too Many Requests: over the rate limit, retry after {turn.retry_after} s"
 
 
+def too_many_attempts(turn: Turn) -> JSON:
+    return error_body(429, "Too Many Requests", {"retry-after": str(turn.retry_after)})
+
+
 def v2_envelope(
     answer: Answer,
     export_type: str,
@@ -195,9 +200,8 @@ class Api:
         metrics: Metrics | None = None,
         auth_limiter: RateLimiter | None = None,
     ) -> None:
-        self.auth_limiter = auth_limiter or RateLimiter(
-            settings.auth_rate_limit, settings.auth_rate_burst, queue=20, max_delay=30.0
-        )
+        self.auth_limiter = auth_limiter or node_auth_limiter(settings)
+        self.peers = Peers(settings.trusted_proxies)
         self.settings = settings
         self.catalog = catalog
         self.limiter = limiter
@@ -223,27 +227,34 @@ class Api:
                 return error_body(413, "Payload Too Large")
         params = auth.parse_auth_params(request.query_params, bytes(body))
         client_id = request.headers.get("x-client-id")
-        # Every attempt counts, signed right or not, per key and per client address: one
-        # captured request cannot mint codes without end, nor can guesses run fast.
-        address = request.client.host if request.client else "?"
-        turns = [
-            self.auth_limiter.take(f"addr:{address}"),
-            self.auth_limiter.take(f"key:{client_id or params.get('ai', '')}"[:200]),
-        ]
-        refused = [t for t in turns if t.refused]
-        if refused:
-            wait = max(t.retry_after for t in refused)
-            return error_body(429, "Too Many Requests", {"retry-after": str(wait)})
-        delay = max(t.delay for t in turns)
-        if delay > 0:
-            await self.sleep(delay)
+        # Every attempt, signed right or not, takes a turn of its client's address: guesses
+        # cannot run fast. Only a correctly signed one takes a turn of its key too: one
+        # captured request cannot mint codes without end, and bogus attempts with someone's
+        # public key (from other addresses) never delay the key's owner.
+        turn = self.auth_limiter.take(f"addr:{self.peers.limit_key(request)}")
+        if not await self._wait_turn(turn):
+            return too_many_attempts(turn)
         try:
-            code = await run_in_threadpool(
-                auth.issue_code, self.catalog, self.settings, params, client_id, self.clock()
+            key_pair = await run_in_threadpool(
+                auth.verify, self.catalog, self.settings, params, client_id, self.clock()
             )
         except auth.Unauthorized:
             return UNAUTHORIZED.response()
+        turn = self.auth_limiter.take(f"key:{key_pair.id}")
+        if not await self._wait_turn(turn):
+            return too_many_attempts(turn)
+        code = await run_in_threadpool(
+            auth.issue_code, self.catalog, self.settings, key_pair, self.clock()
+        )
         return JSON({"status": "success", "code": code})
+
+    async def _wait_turn(self, turn: Turn) -> bool:
+        """Wait for an admitted turn (True); False when it is refused."""
+        if turn.refused:
+            return False
+        if turn.delay > 0:
+            await self.sleep(turn.delay)
+        return True
 
     # ---- export endpoints ------------------------------------------------------------
     #
@@ -578,19 +589,6 @@ async def _server_error(request: Request, exc: Exception) -> Response:
     )
     body = {"message": "Internal Server Error", "errors": [], "requestId": request_id}
     return JSON(body, 500)
-
-
-def node_limiter(settings: Settings) -> RateLimiter:
-    """This node's share of the per-credential limit: with `rate_nodes` nodes behind a load
-    balancer that spreads requests evenly, each allows 1/N of the rate, the burst and the
-    queue, so a credential gets about `rate_limit` in all."""
-    n = settings.rate_nodes
-    return RateLimiter(
-        settings.rate_limit / n,
-        max(1, settings.rate_burst // n),
-        max(1, settings.rate_queue // n) if settings.rate_queue else 0,
-        settings.rate_max_delay,
-    )
 
 
 class PublicPath:

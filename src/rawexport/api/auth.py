@@ -75,10 +75,10 @@ def _project_key_pairs(catalog: Catalog, ai: str, uid: str) -> list[KeyPair]:
     return [KeyPair(r.id, r.project_id, r.public_key, r.private_key) for r in rows]
 
 
-def issue_code(
+def verify(
     catalog: Catalog, settings: Settings, params: Mapping[str, str], client_id: str | None, now: int
-) -> str:
-    """Check a /auth/token request and issue an auth code, or raise Unauthorized.
+) -> KeyPair:
+    """The key pair that signed a /auth/token request, or raise Unauthorized.
 
     Without `X-Client-Id` the project's key pairs are tried in turn: the HMAC still needs
     a private key, so this only spares clients that forget the header.
@@ -104,14 +104,19 @@ def issue_code(
         project = catalog.project_by_id(kp.project_id)
         if project.uid != uid or project.ai != ai:
             break
-        return catalog.issue_auth_code(
-            kp.id,
-            days=settings.auth_code_days,
-            strict=settings.strict_auth_codes,
-            now=now,
-            max_live=settings.auth_max_live_codes,
-        )
+        return kp
     raise Unauthorized("bad signature")
+
+
+def issue_code(catalog: Catalog, settings: Settings, key_pair: KeyPair, now: int) -> str:
+    """A new auth code of a key pair verify() returned."""
+    return catalog.issue_auth_code(
+        key_pair.id,
+        days=settings.auth_code_days,
+        strict=settings.strict_auth_codes,
+        now=now,
+        max_live=settings.auth_max_live_codes,
+    )
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ events are dropped one by one, counted in `/metrics` and logged. The native even
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -26,6 +25,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from rawexport.api.auth import bearer
+from rawexport.api.cache import Fresh
+from rawexport.api.peers import Peers
 from rawexport.catalog import Catalog, Project
 from rawexport.ingest import joins, sdk
 from rawexport.ingest.codecs import Refused, gunzip, image_data
@@ -37,7 +38,6 @@ from rawexport.timeutil import now_ms
 
 log = logging.getLogger("rawexport.collect")
 
-CACHE_SECONDS = 5.0
 OFFLOAD_BYTES = 1 << 20  # bodies above this are parsed and checked off the event loop
 ALLOW_HEADERS = (
     "Accept, Content-Type, Content-Encoding, X-Timestamp, X-Crypt-Codec, X-Compress-Codec, "
@@ -91,36 +91,46 @@ def cors(request: Request) -> dict[str, str]:
 
 
 class Gate:
-    """Who may send to a project: looks projects and keys up, caching them for a few seconds."""
+    """Who may send to a project: looks projects and keys up through the export API's cache
+    (api/cache.Fresh): a revocation or a disabled export made through this node's catalog
+    is seen by the next request, one made elsewhere within `cache_seconds`."""
 
-    def __init__(self, catalog: Catalog, require_key: bool) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        require_key: bool,
+        cache_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.catalog = catalog
         self.require_key = require_key
-        self._projects: dict[str, tuple[float, Project | None]] = {}
-        self._keys: dict[str, tuple[float, int | None]] = {}
-
-    def _cached(
-        self, cache: dict[str, tuple[float, Any]], key: str, load: Callable[[], Any]
-    ) -> Any:
-        now = time.monotonic()
-        hit = cache.get(key)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        value = load()
-        if len(cache) > 10_000:
-            cache.clear()
-        cache[key] = (now + CACHE_SECONDS, value)
-        return value
+        # Misses are kept too (a 1-tuple holds the value, None included).
+        self._projects: Fresh[tuple[Project | None]] = Fresh(
+            lambda: catalog.generation, cache_seconds, clock=clock
+        )
+        self._keys: Fresh[tuple[int | None]] = Fresh(
+            lambda: catalog.generation, cache_seconds, clock=clock
+        )
 
     def project(self, ai: str) -> Project | None:
-        return self._cached(self._projects, ai, lambda: self.catalog.project(ai))  # type: ignore[no-any-return]
+        hit = self._projects.get(ai)
+        if hit is not None:
+            return hit[0]
+        generation = self.catalog.generation  # before the read: a write meanwhile wins
+        project = self.catalog.project(ai)
+        self._projects.put(ai, (project,), generation)
+        return project
 
     def key_project(self, secret: str) -> int | None:
-        def load() -> int | None:
-            kp = self.catalog.key_pair(secret)
-            return kp.project_id if kp is not None else self.catalog.project_for_token(secret)
-
-        return self._cached(self._keys, secret, load)  # type: ignore[no-any-return]
+        """The project of a key pair's public key or of an API token; None if neither."""
+        hit = self._keys.get(secret)
+        if hit is not None:
+            return hit[0]
+        generation = self.catalog.generation
+        kp = self.catalog.key_pair(secret)
+        owner = kp.project_id if kp is not None else self.catalog.project_for_token(secret)
+        self._keys.put(secret, (owner,), generation)
+        return owner
 
     def check(
         self, ai: str, client_id: str | None, authorization: str | None, lenient: bool = False
@@ -163,52 +173,6 @@ async def read_body(request: Request, limit: int) -> bytes:
     return gunzip(bytes(body), request.headers.get("content-encoding", ""), limit)
 
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def parse_networks(text: str) -> list[Network]:
-    """`trusted_proxies`: addresses or CIDR blocks, separated by commas or spaces."""
-    out: list[Network] = []
-    for part in text.replace(",", " ").split():
-        out.append(ipaddress.ip_network(part.strip(), strict=False))
-    return out
-
-
-def client_address(
-    peer: str | None, headers: Mapping[str, str], trusted: list[Network]
-) -> str | None:
-    """The client's address: the peer's, or, when the peer is a trusted proxy, the last
-    address of X-Forwarded-For that is not a trusted proxy (X-Real-IP without it)."""
-    if peer is None or not _valid(peer):
-        return None
-    if not trusted or not _trusted(peer, trusted):
-        return peer
-    forwarded = [a.strip() for a in headers.get("x-forwarded-for", "").split(",") if a.strip()]
-    for address in reversed(forwarded):
-        if not _trusted(address, trusted):
-            return address if _valid(address) else peer
-    real = headers.get("x-real-ip", "").strip()
-    if real and _valid(real):
-        return real
-    return forwarded[0] if forwarded and _valid(forwarded[0]) else peer
-
-
-def _valid(address: str) -> bool:
-    try:
-        ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return True
-
-
-def _trusted(address: str, trusted: list[Network]) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in net for net in trusted)
-
-
 @dataclass(frozen=True)
 class Family:
     """How one group of routes decodes its bodies and answers."""
@@ -239,11 +203,11 @@ class Collectors:
         self.settings = settings
         self.ingestor = ingestor
         self.metrics = metrics
-        self.gate = Gate(catalog, settings.collect_require_key)
+        self.gate = Gate(catalog, settings.collect_require_key, settings.cache_seconds)
         self.sessions = joins.Sessions(store=catalog)
         self.mapper = sdk.Mapper(self.sessions, settings.login_user_attributes)
         self.decoders = Decoders(settings.max_body_bytes, settings.max_batch_events, self.mapper)
-        self.trusted = parse_networks(settings.trusted_proxies)
+        self.peers = Peers(settings.trusted_proxies)
         self.rejected_total = 0
 
     def _convert(
@@ -298,11 +262,10 @@ class Collectors:
                         query = {k: v for k, v in query.items() if k != "compress"}
                 else:
                     body = await read_body(request, self.settings.max_body_bytes)
-                peer = request.client.host if request.client else None
                 origin = sdk.Origin(
                     ai=project.ai,
                     received=now,
-                    ip=client_address(peer, headers, self.trusted),
+                    ip=self.peers.address(request),
                     user_agent=headers.get("user-agent", ""),
                     route_platform=PLATFORMS.get(params.get("platform", "")),
                 )

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from rawexport.api.cache import Fresh
 from rawexport.blobs import links
 from rawexport.catalog import PENDING, Catalog, Job, Project
+from rawexport.fsutil import hide_paths
 from rawexport.timeutil import (
     HOUR_MS,
     Window,
@@ -60,7 +61,8 @@ def hour_status(
         if job.status == "finished":
             return HourStatus(FINISHED, job=job)
     if jobs and jobs[0].status == "error" and not any(j.status in PENDING for j in jobs):
-        return HourStatus(ERROR, job=jobs[0], error=jobs[0].error or "export failed")
+        # hide_paths: errors stored before they were recorded without paths
+        return HourStatus(ERROR, job=jobs[0], error=hide_paths(jobs[0].error or "export failed"))
     return HourStatus(RUNNING)
 
 

@@ -9,7 +9,8 @@ until a place frees up.
 State per key is nginx's: `excess`, the requests counted beyond the rate, drained at
 `rate` per second. The first `burst` requests of an idle key pass at once.
 
-Limits are per process: behind a load balancer each API process allows the rate.
+Limits are per process: behind a load balancer each node allows its share of them
+(`rate_nodes`: node_limiter, node_auth_limiter).
 """
 
 from __future__ import annotations
@@ -19,6 +20,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from rawexport.settings import Settings
+
+AUTH_QUEUE = 20  # /auth/token attempts of one address (or codes of one key) that may wait
+AUTH_MAX_DELAY = 30.0
 
 
 @dataclass(frozen=True)
@@ -85,3 +91,29 @@ class RateLimiter:
         drained = [k for k, (e, at) in self._excess.items() if e - (now - at) * self.rate <= 0]
         for k in drained:
             del self._excess[k]
+
+
+def _node_share(rate: float, burst: int, queue: int, max_delay: float, nodes: int) -> RateLimiter:
+    """This node's share of a limit: with `nodes` nodes behind a load balancer that spreads
+    requests evenly, each allows 1/N of the rate, the burst and the queue, so a credential
+    (or an address) gets about the limit in all."""
+    return RateLimiter(
+        rate / nodes,
+        max(1, burst // nodes),
+        max(1, queue // nodes) if queue else 0,
+        max_delay,
+    )
+
+
+def node_limiter(settings: Settings) -> RateLimiter:
+    """This node's share of the per-credential limit of the export API (`rate_nodes`)."""
+    s = settings
+    return _node_share(s.rate_limit, s.rate_burst, s.rate_queue, s.rate_max_delay, s.rate_nodes)
+
+
+def node_auth_limiter(settings: Settings) -> RateLimiter:
+    """This node's share of the /auth/token limits (per address, per key)."""
+    s = settings
+    return _node_share(
+        s.auth_rate_limit, s.auth_rate_burst, AUTH_QUEUE, AUTH_MAX_DELAY, s.rate_nodes
+    )

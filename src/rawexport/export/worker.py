@@ -20,6 +20,7 @@ from rawexport.catalog import Catalog, Job, LeaseLost
 from rawexport.export.ondask import DaskExecutor, Hour
 from rawexport.export.parts import RowTooLarge
 from rawexport.export.runner import manifest_bytes, run_export
+from rawexport.fsutil import hide_paths
 from rawexport.metrics import Metrics
 from rawexport.schema import DATA_TYPES, V1_TYPES
 from rawexport.settings import Settings
@@ -252,6 +253,9 @@ class Exporter:
 
     def _record_failure(self, job: Job, owner: str, e: Exception) -> str:
         message = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+        # The job's error is shown to API clients (errorMsg) and project visitors of the
+        # console: without the server's paths. The log keeps the whole message.
+        shown = hide_paths(message)
         # ArrowInvalid: data the export cannot parse or convert; the same bytes fail again.
         permanent = isinstance(e, PermanentExportError | RowTooLarge | pa.ArrowInvalid)
         now = self.clock()
@@ -261,7 +265,7 @@ class Exporter:
                 job.attempts, self.settings.retry_base_seconds, self.settings.retry_max_seconds
             )
         try:
-            status = self.catalog.fail(job, owner, message, retry_at=retry_at, now=now)
+            status = self.catalog.fail(job, owner, shown, retry_at=retry_at, now=now)
         except LeaseLost:
             status = "lost"
         log_job(job, status, level=logging.WARNING, error=message, retry_at_ms=retry_at)

@@ -33,6 +33,7 @@ from rawexport.api.console.sessions import (
     csrf_ok,
 )
 from rawexport.api.downloads import FilePaths
+from rawexport.api.peers import Peers
 from rawexport.api.ratelimit import RateLimiter
 from rawexport.blobs import BlobStore, links
 from rawexport.catalog import Catalog, CatalogError, Project
@@ -122,6 +123,7 @@ class Console:
         )
         # 5 sign-in attempts at once per client address, then one per 10 s; never queued.
         self.signin_limiter = RateLimiter(0.1, 5, queue=0, max_delay=0)
+        self.peers = Peers(settings.trusted_proxies)
         self.link_secret = catalog.secret(links.SECRET_NAME)
         self.env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(HERE / "templates"),
@@ -270,8 +272,9 @@ class Console:
         session = self.sessions.decode(request.cookies.get(COOKIE), self.clock() / 1000)
         if not csrf_ok(session, form.get("csrf")):
             return self.refused(request, None, Refused(403, "Missing or wrong CSRF token."))
-        address = request.client.host if request.client else "?"
-        turn = self.signin_limiter.take(address)
+        # the client's address, behind trusted proxies too (logged whole, limited per /64)
+        address = self.peers.address(request) or (request.client.host if request.client else "?")
+        turn = self.signin_limiter.take(self.peers.limit_key(request))
         if turn.refused:
             response = self._signin_form(
                 request, session, 429, f"Too many sign-in attempts: wait {turn.retry_after} s."
