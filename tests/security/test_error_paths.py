@@ -3,6 +3,8 @@ export's error names the file, not where the server keeps it."""
 
 from __future__ import annotations
 
+from urllib.parse import unquote
+
 from rawexport.fsutil import hide_paths
 from rawexport.timeutil import HOUR_MS
 from tests.conftest import CURRENT_HOUR, World
@@ -20,10 +22,13 @@ def test_error_msg_of_v1_and_v2_names_the_file_without_its_path(world: World) ->
     headers = {"Authorization": world.token}
     ai = world.project.ai
     v2 = world.client.get(f"/v2/insights/hour/page/{ai}/2025011009.json", headers=headers)
-    v1 = world.client.get(f"/insights/{ai}/2025011009.json", headers=headers)
+    v1 = world.client.get(f"/insights/{ai}/2025011009.json?manifest=true", headers=headers)
     shown = "OSError: [Errno 28] No space left on device: '…/part-00000.csv.gz'"
     assert v2.json()["status"] == "ERROR" and v2.json()["errorMsg"] == shown
     assert v1.json()["status"] == "ERROR" and v1.json()["errorMsg"] == f"visit 2025011009: {shown}"
+    # v1's GrowingIO shape has no errorMsg: the header carries the same text
+    v1 = world.client.get(f"/insights/{ai}/2025011009.json", headers=headers)
+    assert unquote(v1.headers["x-rawexport-error"]) == f"visit 2025011009: {shown}"
 
 
 def test_hide_paths_keeps_urls_keys_and_the_message() -> None:
