@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+JS_STAMP := $(VENV)/js/.installed-stamp
 
-.PHONY: install system-deps js-deps bench-deps run test lint bench clean
+.PHONY: install system-deps node-deps js-deps bench-deps run test lint bench clean
 
 $(STAMP): pyproject.toml setup.py $(wildcard src/rawexport/export/_csvline*.[ch]) src/rawexport/ingest/_lzstring.c src/rawexport/ingest/_trackerpb.c
 	$(PYTHON) -m venv $(VENV)
@@ -28,13 +29,25 @@ system-deps:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	  fi
 
-# npm lz-string 1.5.0, the reference the lz-string decoder is tested against
-# (tests/ingest/lzstring_oracle.js finds it in $(VENV)/js/node_modules).
-js-deps: system-deps
-	@test -d $(VENV)/js/node_modules/lz-string || \
-	  npm install --no-audit --no-fund --prefix $(VENV)/js lz-string@1.5.0
+# node and npm alone (what `make run` needs of the above).
+node-deps:
+	@{ command -v node && command -v npm; } >/dev/null 2>&1 || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; }
 
-run: install
+# The npm packages of js/package.json, at the versions (and sha512) js/package-lock.json
+# pins, into $(VENV)/js/node_modules: htmx.org (the console) and swagger-ui-dist (/docs),
+# which rawexport serves from there (api/assets.py), and lz-string 1.5.0, the reference the
+# lz-string decoder is tested against (tests/ingest/lzstring_oracle.js). No install script
+# is run. Done again only when the lock file changes, so `make run` works offline after.
+$(JS_STAMP): js/package.json js/package-lock.json | node-deps
+	mkdir -p $(VENV)/js
+	cp js/package.json js/package-lock.json $(VENV)/js/
+	npm ci --prefix $(VENV)/js --ignore-scripts --no-audit --no-fund
+	touch $@
+
+js-deps: $(JS_STAMP)
+
+run: install js-deps
 	$(BIN)/rawexport demo --home ./demo-data
 
 lint: install

@@ -98,6 +98,9 @@ class Settings:
         "", "operator sign-in of the console (>= 16 characters); empty: no operator", secret=True
     )
     console_session_hours: float = _f(12.0, "hours a console sign-in lasts")
+    web_assets: str = _f(
+        "", "npm packages the console and /docs serve (default: PREFIX/js/node_modules, `make`'s)"
+    )
 
     def __post_init__(self) -> None:
         if self.part_bytes < 65536:

@@ -70,3 +70,11 @@ def test_dask_probe_and_its_failures(tmp_path: Path) -> None:
         code, report, _ = run(tmp_path, env)
         assert code == 0, report
         assert "1 workers, probe task ran" in report["dask"]["detail"]
+
+
+def test_missing_web_assets_fail_with_what_to_run(tmp_path: Path) -> None:
+    code, report, err = run(tmp_path, {"RAWEXPORT_WEB_ASSETS": str(tmp_path / "nowhere")})
+    assert code == 1 and report["web"]["ok"] == "no"
+    assert "make js-deps" in report["web"]["error"] and "htmx.org 2.0.11" in report["web"]["error"]
+    assert report["catalog"]["ok"] == "yes"
+    assert "rawexport check: web: " in err

@@ -365,3 +365,25 @@ def test_a_bad_token_or_a_missing_csrf_token_is_refused(
     assert hour_revisions(page, "action") == before
     with urllib.request.urlopen(site.base + "/console/signin") as r:
         assert "script-src 'self'" in r.headers["content-security-policy"]
+
+
+def test_api_docs_come_from_rawexport_itself(site: Site, tabs: Callable[..., Tab]) -> None:
+    """/docs in a signed-in operator's browser: Swagger UI renders every route from files
+    rawexport serves, under the console's CSP, with no request to another origin and no
+    console error (a CSP violation would be one)."""
+    tab = tabs()
+    seen: list[str] = []
+    tab.page.on("request", lambda r: seen.append(r.url))
+    tab.page.goto(site.base + "/docs")
+    expect(tab.page.locator(".opblock").first).to_be_visible()
+    paths = tab.page.eval_on_selector_all(
+        ".opblock-summary-path", "els => els.map(e => e.dataset.path)"
+    )
+    code, doc = get_json(site.base + "/openapi.json", {})
+    assert code == 200 and set(paths) == set(doc["paths"])
+    tab.page.locator(".opblock-summary").first.click()  # open one: its icons load too
+    expect(tab.page.locator(".opblock-body").first).to_be_visible()
+    assert seen and all(u.startswith(site.base + "/") or u.startswith("data:") for u in seen), seen
+    with urllib.request.urlopen(site.base + "/docs") as r:
+        assert "script-src 'self'" in r.headers["content-security-policy"]
+        assert "unsafe" not in r.headers["content-security-policy"]

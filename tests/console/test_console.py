@@ -58,7 +58,7 @@ def test_root_redirects_and_a_visitor_must_sign_in(make_world: Callable[..., Wor
     assert page.headers["cache-control"] == "no-store"
     assert page.headers["x-frame-options"] == "DENY"
     assert "<script>" not in page.text and " style=" not in page.text
-    static = w.client.get("/console/static/htmx.min.js")
+    static = w.client.get("/console/static/vendor/htmx.min.js")
     assert static.status_code == 200 and b"htmx" in static.content
     assert static.headers["content-security-policy"] == CSP
 

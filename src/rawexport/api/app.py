@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import html
 import logging
 import math
 import time
@@ -21,16 +20,19 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rawexport.api import auth, openapi
 from rawexport.api.access import RequestMetrics
+from rawexport.api.assets import WebAssets
 from rawexport.api.cache import Fresh, Loads, Replies
 from rawexport.api.collect import collector_routes
 from rawexport.api.console import console_routes
+from rawexport.api.docs import docs_routes
 from rawexport.api.downloads import Downloads, FilePaths
+from rawexport.api.headers import SecurityHeaders, covered, security_headers
 from rawexport.api.hot import Core, HotPaths, Reply, endpoint
 from rawexport.api.insights import ERROR, FINISHED, NOT_EXISTS, Answer, Insights
 from rawexport.api.peers import Peers
@@ -508,9 +510,6 @@ class Api:
     def openapi_json(self, request: Request) -> Response:
         return JSON(self.openapi)
 
-    def docs(self, request: Request) -> Response:
-        return HTMLResponse(docs_page(self.openapi))
-
 
 HEALTHY = Reply.of({"status": "ok"})
 UNHEALTHY = Reply.of({"status": "error", "catalog": "unavailable"}, 503)
@@ -549,35 +548,14 @@ class Health:
         return self._ok
 
 
-def docs_page(doc: dict[str, Any]) -> str:
-    """Swagger UI from a CDN, over a plain list of the routes for when it cannot load."""
-    items = "".join(
-        f"<li><code>{html.escape(m.upper())} {html.escape(path)}</code> "
-        f"{html.escape(op.get('summary', ''))}</li>"
-        for path, ops in doc["paths"].items()
-        for m, op in ops.items()
-    )
-    cdn = "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5"
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'><title>rawexport API</title>"
-        f"<link rel='stylesheet' href='{cdn}/swagger-ui.css'></head><body>"
-        f"<div id='swagger-ui'><h1>rawexport API</h1><p><a href='/openapi.json'>"
-        f"openapi.json</a></p><ul>{items}</ul></div>"
-        f"<script src='{cdn}/swagger-ui-bundle.js'></script>"
-        "<script>if (window.SwaggerUIBundle) "
-        "SwaggerUIBundle({url: '/openapi.json', dom_id: '#swagger-ui'});</script>"
-        "</body></html>"
-    )
-
-
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     return error_body(exc.status_code, exc.detail, exc.headers)
 
 
-async def _server_error(request: Request, exc: Exception) -> Response:
+async def _server_error(request: Request, exc: Exception, prefix: str = "") -> Response:
     """Any unexpected exception: one JSON log line with its traceback and a request id;
-    the client gets the id and no traceback."""
+    the client gets the id and no traceback. `prefix`: the path of `public_url`."""
     request_id = uuid.uuid4().hex[:16]
     log.error(
         "unhandled error on %s %s (request %s)",
@@ -588,7 +566,9 @@ async def _server_error(request: Request, exc: Exception) -> Response:
         extra={"event": "error", "request_id": request_id},
     )
     body = {"message": "Internal Server Error", "errors": [], "requestId": request_id}
-    return JSON(body, 500)
+    # Sent from outside every middleware: a console or /docs answer gets its headers here.
+    path = request.scope["path"]  # the whole path (the router rewrote root_path on its way)
+    return JSON(body, 500, security_headers(path, prefix) if covered(path, prefix) else None)
 
 
 class PublicPath:
@@ -627,6 +607,8 @@ def create_app(
         return Response(body, media_type=METRICS_CONTENT_TYPE)
 
     api = Api(settings, catalog, limiter, clock, sleep, metrics, auth_limiter)
+    assets = WebAssets.find(settings.web_assets)
+    assets.warn()
     downloads = Downloads(
         catalog, blobs, catalog.secret(SECRET_NAME), clock, settings.cache_seconds
     )
@@ -645,9 +627,9 @@ def create_app(
         Route("/auth/token", api.auth_token, methods=["POST"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route("/openapi.json", api.openapi_json, methods=["GET"]),
-        Route("/docs", api.docs, methods=["GET"]),
+        *docs_routes(api.openapi, settings.base_url, assets),
         *collector_routes(settings, catalog, collector, metrics),
-        *console_routes(settings, catalog, blobs, clock),
+        *console_routes(settings, catalog, blobs, clock, limiter, sleep, assets),
         # Last, and only matching export keys: it must not shadow the routes above.
         Route("/{key:exportkey}", downloads.serve, methods=["GET", "HEAD"]),
     ]
@@ -660,13 +642,17 @@ def create_app(
     middleware = [
         Middleware(HotPaths, routes=hot, metrics=metrics),
         Middleware(RequestMetrics, metrics=metrics),
+        Middleware(SecurityHeaders),  # innermost: it sees the router's 404 and 405 too
     ]
     prefix = urlsplit(settings.base_url).path.rstrip("/")
     if prefix:
         middleware.insert(0, Middleware(PublicPath, prefix=prefix))
     return Starlette(
         routes=routes,
-        exception_handlers={HTTPException: _http_error, Exception: _server_error},
+        exception_handlers={
+            HTTPException: _http_error,
+            Exception: functools.partial(_server_error, prefix=prefix),
+        },
         lifespan=lifespan,
         middleware=middleware,
     )

@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from rawexport.catalog.engine import make_engine, migrate
 from rawexport.catalog.jobs import CatalogError, JobStore, _pk
 from rawexport.catalog.links import LinkStore
+from rawexport.catalog.sessions import SessionStore, end_token_sessions
 from rawexport.catalog.tables import (
     api_tokens,
     auth_codes,
@@ -95,17 +96,20 @@ def _key_id(c: Connection, public_key: str) -> int | None:
 
 
 # Writes that never make a cached read stale: a new auth code (a cache holds only codes it
-# has seen) and issued links (the link cache itself).
+# has seen), issued links (the link cache itself), the SDK links and console sessions (no
+# cache holds them).
 _HARMLESS_WRITES = (
     "INSERT INTO auth_codes",
     "INSERT INTO issued_links",
     "INSERT INTO sdk_links",
     "DELETE FROM sdk_links",
+    "INSERT INTO console_sessions",
+    "DELETE FROM console_sessions",
 )
 _WROTE = "rawexport_wrote"
 
 
-class Catalog(JobStore, LinkStore):
+class Catalog(JobStore, LinkStore, SessionStore):
     def __init__(self, url: str, *, run_migrations: bool = True) -> None:
         self.url = url
         self.engine = make_engine(url)
@@ -359,14 +363,17 @@ class Catalog(JobStore, LinkStore):
         return int(res.rowcount)
 
     def revoke_api_token(self, token: str) -> bool:
-        """Revoke a static API token, named by its value; False when it is unknown."""
+        """Revoke a static API token, named by its value, and end the console sessions
+        opened with it; False when it is unknown."""
         with self.tx() as c:
-            res = c.execute(
-                update(api_tokens)
-                .where(api_tokens.c.token_sha256 == sha256_hex(token))
-                .values(revoked=True)
-            )
-        return bool(res.rowcount)
+            found = c.execute(
+                select(api_tokens.c.id).where(api_tokens.c.token_sha256 == sha256_hex(token))
+            ).scalar()
+            if found is None:
+                return False
+            c.execute(update(api_tokens).where(api_tokens.c.id == found).values(revoked=True))
+            end_token_sessions(c, int(found))
+        return True
 
     def delete_dead_auth_codes(self, now: int) -> int:
         """Delete expired and revoked codes (they can never be used again)."""
@@ -436,11 +443,14 @@ class Catalog(JobStore, LinkStore):
         return row is not None and not row[0]
 
     def revoke_api_token_id(self, project_id: int, token_id: int) -> bool:
-        """Revoke the project's API token with this id; False when it has none such."""
+        """Revoke the project's API token with this id and end the console sessions opened
+        with it; False when it has none such."""
         with self.tx() as c:
             res = c.execute(
                 update(api_tokens)
                 .where(api_tokens.c.id == token_id, api_tokens.c.project_id == project_id)
                 .values(revoked=True)
             )
+            if res.rowcount:
+                end_token_sessions(c, token_id)
         return bool(res.rowcount)

@@ -148,3 +148,19 @@ sdk_links = Table(
     Index("ix_sdk_links_key", "ai", "kind", "link_key", "at"),
     Index("ix_sdk_links_created", "created_ms"),
 )
+
+# Console sign-ins (api/console/sessions.py), shared by every node: a session lives while
+# its row does. Sign-out deletes it, and so does revoking the API token it was opened with.
+# Only a hash of the session id is stored.
+console_sessions = Table(
+    "console_sessions",
+    metadata,
+    Column("id_sha256", String(64), primary_key=True),
+    Column("role", String(16), nullable=False),
+    Column("project_id", Integer, ForeignKey("projects.id", ondelete="CASCADE"), nullable=True),
+    Column("token_id", Integer, ForeignKey("api_tokens.id", ondelete="CASCADE"), nullable=True),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("expires_ms", BigInteger, nullable=False),
+    Index("ix_console_sessions_expires", "expires_ms"),
+    Index("ix_console_sessions_token", "token_id"),
+)

@@ -2,8 +2,9 @@
 
 Each part is probed the way `serve` will use it, and a failure says what to fix: the
 catalog (connect, migrations at head), the blob store (S3: the bucket, with a probe
-object put, read and deleted; a directory: writable), the event store directory, and the
-Dask cluster when dask_address is set (reachable, workers connected, a probe task run).
+object put, read and deleted; a directory: writable), the event store directory, the
+Dask cluster when dask_address is set (reachable, workers connected, a probe task run),
+and the npm packages the console and /docs serve (installed at their pinned versions).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import click
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from rawexport.api.assets import PINNED, WebAssets
 from rawexport.blobs.local import LocalBlobStore
 from rawexport.blobs.s3 import BlobStoreError, S3BlobStore
 from rawexport.blobs.stores import open_blob_store
@@ -92,18 +94,27 @@ def _dask(settings: Settings) -> str:
         raise CheckFailed(str(e)) from None
 
 
+def _web(settings: Settings) -> str:
+    assets = WebAssets.find(settings.web_assets)
+    if assets.problems:
+        raise CheckFailed(assets.advice())
+    found = ", ".join(f"{name} {version}" for name, version in PINNED.items())
+    return f"{found} in {assets.directory}"
+
+
 @click.command("check")
 @home_option
 @click.pass_context
 @user_errors
 def check(ctx: click.Context, /, home: Path | None) -> None:
-    """Probe the catalog, blob store, event store and Dask cluster; exit 1 if one fails."""
+    """Probe the catalog, stores, Dask cluster and web assets; exit 1 if one fails."""
     settings = settings_from(ctx, home=home)
     probes: list[tuple[str, Callable[[], str]]] = [
         ("catalog", lambda: _catalog(settings)),
         ("blobs", lambda: _blobs(settings)),
         ("events", lambda: _events(settings)),
         ("dask", lambda: _dask(settings)),
+        ("web", lambda: _web(settings)),
     ]
     report: dict[str, dict[str, str]] = {}
     for name, probe in probes:

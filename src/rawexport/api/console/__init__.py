@@ -1,53 +1,45 @@
 """The console: server-rendered pages under /console for operators and project analysts.
 
-`console_routes` gives the routes `api.app` mounts: the pages (routes.py), the vendored
-htmx and the stylesheet (static/), every answer with a strict Content-Security-Policy.
+`console_routes` gives the routes `api.app` mounts: the pages (routes.py), our stylesheet
+and scripts (static/) and htmx from its npm package (api/assets.py); the app gives every
+answer under /console a strict Content-Security-Policy (api/headers.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
-from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, Router
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from rawexport.api.assets import WebAssets
 from rawexport.api.console.routes import HERE, Console
 from rawexport.api.downloads import FilePaths
+from rawexport.api.headers import CSP
+from rawexport.api.ratelimit import RateLimiter
 from rawexport.blobs import BlobStore
 from rawexport.catalog import Catalog
 from rawexport.settings import Settings
 
-# Everything from rawexport itself: no inline script or style, no eval, no framing.
-CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
-    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+__all__ = ["CSP", "PAGES", "console_routes"]
+VENDOR = ("htmx.min.js",)  # of api/assets.FILES, what the console's pages load
+
+# The console's routes under /console: (path, Console method, HTTP methods). Every POST is
+# a change and checks the CSRF token (tests/console/test_csrf.py posts to each).
+PAGES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("/", "index", ("GET",)),
+    ("/signin", "signin_page", ("GET",)),
+    ("/signin", "signin", ("POST",)),
+    ("/signout", "signout", ("POST",)),
+    ("/p/{ai}", "project_page", ("GET",)),
+    ("/p/{ai}/grid", "grid_fragment", ("GET",)),
+    ("/p/{ai}/hour/{hour}/{kind}", "hour_page", ("GET",)),
+    ("/p/{ai}/file/{hour}/{kind}", "file", ("GET",)),
+    ("/p/{ai}/{action}", "action", ("POST",)),  # action: one of actions.ACTIONS
 )
-
-
-class SecurityHeaders:
-    """CSP and friends on every console answer; pages are never cached (secrets, CSRF)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        static = scope.get("path", "").rstrip("/").rsplit("/", 2)[-2:-1] == ["static"]
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                headers["content-security-policy"] = CSP
-                headers["x-content-type-options"] = "nosniff"
-                headers["x-frame-options"] = "DENY"
-                headers["referrer-policy"] = "no-referrer"
-                headers["cache-control"] = "public, max-age=3600" if static else "no-store"
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
 
 
 def console_routes(
@@ -55,20 +47,23 @@ def console_routes(
     catalog: Catalog,
     blobs: BlobStore | FilePaths,
     clock: Callable[[], int],
+    limiter: RateLimiter,
+    sleep: Callable[[float], Awaitable[None]],
+    assets: WebAssets,
 ) -> list[BaseRoute]:
-    """`/` and `/console` redirect to the console; `/console/...` are its pages."""
-    c = Console(settings, catalog, blobs, clock)
+    """`/` and `/console` redirect to the console; `/console/...` are its pages.
+    `limiter`: the API's per-credential limiter, which the console's writes share."""
+    c = Console(settings, catalog, blobs, clock, limiter, sleep)
+
+    def vendor(request: Request) -> Response:
+        if request.path_params["name"] not in VENDOR:
+            raise HTTPException(404)
+        return assets.serve(request)
+
     pages = Router(
         routes=[
-            Route("/", c.index, methods=["GET"]),
-            Route("/signin", c.signin_page, methods=["GET"]),
-            Route("/signin", c.signin, methods=["POST"]),
-            Route("/signout", c.signout, methods=["POST"]),
-            Route("/p/{ai}", c.project_page, methods=["GET"]),
-            Route("/p/{ai}/grid", c.grid_fragment, methods=["GET"]),
-            Route("/p/{ai}/hour/{hour}/{kind}", c.hour_page, methods=["GET"]),
-            Route("/p/{ai}/file/{hour}/{kind}", c.file, methods=["GET"]),
-            Route("/p/{ai}/{action}", c.action, methods=["POST"]),
+            *(Route(path, getattr(c, name), methods=list(m)) for path, name, m in PAGES),
+            Route("/static/vendor/{name}", vendor, methods=["GET"]),
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         ]
     )
@@ -79,5 +74,5 @@ def console_routes(
     return [
         Route("/", to_console, methods=["GET", "HEAD"]),
         Route("/console", to_console, methods=["GET", "HEAD"]),
-        Mount("/console", app=SecurityHeaders(pages)),
+        Mount("/console", app=pages),
     ]

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
@@ -21,7 +19,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from rawexport.api.console import charts, views
+from rawexport.api.auth import token_rate_key
+from rawexport.api.console import actions, charts, views
+from rawexport.api.console.actions import ACTIONS
 from rawexport.api.console.sessions import (
     ANONYMOUS,
     COOKIE,
@@ -32,13 +32,13 @@ from rawexport.api.console.sessions import (
     Sessions,
     csrf_ok,
 )
+from rawexport.api.console.views import Refused
 from rawexport.api.downloads import FilePaths
 from rawexport.api.peers import Peers
 from rawexport.api.ratelimit import RateLimiter
 from rawexport.blobs import BlobStore, links
 from rawexport.catalog import Catalog, CatalogError, Project
-from rawexport.export.actions import OpsError, backfill_hours, day_hours, queue_reexport
-from rawexport.schema import DATA_TYPE_NAMES
+from rawexport.export.actions import OpsError
 from rawexport.settings import Settings
 from rawexport.timeutil import (
     DAY_MS,
@@ -55,24 +55,6 @@ log = logging.getLogger("rawexport.console")
 HERE = Path(__file__).parent
 FLASH = "rawexport_console_flash"
 LINK_MINUTES = 5  # download buttons: links signed at the click, short-lived
-ACTIONS = ("rerun", "backfill", "export", "retention", "token", "key", "revoke")
-
-
-class Refused(Exception):
-    """A request the console answers with an error page; str() is the message shown."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-@dataclass(frozen=True)
-class Visitor:
-    session: Session
-
-    @property
-    def operator(self) -> bool:
-        return self.session.role == OPERATOR
 
 
 def _fmt_ms(ms: int | None) -> str:
@@ -107,6 +89,8 @@ class Console:
         catalog: Catalog,
         blobs: BlobStore | FilePaths,
         clock: Callable[[], int],
+        limiter: RateLimiter,
+        sleep: Callable[[float], Awaitable[None]],
     ) -> None:
         self.settings = settings
         self.catalog = catalog
@@ -124,6 +108,10 @@ class Console:
         # 5 sign-in attempts at once per client address, then one per 10 s; never queued.
         self.signin_limiter = RateLimiter(0.1, 5, queue=0, max_delay=0)
         self.peers = Peers(settings.trusted_proxies)
+        # What signs a link or writes takes the turn of the session's credential under the
+        # API's own per-credential limiter: the console gives no extra rate.
+        self.limiter = limiter
+        self.sleep = sleep
         self.link_secret = catalog.secret(links.SECRET_NAME)
         self.env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(HERE / "templates"),
@@ -176,12 +164,13 @@ class Console:
         return response
 
     def _session(self, request: Request) -> Session | None:
-        session = self.sessions.decode(request.cookies.get(COOKIE), self.clock() / 1000)
+        now = self.clock()
+        session = self.sessions.decode(request.cookies.get(COOKIE), now / 1000)
         if session is None or session.role == ANONYMOUS:
             return session
-        if session.role == PROJECT and (
-            session.token_id is None or not self.catalog.token_live(session.token_id)
-        ):
+        # Signed in only while the catalog keeps the sign-in: sign-out and revoking the
+        # session's token delete it (and a revoked token ends it in any case).
+        if not self.catalog.console_session_live(session.sid, now):
             return None
         return session
 
@@ -192,13 +181,28 @@ class Console:
             raise Refused(404, f"no project {ai}")
         return project
 
+    async def _turn(self, request: Request, session: Session) -> Response | None:
+        """The session's credential takes its turn under the rate limit: it waits as an
+        API request would (no thread held), or gets a 429 page; None when it may go on."""
+        turn = self.limiter.take(session.rate_key or "s" + session.sid)
+        if turn.refused:
+            message = f"Too many requests: over the rate limit, retry after {turn.retry_after} s."
+            response = self.refused(request, session, Refused(429, message))
+            response.headers["retry-after"] = str(turn.retry_after)
+            return response
+        if turn.delay > 0:
+            await self.sleep(turn.delay)
+        return None
+
     async def _guarded(
         self,
         request: Request,
         work: Callable[[Session, dict[str, str]], Response],
         post: bool = False,
+        limited: bool = False,
     ) -> Response:
-        """Signed-in visitors only; for POST, the form's CSRF token must be the session's."""
+        """Signed-in visitors only; for POST, the form's CSRF token must be the session's.
+        `limited`: the work signs a link or writes, so it takes a turn under the rate limit."""
         form: dict[str, str] = {}
         if post:
             raw = await request.form(max_files=0, max_fields=20)
@@ -210,6 +214,10 @@ class Console:
             return self.redirect("/signin")
         if post and not csrf_ok(session, form.get("csrf")):
             return self.refused(request, session, Refused(403, "Missing or wrong CSRF token."))
+        if limited:
+            refused = await self._turn(request, session)
+            if refused is not None:
+                return refused
         try:
             return await run_in_threadpool(work, session, form)
         except Refused as e:
@@ -294,8 +302,18 @@ class Console:
                     extra={"event": "console_signin", "ok": False, "address": address},
                 )
                 return self._signin_form(request, session, 401, "That token is not valid.")
-            new = self.sessions.new(PROJECT, now_s, project_id=found[1], token_id=found[0])
+            rate_key = token_rate_key(token)
+            new = self.sessions.new(PROJECT, now_s, found[1], found[0], rate_key)
             who = f"project {found[1]} token {found[0]}"
+        await run_in_threadpool(
+            self.catalog.open_console_session,
+            new.sid,
+            new.role,
+            new.project_id,
+            new.token_id,
+            self.clock(),
+            new.expires_s * 1000,
+        )
         log.info(
             "console sign-in",
             extra={"event": "console_signin", "ok": True, "who": who, "address": address},
@@ -307,6 +325,7 @@ class Console:
 
     async def signout(self, request: Request) -> Response:
         def work(session: Session, _: dict[str, str]) -> Response:
+            self.catalog.end_console_session(session.sid)  # on every node, copies included
             response = self.redirect("/signin")
             response.headers.append("set-cookie", self._cookie("", 0))
             return response
@@ -315,7 +334,7 @@ class Console:
 
     # ---- reading ---------------------------------------------------------------------
 
-    def _day(self, raw: str | None) -> int:
+    def day_arg(self, raw: str | None) -> int:
         if not raw:
             return beijing_day_start(self.clock())
         try:
@@ -323,7 +342,7 @@ class Console:
         except BadDate:
             raise Refused(400, f"Not a day: {raw!r} (yyyyMMdd, Beijing time).") from None
 
-    def _hour(self, raw: str) -> int:
+    def hour_arg(self, raw: str) -> int:
         try:
             return parse_hour_arg(raw)
         except BadDate:
@@ -352,7 +371,7 @@ class Console:
     async def project_page(self, request: Request) -> Response:
         def work(session: Session, _: dict[str, str]) -> Response:
             project = self._project(session, request.path_params["ai"])
-            day = self._day(request.query_params.get("day"))
+            day = self.day_arg(request.query_params.get("day"))
             context = self._grid_context(project, day)
             creds = self.catalog.credentials(project.id) if session.role == OPERATOR else []
             return self.render(
@@ -371,7 +390,7 @@ class Console:
     async def grid_fragment(self, request: Request) -> Response:
         def work(session: Session, _: dict[str, str]) -> Response:
             project = self._project(session, request.path_params["ai"])
-            context = self._grid_context(project, self._day(request.query_params.get("day")))
+            context = self._grid_context(project, self.day_arg(request.query_params.get("day")))
             return self.render(request, "_grid.html", session, **context)
 
         return await self._guarded(request, work)
@@ -380,7 +399,7 @@ class Console:
         def work(session: Session, _: dict[str, str]) -> Response:
             p = request.path_params
             project = self._project(session, p["ai"])
-            hour, kind = self._hour(p["hour"]), self._kind(project, p["kind"])
+            hour, kind = self.hour_arg(p["hour"]), self._kind(project, p["kind"])
             detail = views.hour_detail(self.catalog, project, kind, hour, self.clock())
             template = "_hour.html" if request.query_params.get("part") else "hour.html"
             return self.render(
@@ -446,7 +465,7 @@ class Console:
         def work(session: Session, _: dict[str, str]) -> Response:
             p = request.path_params
             project = self._project(session, p["ai"])
-            hour, kind = self._hour(p["hour"]), self._kind(project, p["kind"])
+            hour, kind = self.hour_arg(p["hour"]), self._kind(project, p["kind"])
             key = request.query_params.get("key", "")
             if not views.owned_key(self.catalog, project, kind, hour, key):
                 raise Refused(404, "No such file in this hour.")
@@ -461,7 +480,7 @@ class Console:
             self.catalog.save_issued(project.id, "console", key, payload, expires, now)
             return RedirectResponse(url, 303)
 
-        return await self._guarded(request, work)
+        return await self._guarded(request, work, limited=True)
 
     # ---- operator actions ------------------------------------------------------------
 
@@ -474,102 +493,8 @@ class Console:
                 raise Refused(403, "Only an operator may do this.")
             project = self._project(session, request.path_params["ai"])
             try:
-                return self._act(request, session, name, project, form)
+                return actions.act(self, request, session, name, project, form)
             except (OpsError, CatalogError) as e:
                 raise Refused(400, str(e)) from None
 
-        return await self._guarded(request, work, post=True)
-
-    def _act(
-        self, request: Request, session: Session, name: str, project: Project, form: dict[str, str]
-    ) -> Response:
-        ai, now = project.ai, self.clock()
-        back = form.get("back", "")
-        if not back.startswith(f"/p/{ai}") or "//" in back or "\\" in back:
-            back = f"/p/{ai}"
-        data_type = form.get("data_type") or None
-        if data_type is not None and data_type not in DATA_TYPE_NAMES:
-            raise Refused(400, f"Unknown data type {data_type!r}.")
-        detail: dict[str, Any] = {}
-        if name in ("rerun", "backfill"):
-            if name == "backfill":
-                hours = backfill_hours(
-                    self._hour(form.get("from", "")), self._hour(form.get("to", ""))
-                )
-            elif form.get("hour"):
-                hours = [self._hour(form["hour"])]
-            elif form.get("day"):
-                hours = day_hours(self._day(form["day"]))
-            else:
-                raise Refused(400, "Give an hour or a day to rerun.")
-            report = queue_reexport(self.catalog, project, hours, data_type, now)
-            detail = {"hours": len(hours), "data_type": data_type or "all", "jobs": len(report)}
-            first, last = beijing_hour_label(hours[0]), beijing_hour_label(hours[-1])
-            span = first if first == last else f"{first}..{last}"
-            revs = sorted({r["revision"] for r in report})
-            message = f"Queued {len(report)} new revision(s) ({', '.join(map(str, revs))}) of "
-            message += f"{data_type or 'every type'} for {span}."
-        elif name == "export":
-            enabled = form.get("enabled") == "on"
-            self.catalog.set_export(ai, enabled)
-            detail = {"enabled": enabled}
-            message = f"Export {'enabled' if enabled else 'disabled'}."
-        elif name == "retention":
-            raw = form.get("days", "")
-            if not (raw.isascii() and raw.isdigit() and len(raw) <= 5):
-                raise Refused(400, f"Retention must be a number of days, got {raw!r}.")
-            self.catalog.set_retention(ai, int(raw))
-            detail = {"days": int(raw)}
-            message = f"Retention set to {int(raw)} days."
-        elif name in ("token", "key"):
-            return self._create_secret(request, session, name, project, form)
-        else:
-            message = self._revoke(project, form)
-            detail = {"what": form.get("kind", ""), "id": form.get("id", "")}
-        self._log(name, session, project, detail)
-        return self.redirect(back, message)
-
-    def _create_secret(
-        self, request: Request, session: Session, name: str, project: Project, form: dict[str, str]
-    ) -> Response:
-        """The one time a secret is shown: this answer only, never stored, never cached."""
-        if name == "token":
-            description = form.get("description", "")[:200]
-            secret = self.catalog.create_api_token(project.id, description)
-            shown = {"API token": secret}
-            self._log(name, session, project, {"description": description})
-        else:
-            kp = self.catalog.create_key_pair(project.id)
-            shown = {"public key (X-Client-Id)": kp.public_key, "private key": kp.private_key}
-            self._log(name, session, project, {"public_key": kp.public_key})
-        return self.render(request, "secret.html", session, project=project, shown=shown)
-
-    def _revoke(self, project: Project, form: dict[str, str]) -> str:
-        kind, raw = form.get("kind", ""), form.get("id", "")
-        if not (raw.isascii() and raw.isdigit() and len(raw) <= 12):
-            raise Refused(400, "No credential given.")
-        found = [
-            c for c in self.catalog.credentials(project.id) if c.kind == kind and c.id == int(raw)
-        ]
-        if not found:
-            raise Refused(404, "No such credential in this project.")
-        if kind == "key":
-            self.catalog.revoke_key_pair(found[0].label)
-        else:
-            self.catalog.revoke_api_token_id(project.id, found[0].id)
-        return f"Revoked {'key' if kind == 'key' else 'token'} {found[0].label}."
-
-    def _log(self, name: str, session: Session, project: Project, detail: dict[str, Any]) -> None:
-        log.info(
-            "console action %s on %s",
-            name,
-            project.ai,
-            extra={
-                "event": "console_action",
-                "action": name,
-                "ai": project.ai,
-                "role": session.role,
-                "detail": detail,
-                "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            },
-        )
+        return await self._guarded(request, work, post=True, limited=True)

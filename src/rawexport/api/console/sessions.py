@@ -1,10 +1,14 @@
-"""Console sessions: signed cookies that carry the role and the CSRF token of a browser.
+"""Console sessions: signed cookies that carry the role and the CSRF token of a browser,
+and the id of a sign-in the catalog keeps.
 
 A cookie is `base64url(json).hex(HMAC-SHA256)`, signed with a catalog secret (so every
 node of a cluster reads it). It is HttpOnly, SameSite=Strict, limited to the console's
-path and Secure when the public URL is https. An operator session is bound to the admin
-token it signed in with (a new `admin_token` ends it); a project session to its API token
-(revoking the token ends it, checked on every request).
+path and Secure when the public URL is https. A signed-in session also lives server-side
+(catalog/sessions.py, checked on every request): sign-out deletes it, and so does revoking
+the API token a project session was opened with, so a copied cookie stops working at once
+on every node. An operator session is also bound to the admin token it signed in with (a
+new `admin_token` ends it). Before sign-in, an anonymous session only carries the sign-in
+form's CSRF token and is kept nowhere.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ class Session:
     project_id: int | None = None
     token_id: int | None = None
     admin: str = ""  # operator: a fingerprint of the admin token signed in with
+    sid: str = ""  # signed in: the id of its row in the catalog
+    rate_key: str = ""  # signed in: the API's rate-limit key of its credential
 
     def payload(self) -> dict[str, Any]:
         return {
@@ -42,6 +48,8 @@ class Session:
             "p": self.project_id,
             "t": self.token_id,
             "a": self.admin,
+            "s": self.sid,
+            "k": self.rate_key,
         }
 
 
@@ -73,12 +81,20 @@ class Sessions:
         return hmac.compare_digest(candidate.encode(), self._admin.encode())
 
     def new(
-        self, role: str, now_s: float, project_id: int | None = None, token_id: int | None = None
+        self,
+        role: str,
+        now_s: float,
+        project_id: int | None = None,
+        token_id: int | None = None,
+        rate_key: str = "",
     ) -> Session:
         life = ANONYMOUS_SECONDS if role == ANONYMOUS else self.lifetime_s
         admin = self.admin_fingerprint() if role == OPERATOR else ""
+        if role == OPERATOR:
+            rate_key = "o" + admin[:16]  # one credential: the admin token
         csrf = secrets.token_urlsafe(32)
-        return Session(role, csrf, int(now_s + life), project_id, token_id, admin)
+        sid = "" if role == ANONYMOUS else secrets.token_urlsafe(32)
+        return Session(role, csrf, int(now_s + life), project_id, token_id, admin, sid, rate_key)
 
     def encode(self, session: Session) -> str:
         body = _b64(json.dumps(session.payload(), separators=(",", ":")).encode())
@@ -94,7 +110,14 @@ class Sessions:
         try:
             d = json.loads(_unb64(body))
             session = Session(
-                str(d["r"]), str(d["c"]), int(d["e"]), d["p"], d["t"], str(d.get("a", ""))
+                str(d["r"]),
+                str(d["c"]),
+                int(d["e"]),
+                d["p"],
+                d["t"],
+                str(d.get("a", "")),
+                str(d.get("s", "")),
+                str(d.get("k", "")),
             )
         except (ValueError, KeyError, TypeError):
             return None
