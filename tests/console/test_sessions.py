@@ -98,6 +98,17 @@ def test_revoking_the_token_deletes_its_sessions(make_world: Callable[..., World
     second.close()
 
 
+def test_signing_in_again_ends_the_previous_sign_in(op: World) -> None:  # noqa: F811
+    before = op.client.cookies[COOKIE]
+    csrf = csrf_of(op.client.get(f"/console/p/{op.project.ai}").text)
+    r = op.client.post("/console/signin", data={"csrf": csrf, "token": ADMIN})
+    assert r.status_code == 200 and live_rows(op) == 1
+    old = with_cookie(op, before)
+    assert old.get("/console/", follow_redirects=False).status_code == 303
+    assert op.client.get("/console/", follow_redirects=False).status_code == 200
+    old.close()
+
+
 def test_expired_sessions_end_and_are_forgotten(make_world: Callable[..., World]) -> None:
     w = make_world(admin_token=ADMIN, console_session_hours=1)
     sign_in(w, ADMIN)

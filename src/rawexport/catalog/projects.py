@@ -437,11 +437,6 @@ class Catalog(JobStore, LinkStore, SessionStore):
             ).first()
         return (int(row[0]), int(row[1])) if row else None
 
-    def token_live(self, token_id: int) -> bool:
-        with self.tx() as c:
-            row = c.execute(select(api_tokens.c.revoked).where(api_tokens.c.id == token_id)).first()
-        return row is not None and not row[0]
-
     def revoke_api_token_id(self, project_id: int, token_id: int) -> bool:
         """Revoke the project's API token with this id and end the console sessions opened
         with it; False when it has none such."""

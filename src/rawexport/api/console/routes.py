@@ -305,6 +305,8 @@ class Console:
             rate_key = token_rate_key(token)
             new = self.sessions.new(PROJECT, now_s, found[1], found[0], rate_key)
             who = f"project {found[1]} token {found[0]}"
+        if session is not None and session.sid:  # signed in already: that sign-in ends
+            await run_in_threadpool(self.catalog.end_console_session, session.sid)
         await run_in_threadpool(
             self.catalog.open_console_session,
             new.sid,
