@@ -20,7 +20,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -33,6 +33,7 @@ from rawexport.api.console import console_routes
 from rawexport.api.downloads import Downloads, FilePaths
 from rawexport.api.hot import Core, HotPaths, Reply, endpoint
 from rawexport.api.insights import ERROR, FINISHED, NOT_EXISTS, Answer, Insights
+from rawexport.api.limits import client_gone
 from rawexport.api.ratelimit import RateLimiter, Turn
 from rawexport.blobs import BlobStore
 from rawexport.blobs.links import SECRET_NAME
@@ -623,7 +624,11 @@ def create_app(
         middleware.insert(0, Middleware(PublicPath, prefix=prefix))
     return Starlette(
         routes=routes,
-        exception_handlers={HTTPException: _http_error, Exception: _server_error},
+        exception_handlers={
+            HTTPException: _http_error,
+            ClientDisconnect: client_gone,  # a client gone mid-body: no traceback, no 500
+            Exception: _server_error,
+        },
         lifespan=lifespan,
         middleware=middleware,
     )
