@@ -221,6 +221,18 @@ def test_kept_alive_and_pipelined_requests_are_answered_in_order() -> None:
         assert answers == [(200, str(n).encode()) for n in (3, 5, 1, 22, 333, 0)]
 
 
+def test_a_kept_alive_connections_next_headers_must_come_in_time() -> None:
+    with served(header_timeout=0.4) as (port, connections):
+        sock = connect(port)
+        sock.sendall(post_head("/echo", 2) + b"ab")
+        assert read_response(sock) == (200, b"2")
+        sock.sendall(b"GET /echo HTTP/1.1\r\nHo")  # and nothing more
+        started = time.monotonic()
+        assert read_all(sock, 3) == b""
+        assert 0.3 < time.monotonic() - started < 1.5
+        wait_until(lambda: not connections, 1)
+
+
 # ---- send timeout (item 3) -------------------------------------------------------------
 
 
