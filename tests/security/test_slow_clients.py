@@ -134,7 +134,7 @@ def test_healthz_answers_while_thousands_of_slow_clients_hold_connections(
     if room < 2000:
         pytest.skip(f"a descriptor limit of {hard} leaves room for {room} slow clients")
     total = min(4400, room)  # more than the 4,096 connections serve kept before
-    timeout = 8.0
+    timeout = 10.0
     home, port = tmp_path / "home", free_port()
     link, ai, data = exported_part(home, FILE_BYTES)
     env = env_for(
