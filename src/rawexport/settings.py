@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -51,8 +52,18 @@ class Settings:
     rate_max_delay: float = _f(120.0, "longest wait (s) of a delayed request; longer gets 429")
     rate_nodes: int = _f(1, "API nodes behind the load balancer: each allows 1/N of the rates")
     workers: int = _f(2, "export jobs run at the same time by `serve`")
-    max_connections: int = _f(4096, "open connections `serve` keeps; more are closed at once")
+    max_connections: int = _f(
+        0,
+        "open connections `serve` keeps, more are closed at once; 0: all the descriptor "
+        "limit allows (3 each, 1024 kept aside, at most 16384); never more than it allows",
+    )
     header_timeout: float = _f(10.0, "seconds a request's headers may take to arrive")
+    body_timeout: float = _f(
+        60.0, "seconds a request's body may take to arrive after its headers; later: 408"
+    )
+    send_timeout: float = _f(
+        60.0, "seconds a response may wait for the client to read; then it is aborted"
+    )
     max_header_bytes: int = _f(65536, "largest request line + headers; larger answers 431")
     keepalive_timeout: float = _f(5.0, "seconds an idle kept-alive connection stays open")
     cache_seconds: float = _f(
@@ -125,10 +136,11 @@ class Settings:
             )
         if self.rate_nodes < 1:
             raise SettingsError(f"rate_nodes must be >= 1, got {self.rate_nodes}")
-        if self.max_connections < 1 or self.max_header_bytes < 1024:
-            raise SettingsError("max_connections must be >= 1 and max_header_bytes >= 1024")
-        if self.header_timeout <= 0 or self.keepalive_timeout <= 0:
-            raise SettingsError("header_timeout and keepalive_timeout must be > 0")
+        if self.max_connections < 0 or self.max_header_bytes < 1024:
+            raise SettingsError("max_connections must be >= 0 and max_header_bytes >= 1024")
+        timeouts = ("header_timeout", "body_timeout", "send_timeout", "keepalive_timeout")
+        if not all(0 < getattr(self, name) < math.inf for name in timeouts):
+            raise SettingsError(f"{', '.join(timeouts)} must be > 0 (and finite)")
         if self.workers < 1:
             raise SettingsError(f"workers must be >= 1, got {self.workers}")
         if self.max_batch_events < 1 or self.group_commit_rows < 1:

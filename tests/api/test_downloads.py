@@ -178,6 +178,25 @@ def test_parse_range_unit() -> None:
         parse_range("bytes=-1", 0)
 
 
+def test_empty_range_list_elements_are_ignored() -> None:
+    """RFC 9110 5.6.1: empty elements of a list are ignored (issue 20, item 14): a trailing
+    or doubled comma is the one range it holds, not 416."""
+    for header in ("bytes=0-1,", "bytes=,0-1", "bytes=0-1, ,", "bytes= , 0-1 ,,"):
+        assert parse_range(header, 10) == (0, 2), header
+    assert parse_range("bytes=-3,", 10) == (7, 10)
+    assert parse_range("bytes=0-1,,2-3", 10) is None  # still two ranges: the whole file
+    for none_at_all in ("bytes=", "bytes=,", "bytes= , ,"):
+        with pytest.raises(Unsatisfiable):
+            parse_range(none_at_all, 10)
+
+
+def test_a_trailing_comma_in_range_is_served_206(world: World) -> None:
+    link, _ = link_of(world)
+    r = world.client.get(link, headers={"Range": "bytes=0-1,"})
+    assert r.status_code == 206 and r.content == DATA[:2]
+    assert r.headers["content-range"] == f"bytes 0-1/{len(DATA)}"
+
+
 def test_keys_the_store_refuses_are_403(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     link, _ = link_of(world)
 

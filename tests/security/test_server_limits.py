@@ -100,3 +100,24 @@ def test_a_large_body_is_not_mistaken_for_large_headers(tmp_path: Path) -> None:
         )
         with urllib.request.urlopen(req, timeout=60) as r:
             assert r.status == 200 and json.loads(r.read())["accepted"] == 20_000
+
+
+def test_large_headers_sent_at_once_are_refused(tmp_path: Path) -> None:
+    """Issue 20, item 13: headers of 93 and 100 KiB in one write (so, mostly, one read of
+    the server) were accepted; the limit held only when they came in pieces."""
+    port = free_port()
+    env = env_for(tmp_path, port)
+    with Server(["serve"], env, port, tmp_path / "serve.log") as server:
+        server.wait_ready()
+        for kib in (93, 100):
+            for head in (
+                b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * kib * 1024 + b"\r\n",
+                b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
+                + b"".join(b"X-%d: %s\r\n" % (i, b"b" * 1000) for i in range(kib)),
+            ):
+                with socket.create_connection(("127.0.0.1", port)) as sock:
+                    sock.settimeout(5)
+                    sock.sendall(head + b"Connection: close\r\n\r\n")
+                    answer = sock.recv(4096)
+                assert answer.startswith(b"HTTP/1.1 431"), (kib, answer[:60])
+        assert healthz_seconds(server.base) < 2

@@ -19,7 +19,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -35,6 +35,7 @@ from rawexport.api.downloads import Downloads, FilePaths
 from rawexport.api.headers import SecurityHeaders, covered, security_headers
 from rawexport.api.hot import Core, HotPaths, Reply, endpoint
 from rawexport.api.insights import ERROR, FINISHED, NOT_EXISTS, Answer, Insights
+from rawexport.api.limits import client_gone
 from rawexport.api.peers import Peers
 from rawexport.api.ratelimit import RateLimiter, Turn, node_auth_limiter, node_limiter
 from rawexport.blobs import BlobStore
@@ -651,6 +652,7 @@ def create_app(
         routes=routes,
         exception_handlers={
             HTTPException: _http_error,
+            ClientDisconnect: client_gone,  # a client gone mid-body: no traceback, no 500
             Exception: functools.partial(_server_error, prefix=prefix),
         },
         lifespan=lifespan,

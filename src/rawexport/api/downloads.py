@@ -80,13 +80,17 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
 
     RFC 9110 14.2: a Range of another unit than `bytes` (or no unit) is ignored; of
     several byte ranges, when any is satisfiable, the whole file is served (a server may
-    ignore Range; no multipart answers here). Malformed or unsatisfiable ranges raise
+    ignore Range; no multipart answers here). Empty list elements (`bytes=0-1,`, `, 0-1`)
+    are ignored (RFC 9110 5.6.1). Malformed or unsatisfiable ranges, or none at all, raise
     Unsatisfiable (416).
     """
     unit, eq, specs = header.strip().partition("=")
     if not eq or unit.strip().lower() != "bytes":
         return None
-    ranges = [_one_range(spec, size) for spec in specs.split(",")]
+    elements = [spec for spec in specs.split(",") if spec.strip()]
+    if not elements:
+        raise Unsatisfiable(header)
+    ranges = [_one_range(spec, size) for spec in elements]
     satisfiable = [r for r in ranges if r is not None]
     if not satisfiable:
         raise Unsatisfiable(header)

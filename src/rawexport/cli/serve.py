@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import gc
+import logging
 import resource
 import threading
+from pathlib import Path
 from typing import Any
 
 import click
@@ -13,6 +15,8 @@ from rawexport.cli.common import home_option, settings_from, user_errors
 from rawexport.cli.services import open_services
 from rawexport.logs import setup_logging
 from rawexport.settings import Settings
+
+log = logging.getLogger("rawexport.serve")
 
 
 @click.command()
@@ -29,12 +33,44 @@ def serve(ctx: click.Context, /, **opts: Any) -> None:
     run_server(settings)
 
 
-def raise_descriptor_limit(wanted: int) -> None:
-    """Lift the soft RLIMIT_NOFILE toward `wanted` (never past the hard limit)."""
+def _nr_open() -> int:
+    """The most descriptors a Linux process may have (fs.nr_open), else 2**20."""
+    try:
+        return int(Path("/proc/sys/fs/nr_open").read_text())
+    except (OSError, ValueError):
+        return 1 << 20
+
+
+def raise_descriptor_limit() -> int:
+    """Lift the soft RLIMIT_NOFILE to the hard one (what the machine allows this process);
+    returns the soft limit then in force."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    target = _nr_open() if hard == resource.RLIM_INFINITY else hard
     if soft != resource.RLIM_INFINITY and soft < target:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            log.warning("cannot raise the descriptor limit from %d to %d", soft, target)
+    return _nr_open() if soft == resource.RLIM_INFINITY else soft
+
+
+def connection_limit(settings: Settings) -> int:
+    """Raise the descriptor limit and size `max_connections` from it (api/limits.py):
+    connections alone can then never take the descriptors the rest of serve needs."""
+    from rawexport.api.limits import connection_budget
+
+    descriptors = raise_descriptor_limit()
+    allowed = connection_budget(descriptors, settings.max_connections)
+    if settings.max_connections and allowed < settings.max_connections:
+        log.warning(
+            "max_connections %d lowered to %d: the descriptor limit is %d",
+            settings.max_connections,
+            allowed,
+            descriptors,
+        )
+    log.info("serving at most %d connections (descriptor limit %d)", allowed, descriptors)
+    return allowed
 
 
 # Seconds after the start when what the first requests built is frozen too.
@@ -104,15 +140,19 @@ def run_server(settings: Settings) -> None:
     sweeper.start()
     pool.start()
     try:
-        raise_descriptor_limit(settings.max_connections + 1024)
+        protocol = guarded_protocol(
+            connection_limit(settings),
+            settings.header_timeout,
+            settings.max_header_bytes,
+            body_timeout=settings.body_timeout,
+            send_timeout=settings.send_timeout,
+        )
         quiet_collector()
         uvicorn.run(
             app,
             host=settings.host,
             port=settings.port,
-            http=guarded_protocol(
-                settings.max_connections, settings.header_timeout, settings.max_header_bytes
-            ),
+            http=protocol,
             timeout_keep_alive=int(max(1, settings.keepalive_timeout)),
             log_level=settings.log_level.lower(),
             access_log=False,  # RequestMetrics writes one JSON line per request instead
