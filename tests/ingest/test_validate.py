@@ -75,3 +75,22 @@ def test_tracker_uses_user_id_when_there_is_no_device() -> None:
     )
     assert b.tables["custom_event"].column("visitUserId").to_pylist() == ["u"]
     assert [(r.index, r.field) for r in b.rejected] == [(1, "visitUserId"), (2, "eventType")]
+
+
+def test_build_table_cuts_text_to_its_columns_length() -> None:
+    """SDK rows (RowChunk) are cut, not refused: text longer than its column (in characters,
+    multi-byte ones too) keeps the column's length; `ip` keeps an IPv6 address whole; keys
+    that are no column are left out."""
+    ipv6 = "2001:0db8:85a3:0000:0000:8a2e:0370:7334"
+    rows: list[dict[str, Any]] = [
+        {"visitUserId": "v" * 100, "sessionId": "s", "time": 1, "sendTime": 2, "ip": ipv6},
+        {"visitUserId": "é" * 40, "sessionId": None, "time": 3, "sendTime": 4, "nope": "x"},
+        {"visitUserId": "日" * 70, "sessionId": "s" * 49, "time": 5, "sendTime": 6},
+    ]
+    table = ingest.build_table("visit", rows)
+    assert table.column("visitUserId").to_pylist() == ["v" * 64, "é" * 40, "日" * 64]
+    assert table.column("sessionId").to_pylist() == ["s", None, "s" * 49]
+    assert table.column("ip").to_pylist() == [ipv6, None, None]
+    assert table.column("time").to_pylist() == [1, 3, 5]
+    assert "nope" not in table.column_names
+    assert table.schema == ingest.build_table("visit", rows[:1]).schema
