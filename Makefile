@@ -7,7 +7,7 @@ JS_STAMP := $(VENV)/js/.installed-stamp
 
 .PHONY: install system-deps node-deps js-deps bench-deps run test lint bench clean
 
-$(STAMP): pyproject.toml setup.py $(wildcard src/rawexport/export/_csvline*.[ch]) src/rawexport/ingest/_lzstring.c src/rawexport/ingest/_trackerpb.c
+$(STAMP): pyproject.toml setup.py $(wildcard src/rawexport/export/_csvline*.[ch]) src/rawexport/ingest/_lzstring.c src/rawexport/ingest/_trackerpb.c src/rawexport/ingest/_prescan.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'

@@ -20,6 +20,11 @@ setup(
             extra_compile_args=["-O3"],
         ),
         Extension(
+            "rawexport.ingest._prescan",
+            sources=["src/rawexport/ingest/_prescan.c"],
+            extra_compile_args=["-O3"],
+        ),
+        Extension(
             "rawexport.ingest._trackerpb",
             sources=["src/rawexport/ingest/_trackerpb.c"],
             extra_compile_args=["-O3"],

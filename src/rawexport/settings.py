@@ -89,6 +89,11 @@ class Settings:
     duckdb_threads: int = _f(2, "threads of one export job (DuckDB, line building)")
     max_body_bytes: int = _f(16 * 1024 * 1024, "largest request body accepted")
     max_batch_events: int = _f(50_000, "most events one collector request may carry")
+    max_batch_values: int = _f(
+        2_000_000,
+        "most JSON values (objects, arrays, keys, strings, numbers) or protobuf fields one "
+        "collector request may carry (50-80 bytes of memory each once parsed)",
+    )
     collect_require_key: bool = _f(False, "collectors refuse requests without X-Client-Id")
     trusted_proxies: str = _f(
         "",
@@ -143,8 +148,10 @@ class Settings:
             raise SettingsError(f"{', '.join(timeouts)} must be > 0 (and finite)")
         if self.workers < 1:
             raise SettingsError(f"workers must be >= 1, got {self.workers}")
-        if self.max_batch_events < 1 or self.group_commit_rows < 1:
-            raise SettingsError("max_batch_events and group_commit_rows must be >= 1")
+        if self.max_batch_events < 1 or self.max_batch_values < 1 or self.group_commit_rows < 1:
+            raise SettingsError(
+                "max_batch_events, max_batch_values and group_commit_rows must be >= 1"
+            )
         if self.group_commit_ms < 0 or self.compact_min_files < 2:
             raise SettingsError("group_commit_ms must be >= 0 and compact_min_files >= 2")
         if self.admin_token and len(self.admin_token) < 16:

@@ -589,6 +589,35 @@ def test_limits() -> None:
     assert len(trackerpb.decode_events(b"\x0a\x00" * 3, 2**70)) == 3
 
 
+def test_values_are_counted_as_they_are_built() -> None:
+    """Each event's dict 1, each field value 1, each map entry 2 (key, value), a
+    resourceItem its dict and fields; past the list's `values` or one message's
+    `message_values`, TooManyEvents before more is built (issue 20: one event of 1.6 M
+    map entries built a 13 MiB dict)."""
+    event = s(1, "d") + vi(8, 5) + ld(24, entry("a", "1")) + ld(24, entry("b", "2"))
+    item = ld(25, s(1, "i") + ld(3, entry("k", "v")))  # resourceItem: 1 + 1 + 2
+    assert len(trackerpb.decode_events(ld(1, event) * 3, None, 21, 7)) == 3  # 7 each
+    with pytest.raises(TooManyEvents, match="^more than 20 values$"):
+        trackerpb.decode_events(ld(1, event) * 3, None, 20, 7)
+    with pytest.raises(TooManyEvents, match="^event 1 holds more than 7 values$"):
+        trackerpb.decode_events(ld(1, event) + ld(1, event + item), None, 100, 7)
+    assert trackerpb.decode_events(ld(1, event + item), None, 11, 11)[0]["resourceItem"] == {
+        "id": "i",
+        "attributes": {"k": "v"},
+    }
+    with pytest.raises(TooManyEvents, match="event 0 holds more than 10 values"):
+        trackerpb.decode_events(ld(1, event + item), None, None, 10)
+    # a repeated key counts each time (it was built), and so do items and user mappings
+    with pytest.raises(TooManyEvents, match="event 0 holds more than 4 values"):
+        trackerpb.decode_events(ld(1, ld(24, entry("a", "1")) * 3), None, None, 4)
+    with pytest.raises(TooManyEvents, match="more than 2 values"):
+        trackerpb.decode_items(ld(2, s(1, "x") + s(2, "y")), None, 2)
+    with pytest.raises(TooManyEvents, match="more than 3 values"):
+        trackerpb.decode_user_mappings(ld(1, ld(3, entry("a", "b")) * 2), None, 3)
+    # fields the decoder skips build nothing and count nothing
+    assert trackerpb.decode_events(ld(1, vi(99, 1) * 50 + ld(9, b"\x00")), None, 2, 2)
+
+
 def test_spec_examples() -> None:
     custom = base64.b64decode("ChwKAmQxMAFAgNCV/7wxsgEDYnV5wgEGCgFrEgF2")
     assert check("events", custom)[1] == [

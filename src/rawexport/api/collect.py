@@ -17,8 +17,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
+import anyio.to_thread
 import orjson
-from starlette.concurrency import run_in_threadpool
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import Response
@@ -29,7 +30,7 @@ from rawexport.api.cache import Fresh
 from rawexport.api.peers import Peers
 from rawexport.catalog import Catalog, Project
 from rawexport.ingest import joins, sdk
-from rawexport.ingest.codecs import Refused, gunzip, image_data
+from rawexport.ingest.codecs import Refused, TooBig, gunzip, image_data
 from rawexport.ingest.collectors import Decoders
 from rawexport.ingest.group_commit import Ingestor
 from rawexport.metrics import Metrics
@@ -38,7 +39,12 @@ from rawexport.timeutil import now_ms
 
 log = logging.getLogger("rawexport.collect")
 
-OFFLOAD_BYTES = 1 << 20  # bodies above this are parsed and checked off the event loop
+# A body is decoded and parsed on the event loop while it stays within OFFLOAD_BYTES, sent
+# and decoded; a larger one off the event loop, HEAVY_AT_ONCE at a time (each may take
+# several times its decoded size in memory while parsed), the others waiting their turn
+# without a thread.
+OFFLOAD_BYTES = 1 << 20
+HEAVY_AT_ONCE = 2
 ALLOW_HEADERS = (
     "Accept, Content-Type, Content-Encoding, X-Timestamp, X-Crypt-Codec, X-Compress-Codec, "
     "X-Client-Id"
@@ -161,7 +167,8 @@ class Gate:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, gunzipped when Content-Encoding says gzip; 413 past `limit`."""
+    """The request body as sent (Content-Encoding is undone by the decoders); 413 past
+    `limit`."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise Refused(413, f"body larger than {limit} bytes")
@@ -170,7 +177,7 @@ async def read_body(request: Request, limit: int) -> bytes:
         body += chunk
         if len(body) > limit:
             raise Refused(413, f"body larger than {limit} bytes")
-    return gunzip(bytes(body), request.headers.get("content-encoding", ""), limit)
+    return bytes(body)
 
 
 @dataclass(frozen=True)
@@ -206,7 +213,20 @@ class Collectors:
         self.gate = Gate(catalog, settings.collect_require_key, settings.cache_seconds)
         self.sessions = joins.Sessions(store=catalog)
         self.mapper = sdk.Mapper(self.sessions, settings.login_user_attributes)
-        self.decoders = Decoders(settings.max_body_bytes, settings.max_batch_events, self.mapper)
+        self.decoders = Decoders(
+            settings.max_body_bytes,
+            settings.max_batch_events,
+            self.mapper,
+            settings.max_batch_values,
+        )
+        # the first try of a body sent within OFFLOAD_BYTES, on the event loop: decoding
+        # stops past OFFLOAD_BYTES (TooBig), and the body is decoded again off the loop
+        self.quick = self.decoders
+        if settings.max_body_bytes > OFFLOAD_BYTES:
+            self.quick = Decoders(
+                OFFLOAD_BYTES, settings.max_batch_events, self.mapper, settings.max_batch_values
+            )
+        self.heavy = anyio.CapacityLimiter(HEAVY_AT_ONCE)
         self.peers = Peers(settings.trusted_proxies)
         self.rejected_total = 0
 
@@ -217,17 +237,50 @@ class Collectors:
         body: bytes,
         query: Mapping[str, str],
         origin: sdk.Origin,
+        decoders: Decoders,
     ) -> sdk.Filed:
         headers = request.headers
+        if request.method == "POST":
+            body = gunzip(body, headers.get("content-encoding", ""), decoders.max_body_bytes)
         if family.convert in ("cdp", "saas"):
-            return self.decoders.events(family.convert, headers, query, body, origin)
+            return decoders.events(family.convert, headers, query, body, origin)
         if family.convert == "devices":
             event = {k: v for k, v in query.items() if k != "t"} | {"t": "activate"}
             return self.mapper.saas([event], origin)
         if family.convert == "native":
-            batch = self.decoders.native(body, origin.received)
+            batch = decoders.native(body, origin.received)
             return sdk.Filed(batch, events=batch.accepted + len(batch.rejected))
-        return self.decoders.items(headers, query, body, family.convert)
+        return decoders.items(headers, query, body, family.convert)
+
+    def _convert_apart(
+        self,
+        family: Family,
+        request: Request,
+        body: bytes,
+        query: Mapping[str, str],
+        origin: sdk.Origin,
+    ) -> sdk.Filed | Refused:
+        """_convert with the full limits, in a worker thread; a refusal is returned, not
+        raised: an exception that crosses the thread's future holds it, and the future
+        the frames of its traceback, the decoded body among them, in a reference cycle
+        that only the garbage collector frees (tens of MB per request, kept for seconds)."""
+        try:
+            return self._convert(family, request, body, query, origin, self.decoders)
+        except Refused as e:
+            return Refused(e.status, e.message, e.errors)
+
+    def _refused(self, request: Request, e: Refused, allow: dict[str, str]) -> Response:
+        if request.method == "GET" and e.status == 400:
+            # an image the browser cut short (`#` in a value): lost, and nobody reads the
+            # answer; say so in the log and the counts
+            self._count(0, 1, 0, 0)
+            log.warning(
+                "%s: an image GET whose data could not be read: %s",
+                request.path_params.get("ai"),
+                e.message,
+            )
+            return Response(None, 204, allow)
+        return _json({"message": e.message, "errors": e.errors}, e.status, allow)
 
     def handler(self, family: Family) -> Callable[[Request], Awaitable[Response]]:
         async def handle(request: Request) -> Response:
@@ -269,24 +322,28 @@ class Collectors:
                     user_agent=headers.get("user-agent", ""),
                     route_platform=PLATFORMS.get(params.get("platform", "")),
                 )
-                if len(body) > OFFLOAD_BYTES:  # keep the event loop free for other requests
-                    filed = await run_in_threadpool(
-                        self._convert, family, request, body, query, origin
+                filed: sdk.Filed | None = None
+                if len(body) <= OFFLOAD_BYTES:
+                    try:
+                        filed = self._convert(family, request, body, query, origin, self.quick)
+                    except TooBig:
+                        if self.quick is self.decoders:
+                            raise
+                if filed is None:  # sent or decoded past OFFLOAD_BYTES
+                    done = await anyio.to_thread.run_sync(
+                        self._convert_apart,
+                        family,
+                        request,
+                        body,
+                        query,
+                        origin,
+                        limiter=self.heavy,
                     )
-                else:
-                    filed = self._convert(family, request, body, query, origin)
+                    if isinstance(done, Refused):
+                        return self._refused(request, done, allow)
+                    filed = done
             except Refused as e:
-                if request.method == "GET" and e.status == 400:
-                    # an image the browser cut short (`#` in a value): lost, and nobody
-                    # reads the answer; say so in the log and the counts
-                    self._count(0, 1, 0, 0)
-                    log.warning(
-                        "%s: an image GET whose data could not be read: %s",
-                        params.get("ai"),
-                        e.message,
-                    )
-                    return Response(None, 204, allow)
-                return _json({"message": e.message, "errors": e.errors}, e.status, allow)
+                return self._refused(request, e, allow)
             batch = filed.batch
             if batch.tables:
                 try:

@@ -16,7 +16,9 @@
  *
  * Nesting is fixed: list -> message -> map entry, or -> resourceItem -> map entry (the
  * resourceItem's table has no nested message). Memory is the output: the input is read in
- * place. Keys are interned once at module init. The GIL is held (Python objects are built).
+ * place, and every value is counted before it is built (a dict, a field value, a map
+ * entry's key and value), against the list's limit and the message's. Keys are interned
+ * once at module init. The GIL is held (Python objects are built).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -148,6 +150,9 @@ static PyObject *sixty_four;     /* 64 */
 typedef struct {
     PyObject *bad;      /* BadProtobuf */
     PyObject *too_many; /* TooManyEvents */
+    /* values built (dicts, field values, map keys and values): the list's and the current
+     * message's, each against its limit, and the index of the current message */
+    Py_ssize_t values, max_values, message_values, max_message_values, index;
 } Ctx;
 
 typedef struct {
@@ -240,6 +245,24 @@ next_field(const Ctx *c, const unsigned char **pp, const unsigned char *end, Fie
 
 /* ---- values ------------------------------------------------------------------------- */
 
+/* n more values are about to be built: too_many past the list's or the message's limit. */
+static inline int
+count(Ctx *c, Py_ssize_t n)
+{
+    c->values += n;
+    c->message_values += n;
+    if (c->values > c->max_values) {
+        PyErr_Format(c->too_many, "more than %zd values", c->max_values);
+        return -1;
+    }
+    if (c->message_values > c->max_message_values) {
+        PyErr_Format(c->too_many, "event %zd holds more than %zd values", c->index,
+                     c->max_message_values);
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *
 text(const Ctx *c, const unsigned char *p, size_t n)
 {
@@ -301,9 +324,11 @@ double_value(const unsigned char *p)
 /* A map entry {1: key, 2: value} added to the dict out[name]; the last key or value in the
  * entry wins, a missing one is "". */
 static int
-map_entry(const Ctx *c, PyObject *out, PyObject *name, const unsigned char *p, size_t n)
+map_entry(Ctx *c, PyObject *out, PyObject *name, const unsigned char *p, size_t n)
 {
     const unsigned char *end = p + n;
+    if (count(c, 2) < 0)
+        return -1;
     PyObject *k = NULL, *v = NULL;
     Field f = {0}; /* zeroed only to quiet a -Wmaybe-uninitialized false alarm */
     while (p < end) {
@@ -348,9 +373,11 @@ error:
 /* One message as a dict of its table's JSON names. Fields the table does not have, and
  * fields of another wire type than their kind's, are skipped. */
 static PyObject *
-message(const Ctx *c, const Table *t, const unsigned char *p, size_t n)
+message(Ctx *c, const Table *t, const unsigned char *p, size_t n)
 {
     const unsigned char *end = p + n;
+    if (count(c, 1) < 0)
+        return NULL;
     PyObject *out = PyDict_New();
     if (out == NULL)
         return NULL;
@@ -361,7 +388,8 @@ message(const Ctx *c, const Table *t, const unsigned char *p, size_t n)
         if (f.number >= t->size)
             continue;
         PyObject *key = t->keys[f.number], *v;
-        switch (t->defs[f.number].kind) {
+        unsigned char kind = t->defs[f.number].kind;
+        switch (kind) {
         case K_STR:
             if (f.wire != 2)
                 continue;
@@ -403,7 +431,10 @@ message(const Ctx *c, const Table *t, const unsigned char *p, size_t n)
         }
         if (v == NULL)
             goto error;
-        int rc = PyDict_SetItem(out, key, v);
+        /* a resourceItem counted itself */
+        int rc = kind == K_ITEM ? 0 : count(c, 1);
+        if (rc == 0)
+            rc = PyDict_SetItem(out, key, v);
         Py_DECREF(v);
         if (rc < 0)
             goto error;
@@ -416,6 +447,19 @@ error:
 
 /* ---- Python entry points ------------------------------------------------------------ */
 
+/* A limit given as an int (clipped to PY_SSIZE_T_MIN / MAX, which compares as the int
+ * itself would) or None (no limit). */
+static int
+limit_arg(PyObject *o, Py_ssize_t *out)
+{
+    if (o == Py_None) {
+        *out = PY_SSIZE_T_MAX;
+        return 0;
+    }
+    *out = PyNumber_AsSsize_t(o, NULL);
+    return *out == -1 && PyErr_Occurred() ? -1 : 0;
+}
+
 /* The repeated message field `list_field` of the list message in data: a list of dicts.
  * Other fields are skipped; the list field with another wire type than 2 is an error. */
 static PyObject *
@@ -423,22 +467,20 @@ decode_list(PyObject *args, const char *fmt, const Table *t, uint64_t list_field
             const char *what, int events)
 {
     Py_buffer view;
-    PyObject *limit_obj;
-    Ctx c;
-    if (!PyArg_ParseTuple(args, fmt, &view, &limit_obj, &c.bad, &c.too_many))
+    PyObject *limit_obj, *values_obj = Py_None, *message_values_obj = Py_None;
+    Ctx c = {0};
+    if (!PyArg_ParseTuple(args, fmt, &view, &limit_obj, &c.bad, &c.too_many, &values_obj,
+                          &message_values_obj))
         return NULL;
     PyObject *out = NULL;
     if (!PyExceptionClass_Check(c.bad) || !PyExceptionClass_Check(c.too_many)) {
         PyErr_SetString(PyExc_TypeError, "bad and too_many must be exception classes");
         goto done;
     }
-    Py_ssize_t limit = PY_SSIZE_T_MAX;
-    if (limit_obj != Py_None) {
-        /* clipped to PY_SSIZE_T_MIN / MAX, which compares as the int itself would */
-        limit = PyNumber_AsSsize_t(limit_obj, NULL);
-        if (limit == -1 && PyErr_Occurred())
-            goto done;
-    }
+    Py_ssize_t limit;
+    if (limit_arg(limit_obj, &limit) < 0 || limit_arg(values_obj, &c.max_values) < 0 ||
+        limit_arg(message_values_obj, &c.max_message_values) < 0)
+        goto done;
     out = PyList_New(0);
     if (out == NULL)
         goto done;
@@ -457,6 +499,8 @@ decode_list(PyObject *args, const char *fmt, const Table *t, uint64_t list_field
             PyErr_Format(c.too_many, "more than %S events", limit_obj);
             goto error;
         }
+        c.index = PyList_GET_SIZE(out);
+        c.message_values = 0;
         PyObject *m = message(&c, t, f.ptr, f.len);
         if (m == NULL)
             goto error;
@@ -481,36 +525,40 @@ done:
 static PyObject *
 decode_events(PyObject *self, PyObject *args)
 {
-    return decode_list(args, "y*OOO:decode_events", &event_table, 1, "an EventV3Dto", 1);
+    return decode_list(args, "y*OOO|OO:decode_events", &event_table, 1, "an EventV3Dto", 1);
 }
 
 static PyObject *
 decode_items(PyObject *self, PyObject *args)
 {
-    return decode_list(args, "y*OOO:decode_items", &item_table, 2, "an ItemDto", 0);
+    return decode_list(args, "y*OOO|OO:decode_items", &item_table, 2, "an ItemDto", 0);
 }
 
 static PyObject *
 decode_user_mappings(PyObject *self, PyObject *args)
 {
-    return decode_list(args, "y*OOO:decode_user_mappings", &mapping_table, 1,
+    return decode_list(args, "y*OOO|OO:decode_user_mappings", &mapping_table, 1,
                        "a UserMappingDto", 0);
 }
 
 #define DOC_TAIL                                                                            \
     "Raises `bad` (a ValueError subclass) for bytes that are not such a message, and\n"    \
-    "`too_many` when the list holds more than `limit` entries (None: no limit), as soon\n" \
-    "as the first one too many appears."
+    "`too_many` when the list holds more than `limit` entries, or more than `values`\n"    \
+    "values in all (dicts, field values, map keys and values), or one entry more than\n"  \
+    "`message_values` (None: no limit), as soon as the first one too many appears."
 
 static PyMethodDef methods[] = {
     {"decode_events", decode_events, METH_VARARGS,
-     "decode_events(data, limit, bad, too_many, /) -> list[dict]\n\n"
+     "decode_events(data, limit, bad, too_many, values=None, message_values=None, /)\n"
+     "    -> list[dict]\n\n"
      "The EventV3Dto values (field 1) of an EventV3List, eventType defaulting to VISIT.\n" DOC_TAIL},
     {"decode_items", decode_items, METH_VARARGS,
-     "decode_items(data, limit, bad, too_many, /) -> list[dict]\n\n"
+     "decode_items(data, limit, bad, too_many, values=None, message_values=None, /)\n"
+     "    -> list[dict]\n\n"
      "The ItemDto values (field 2) of an ItemDtoList.\n" DOC_TAIL},
     {"decode_user_mappings", decode_user_mappings, METH_VARARGS,
-     "decode_user_mappings(data, limit, bad, too_many, /) -> list[dict]\n\n"
+     "decode_user_mappings(data, limit, bad, too_many, values=None, message_values=None, /)\n"
+     "    -> list[dict]\n\n"
      "The UserMappingDto values (field 1) of a UserMappingDtoList.\n" DOC_TAIL},
     {NULL, NULL, 0, NULL},
 };

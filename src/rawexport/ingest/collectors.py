@@ -1,8 +1,9 @@
 """The collectors' bodies turned into rows: GrowingIO's SDKs (CDP and SaaS families), their
 items and user mappings, and the native event API.
 
-Decoding (`codecs`), JSON / NDJSON / protobuf parsing within the batch limits, then the
-events filed by `sdk.Mapper`; the HTTP routes that call these are `api.collect`.
+Decoding (`codecs`), JSON / NDJSON (counted first by `jsonscan`) and protobuf parsing
+within the batch limits (events, values, one event's values, nesting), then the events
+filed by `sdk.Mapper`; the HTTP routes that call these are `api.collect`.
 """
 
 from __future__ import annotations
@@ -13,35 +14,28 @@ from typing import Any
 
 import orjson
 
-from rawexport.ingest import codecs, sdk, trackerpb
+from rawexport.ingest import codecs, jsonscan, sdk, trackerpb
 from rawexport.ingest import validate as ingest
 from rawexport.ingest.codecs import Payload, Refused, gunzip, unsnappy
 
 __all__ = ["Decoders", "Refused", "gunzip", "parse_events", "sdk_events", "unsnappy"]
 
 
-# JSON objects a batch may hold per event before it is even parsed: an event with a few
-# nested maps. Parsing builds every object, so a body of 16 MiB of `{},` would build
-# millions of dicts before the event count could be checked.
-OBJECTS_PER_EVENT = 8
-
-
-def _too_many_objects(text: bytes, max_events: int) -> bool:
-    bound = OBJECTS_PER_EVENT * max_events
-    return text.count(b"{") > bound or text.count(b"[") > bound
-
-
-def parse_events(body: bytes, ndjson: bool = False, max_events: int | None = None) -> list[Any]:
+def parse_events(
+    body: bytes,
+    ndjson: bool = False,
+    max_events: int | None = None,
+    max_values: int | None = None,
+) -> list[Any]:
     """A JSON array of events, or (native API) NDJSON / a single object.
 
-    With max_events, a body that cannot hold that few events (more lines, or more JSON
-    objects than OBJECTS_PER_EVENT per event) is refused with 413 before it is parsed.
+    The body is counted first (jsonscan): past max_events events, max_values values, or
+    an event too large or too deep, it is refused with 413 before it is parsed.
     """
     text = body.strip()
     if not text:
         raise Refused(400, "empty body")
-    if max_events is not None and _too_many_objects(text, max_events):
-        raise Refused(413, f"more than {max_events} events in one batch")
+    jsonscan.check(text, jsonscan.Limits(max_events, max_values))
     if text[:1] == b"[":
         try:
             parsed = orjson.loads(text)
@@ -50,9 +44,9 @@ def parse_events(body: bytes, ndjson: bool = False, max_events: int | None = Non
         return parsed  # type: ignore[no-any-return]
     if not ndjson:
         raise Refused(400, "body must be a JSON array of events")
-    lines = [line for line in text.split(b"\n") if line.strip()]
-    if max_events is not None and len(lines) > max_events:
-        raise Refused(413, f"more than {max_events} events in one batch")
+    # Each line becomes an object once split, a blank one too: as many as values at most.
+    if max_values is not None and text.count(b"\n") >= max_values:
+        raise Refused(413, f"more than {max_values} lines in one batch")
     events = []
     for n, line in enumerate(text.split(b"\n"), 1):
         if line.strip():
@@ -70,13 +64,13 @@ def _lazy(
     yield from sniff(body, limit)
 
 
-def sdk_events(data: bytes, max_events: int) -> list[Any]:
-    """The events of an SDK's JSON body: an array, or one object (wrapped)."""
+def sdk_events(data: bytes, max_events: int, max_values: int | None = None) -> list[Any]:
+    """The events of an SDK's JSON body: an array, or one object (wrapped); counted
+    before it is parsed, as parse_events."""
     text = data.strip()
     if not text:
         return []
-    if _too_many_objects(text, max_events):
-        raise Refused(413, f"more than {max_events} events in one batch")
+    jsonscan.check(text, jsonscan.Limits(max_events, max_values))
     try:
         parsed = orjson.loads(text)
     except orjson.JSONDecodeError as e:
@@ -85,20 +79,25 @@ def sdk_events(data: bytes, max_events: int) -> list[Any]:
         return [parsed]
     if type(parsed) is not list:
         raise Refused(400, "body must be a JSON array of events")
-    if len(parsed) > max_events:
-        raise Refused(413, f"more than {max_events} events in one batch")
     return parsed
 
 
-ProtobufList = Callable[[bytes, int | None], list[dict[str, Any]]]
+ProtobufList = Callable[[bytes, int | None, int | None, int | None], list[dict[str, Any]]]
 
 
 class Decoders:
     """Each collector's body turned into filed rows, within the batch limits."""
 
-    def __init__(self, max_body_bytes: int, max_batch_events: int, mapper: sdk.Mapper) -> None:
+    def __init__(
+        self,
+        max_body_bytes: int,
+        max_batch_events: int,
+        mapper: sdk.Mapper,
+        max_batch_values: int | None = None,
+    ) -> None:
         self.max_body_bytes = max_body_bytes
         self.max_batch_events = max_batch_events
+        self.max_batch_values = max_batch_values
         self.mapper = mapper
 
     def _parse(
@@ -119,25 +118,29 @@ class Decoders:
         except Refused as e:
             if e.status == 413:
                 raise
-            first, guided = e, []
+            first, guided = Refused(e.status, e.message, e.errors), []
         protobuf = "protobuf" in headers.get("content-type", "").lower()
         for payload in itertools.chain(guided, _lazy(codecs.sniff, body, self.max_body_bytes)):
             if payload.protobuf and not protobuf:
                 continue
             try:
                 if payload.protobuf:
-                    return protobuf_list(payload.data, self.max_batch_events)
-                return sdk_events(payload.data, self.max_batch_events)
-            except trackerpb.TooManyEvents:
-                raise Refused(
-                    413, f"more than {self.max_batch_events} events in one batch"
-                ) from None
+                    return protobuf_list(
+                        payload.data,
+                        self.max_batch_events,
+                        self.max_batch_values,
+                        jsonscan.EVENT_VALUES,
+                    )
+                return sdk_events(payload.data, self.max_batch_events, self.max_batch_values)
+            except trackerpb.TooManyEvents as e:
+                raise Refused(413, f"{e} in one batch") from None
             except trackerpb.BadProtobuf as e:
                 first = first or Refused(400, f"body is not a valid protobuf {what}: {e}")
             except Refused as e:
                 if e.status == 413:
                     raise
-                first = first or e
+                # a copy: `e` would hold this frame (and the body) in a reference cycle
+                first = first or Refused(e.status, e.message, e.errors)
         detail = f": {first.message}" if first is not None else ""
         raise Refused(400, f"body is not {what} in any encoding GrowingIO's SDKs use{detail}")
 
@@ -173,7 +176,5 @@ class Decoders:
 
     def native(self, body: bytes, now: int) -> ingest.Batch:
         """The native event API: NDJSON, a JSON array or a single object."""
-        events = parse_events(body, ndjson=True, max_events=self.max_batch_events)
-        if len(events) > self.max_batch_events:
-            raise Refused(413, f"more than {self.max_batch_events} events in one batch")
+        events = parse_events(body, True, self.max_batch_events, self.max_batch_values)
         return ingest.native(events, now)

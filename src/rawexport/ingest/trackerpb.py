@@ -28,6 +28,11 @@ The rules:
 - In the list, fields other than its values are skipped; a value that is not
   length-delimited is an error; the (limit + 1)-th value raises TooManyEvents before it is
   decoded.
+- Values are counted as they are built: each message's dict 1, each field value 1 (a
+  resourceItem: its dict and fields), each map entry 2 (key and value, a repeated key
+  too). Past `values` in the list, or `message_values` in one message, TooManyEvents
+  ("more than N values", "event I holds more than N values"): a body of a few KB cannot
+  build millions of map entries.
 """
 
 from __future__ import annotations
@@ -144,17 +149,35 @@ USER_MAPPING_FIELDS: dict[int, tuple[str, int]] = {
 }
 
 
-def decode_events(data: bytes, limit: int | None = None) -> list[dict[str, Any]]:
-    """The events of an EventV3List (field 1: repeated EventV3Dto); past `limit` events
-    decoding stops with TooManyEvents (a 16 MiB body can hold 8 M empty events)."""
-    return _trackerpb.decode_events(data, limit, BadProtobuf, TooManyEvents)
+def decode_events(
+    data: bytes,
+    limit: int | None = None,
+    values: int | None = None,
+    message_values: int | None = None,
+) -> list[dict[str, Any]]:
+    """The events of an EventV3List (field 1: repeated EventV3Dto); past `limit` events,
+    `values` values or `message_values` values in one event, decoding stops with
+    TooManyEvents (a 16 MiB body can hold 8 M empty events, or 2 M map entries)."""
+    return _trackerpb.decode_events(data, limit, BadProtobuf, TooManyEvents, values, message_values)
 
 
-def decode_items(data: bytes, limit: int | None = None) -> list[dict[str, Any]]:
+def decode_items(
+    data: bytes,
+    limit: int | None = None,
+    values: int | None = None,
+    message_values: int | None = None,
+) -> list[dict[str, Any]]:
     """The items of an ItemDtoList (field 2, not 1: item.proto)."""
-    return _trackerpb.decode_items(data, limit, BadProtobuf, TooManyEvents)
+    return _trackerpb.decode_items(data, limit, BadProtobuf, TooManyEvents, values, message_values)
 
 
-def decode_user_mappings(data: bytes, limit: int | None = None) -> list[dict[str, Any]]:
+def decode_user_mappings(
+    data: bytes,
+    limit: int | None = None,
+    values: int | None = None,
+    message_values: int | None = None,
+) -> list[dict[str, Any]]:
     """The entries of a UserMappingDtoList (field 1)."""
-    return _trackerpb.decode_user_mappings(data, limit, BadProtobuf, TooManyEvents)
+    return _trackerpb.decode_user_mappings(
+        data, limit, BadProtobuf, TooManyEvents, values, message_values
+    )

@@ -22,6 +22,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from rawexport.api.auth import token_rate_key
 from rawexport.api.console import actions, charts, views
 from rawexport.api.console.actions import ACTIONS
+from rawexport.api.console.forms import read_form
 from rawexport.api.console.sessions import (
     ANONYMOUS,
     COOKIE,
@@ -205,8 +206,10 @@ class Console:
         `limited`: the work signs a link or writes, so it takes a turn under the rate limit."""
         form: dict[str, str] = {}
         if post:
-            raw = await request.form(max_files=0, max_fields=20)
-            form = {k: v for k, v in raw.items() if isinstance(v, str)}
+            read = await read_form(request, 20)
+            if read is None:
+                return self.refused(request, None, Refused(413, "The form is too large."))
+            form = read
         session = await run_in_threadpool(self._session, request)
         if session is None or session.role == ANONYMOUS:
             if post:
@@ -275,8 +278,9 @@ class Console:
         return response
 
     async def signin(self, request: Request) -> Response:
-        raw = await request.form(max_files=0, max_fields=5)
-        form = {k: v for k, v in raw.items() if isinstance(v, str)}
+        form = await read_form(request, 5)
+        if form is None:
+            return self.refused(request, None, Refused(413, "The form is too large."))
         session = self.sessions.decode(request.cookies.get(COOKIE), self.clock() / 1000)
         if not csrf_ok(session, form.get("csrf")):
             return self.refused(request, None, Refused(403, "Missing or wrong CSRF token."))
