@@ -54,8 +54,9 @@ class Settings:
     workers: int = _f(2, "export jobs run at the same time by `serve`")
     max_connections: int = _f(
         0,
-        "open connections `serve` keeps, more are closed at once; 0: all the descriptor "
-        "limit allows (3 each, 1024 kept aside, at most 16384); never more than it allows",
+        "open connections `serve` keeps; past it a new one replaces the one that waited on "
+        "its client the longest, else is closed at once; 0: all the descriptor limit allows "
+        "(3 each, 1024 kept aside, at most 16384); never more than it allows",
     )
     header_timeout: float = _f(10.0, "seconds a request's headers may take to arrive")
     body_timeout: float = _f(

@@ -410,3 +410,88 @@ def test_connections_are_sized_from_the_descriptor_limit() -> None:
     assert connection_budget(1024, 0) == 256  # a small limit keeps a quarter aside
     assert connection_budget(8, 0) == 2
     assert issubclass(guarded_protocol(1, 1.0, 1024), GuardedProtocol)
+
+
+# ---- a full server makes room (item 1) -------------------------------------------------
+
+
+def is_open(sock: socket.socket, seconds: float = 0.2) -> bool:
+    """True when the server neither closed nor answered sock within `seconds`."""
+    sock.settimeout(seconds)
+    try:
+        sock.recv(1)  # an answer, or b"": closed
+        return False
+    except (ConnectionResetError, BrokenPipeError):
+        return False
+    except TimeoutError:
+        return True
+
+
+def healthz(port: int) -> bytes:
+    sock = connect(port)
+    with contextlib.suppress(OSError):
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    return read_all(sock, 3)
+
+
+def test_stalled_bodies_on_every_slot_make_room_for_a_new_client() -> None:
+    """Before: N connections that sent a request head and a few body bytes, then nothing,
+    kept every new client refused until body_timeout, again and again. Now a new client
+    takes the place of the one silent the longest, and is answered."""
+    n = 20
+    with served(max_connections=n, body_timeout=30) as (port, connections):
+        stalled = []
+        for _ in range(n):
+            stalled.append(connect(port))
+            stalled[-1].sendall(post_head("/echo", 1000) + b"0123456789")
+            time.sleep(0.01)  # distinct times: the first is the one silent the longest
+        wait_until(lambda: len(connections) == n, 3)
+        stalled[1].sendall(b"more")  # heard from again: now among the most recent
+        assert healthz(port).startswith(b"HTTP/1.1 200 "), "the new client was refused"
+        assert not is_open(stalled[0]), "the one silent the longest was kept"
+        stalled.append(connect(port))  # every slot taken again
+        stalled[-1].sendall(post_head("/echo", 1000) + b"0123456789")
+        wait_until(lambda: len(connections) == n, 3)
+        assert healthz(port).startswith(b"HTTP/1.1 200 ")
+        assert not is_open(stalled[2])  # next in line, not the one heard from lately
+        assert all(is_open(sock, 0.01) for sock in stalled[1:2] + stalled[3:])
+
+
+def test_a_kept_alive_idle_connection_is_dropped_before_a_stalled_request() -> None:
+    n = 5
+    with served(max_connections=n, body_timeout=30) as (port, connections):
+        stalled = []
+        for _ in range(n - 1):
+            stalled.append(connect(port))
+            stalled[-1].sendall(post_head("/echo", 1000) + b"0123")
+        idle = connect(port)  # the most recent, but between requests: nothing in progress
+        idle.sendall(post_head("/echo", 2) + b"ab")
+        assert read_response(idle) == (200, b"2")
+        wait_until(lambda: len(connections) == n, 3)
+        assert healthz(port).startswith(b"HTTP/1.1 200 ")
+        assert not is_open(idle)
+        assert all(is_open(sock, 0.01) for sock in stalled)
+
+
+def test_connections_whose_request_the_app_processes_are_never_dropped() -> None:
+    """Requests in the app (a slow endpoint) keep their connections: a stalled body is
+    dropped instead, and when all are in the app the new connection is refused."""
+    n = 10  # (sweeps every 0.1 s: they see the requests in the app too)
+    with served(max_connections=n, body_timeout=30, header_timeout=0.4) as (port, connections):
+        busy = []
+        for _ in range(n - 1):  # the oldest: GETs the app takes 2 s to answer
+            busy.append(connect(port))
+            busy[-1].sendall(b"GET /echo?wait=2 HTTP/1.1\r\nHost: x\r\n\r\n")
+        stalled = connect(port)
+        stalled.sendall(post_head("/echo", 1000) + b"0123")
+        wait_until(lambda: len(connections) == n, 3)
+        time.sleep(0.3)
+        assert healthz(port).startswith(b"HTTP/1.1 200 ")
+        assert not is_open(stalled)
+        busy.append(connect(port))
+        busy[-1].sendall(b"GET /echo?wait=2 HTTP/1.1\r\nHost: x\r\n\r\n")
+        wait_until(lambda: len(connections) == n, 3)
+        time.sleep(0.3)
+        assert healthz(port) == b""  # all n in the app: refused, as before
+        for sock in busy:
+            assert read_response(sock) == (200, b"0")

@@ -7,9 +7,14 @@ connection (and for a download three descriptors) forever; thousands of them too
 slot and descriptor of the process. `guarded_protocol` returns its protocol class with
 these guards:
 
-- past `max_connections` open connections a new one is closed at once (`connection_budget`
-  sizes it from the descriptor limit, so connections cannot starve the process of
-  descriptors);
+- past `max_connections` open connections (`connection_budget` sizes it from the
+  descriptor limit, so connections cannot starve the process of descriptors) a new one
+  takes the place of the connection that has waited on its client the longest: first one
+  kept alive idle between requests, else one inside a request's headers or body whose
+  bytes do not come (api/connections.py keeps them in that order); that one is aborted.
+  Connections whose request the app is processing or whose response is being sent are
+  never taken: when all are such, the new connection is closed at once. So clients that
+  open every slot and stall cannot keep others out;
 - a request's headers must be complete within `header_timeout` seconds of its start (of
   the connection, or of the request on a kept-alive one), else the connection is closed;
 - its body must be complete within `body_timeout` seconds of its headers, else it is
@@ -43,6 +48,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+
+from rawexport.api.connections import Waiting
 
 log = logging.getLogger("rawexport.limits")
 
@@ -110,6 +117,7 @@ class GuardedProtocol(HttpToolsProtocol):
     send_timeout = 60.0
     max_header_bytes = 65536
     _sweeping = False  # one sweep chain per server (per subclass)
+    _clients: Waiting[GuardedProtocol] = Waiting()  # the server's, waiting on their client
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -127,11 +135,13 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        if len(self.connections) > self.max_connections:
+        if len(self.connections) > self.max_connections and not self._make_room():
             self._refused = True
             transport.abort()
             return
-        self._deadline = self.loop.time() + self.header_timeout
+        now = self.loop.time()
+        self._deadline = now + self.header_timeout
+        self._clients.inside(self, now)
         sock = transport.get_extra_info("socket")
         if sock is not None and _NOTSENT_LOWAT is not None:
             with contextlib.suppress(OSError):  # not TCP (a Unix socket), an old kernel
@@ -143,9 +153,48 @@ class GuardedProtocol(HttpToolsProtocol):
             self.loop.call_later(every, _sweep, cls, self.loop, self.connections, self.loop.time())
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._clients.forget(self)
         self._deadline = self._send_deadline = None
         self._wake_sendfile()
         super().connection_lost(exc)
+
+    def _make_room(self) -> bool:
+        """Aborts the connection that has waited on its client the longest (see the
+        module's doc); False when none does."""
+        clients = self._clients
+        found = clients.oldest(GuardedProtocol._waits_on_client)
+        if found is None:
+            return False
+        conn, since = found
+        conn._refused = True
+        conn._deadline = None
+        conn.transport.abort()
+        clients.evicted += 1
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "connection closed for a new one: its client was silent %.1f s (%d so far)",
+                self.loop.time() - since,
+                clients.evicted,
+            )
+        return True
+
+    def _waits_on_client(self) -> bool:
+        """True when the next move is the client's: idle between requests, or inside a
+        request's headers or body that the server reads; not while the app processes a
+        request or a response (or an earlier pipelined one) is being sent."""
+        transport = self.transport
+        if self._refused or transport.is_closing() or transport.get_write_buffer_size():
+            return False
+        if self.pipeline or self._sendfile_wait is not None:
+            return False
+        cycle = self.cycle
+        if cycle is None:
+            return self._phase == _HEADERS
+        if self._phase == _BODY:
+            if self.flow.read_paused or cycle.waiting_for_100_continue:
+                return False
+            return cycle.response_complete or not cycle.response_started
+        return cycle.response_complete
 
     @classmethod
     def sweep_every(cls) -> float:
@@ -179,6 +228,12 @@ class GuardedProtocol(HttpToolsProtocol):
         late = [d for d in (self._send_deadline, self._sendfile_deadline) if d is not None]
         if late and now >= min(late):
             self._send_stalled()
+        elif self not in self._clients and self._waits_on_client():
+            # its client has the move again (reading resumed, a response went out)
+            if self._phase == _IDLE:
+                self._clients.idle(self, now)
+            else:
+                self._clients.inside(self, now)
 
     def _body_late(self) -> None:
         """The body did not arrive in time: 408 when nothing was answered yet (and no
@@ -218,6 +273,7 @@ class GuardedProtocol(HttpToolsProtocol):
         # applies only if the headers are still not complete once it is parsed.
         if self._phase == _HEADERS:
             self._header_bytes += len(data)
+        self._clients.heard(self, self.loop.time())
         super().data_received(data)
         counted = max(self._header_bytes, self._header_count)
         if self._phase == _HEADERS and not self._refused and counted > self.max_header_bytes:
@@ -254,7 +310,9 @@ class GuardedProtocol(HttpToolsProtocol):
         if self._phase != _HEADERS:  # a kept-alive connection's next request
             self._phase = _HEADERS
             self._header_bytes = 0
-            self._deadline = self.loop.time() + self.header_timeout
+            now = self.loop.time()
+            self._deadline = now + self.header_timeout
+            self._clients.inside(self, now)
         self._header_count = _REQUEST_LINE
 
     def on_url(self, url: bytes) -> None:
@@ -288,7 +346,13 @@ class GuardedProtocol(HttpToolsProtocol):
             return
         self._phase = _IDLE
         self._deadline = None
+        self._clients.forget(self)  # the app has the whole request
         super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._phase == _IDLE and self._waits_on_client():
+            self._clients.idle(self, self.loop.time())
 
 
 def guarded_protocol(
@@ -306,6 +370,7 @@ def guarded_protocol(
         "body_timeout": body_timeout,
         "send_timeout": send_timeout,
         "_sweeping": False,
+        "_clients": Waiting(),
     }
     return type("Guarded", (GuardedProtocol,), limits)
 
