@@ -122,15 +122,6 @@ SPECS: dict[str, dict[str, tuple[int, int]]] = {
 
 _SCHEMAS = {name: arrow_schema(name) for name in SPECS}
 _UNBOUNDED = sys.maxsize
-# Per type: (index, length) of the text columns whose values build_table cuts to length.
-_CUT = {
-    name: [
-        (i, SPECS[name][f.name][1])
-        for i, f in enumerate(schema)
-        if f.type == _STRING_TYPE and f.name != "ip" and SPECS[name][f.name][1] < _UNBOUNDED
-    ]
-    for name, schema in _SCHEMAS.items()
-}
 
 
 class RowChunk:
@@ -153,31 +144,28 @@ class RowChunk:
 
 
 def build_table(data_type: str, rows: list[dict[str, Any]]) -> pa.Table:
-    """The store table of rows (Arrow's converter, row by row in C++: 2-3x a column-wise
-    build in Python): text longer than its column cut to the column's length (but `ip`: an
-    IPv6 address is kept whole). Keys that name no column are left out."""
+    """The store table of rows, column by column: text longer than its column cut to the
+    column's length (but `ip`: an IPv6 address is kept whole)."""
     schema = _SCHEMAS[data_type]
-    table = pa.Table.from_pylist(rows, schema=schema)
-    for i, limit in _CUT[data_type]:
-        column = table.column(i)
-        # bytes bound characters: only a column with a value of more bytes than its limit
-        # is measured in characters, and cut
-        if column.nbytes <= limit or _longest_bytes(column) <= limit:
+    spec = SPECS[data_type]
+    n = len(rows)
+    arrays = []
+    for column in schema:
+        name = column.name
+        values = [row.get(name) for row in rows]
+        if values.count(None) == n:
+            arrays.append(pa.nulls(n, column.type))
             continue
-        if pc.max(pc.utf8_length(column)).as_py() > limit:
-            table = table.set_column(i, schema.field(i), pc.utf8_slice_codeunits(column, 0, limit))
-    return table
-
-
-def _longest_bytes(column: pa.ChunkedArray) -> int:
-    """The most bytes of one value of a string column (from its offsets)."""
-    longest = 0
-    for chunk in column.chunks:
-        if len(chunk):
-            offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int32)
-            ends = offsets[chunk.offset : chunk.offset + len(chunk) + 1]
-            longest = max(longest, int(np.diff(ends).max()))
-    return longest
+        limit = spec[name][1]
+        if (
+            limit < _UNBOUNDED
+            and name != "ip"
+            and column.type == _STRING_TYPE
+            and max(len(v) for v in values if v is not None) > limit
+        ):
+            values = [v[:limit] if v is not None else None for v in values]
+        arrays.append(pa.array(values, column.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 def check_row(data_type: str, event: Mapping[str, Any], skip: str = "") -> dict[str, Any]:
