@@ -83,3 +83,39 @@ def test_any_parseable_batch_is_taken(site: Site, cdp: list[Any], saas: list[Any
         accepted = int(r.headers["x-rawexport-accepted"])
         rejected = int(r.headers["x-rawexport-rejected"])
         assert accepted + rejected == len(batch)
+
+
+# what a parsed body can hold (orjson reads integers of at most 64 bits)
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+@given(
+    st.dictionaries(st.text(max_size=4), st.text(max_size=4) | JSON_VALUES, max_size=5),
+    st.booleans(),
+)
+@settings(max_examples=300, deadline=None)
+def test_map_text_of_any_object_is_its_values_as_text(value: dict[str, Any], extra: bool) -> None:
+    """map_text writes an object of text values as it is (its fast path) and any other
+    object with each value as its text (`text`): the same JSON either way, or refused as
+    text that is not UTF-8."""
+    import orjson
+
+    from rawexport.ingest.sdkvalues import Invalid, map_text, text
+
+    added = {"$loginUserId": "u"} if extra else None
+    texts = {k: text(v) for k, v in value.items()}
+    want = {k: t for k, t in texts.items() if t is not None} | (added or {})
+    try:
+        expected: str | None = orjson.dumps(want).decode() if want else None
+    except orjson.JSONEncodeError:
+        expected = "refused"
+    try:
+        got = map_text("attributes", value, added)
+    except Invalid as e:
+        assert e.reason == "not valid UTF-8 text"
+        got = "refused"
+    assert got == expected

@@ -87,10 +87,18 @@ def test_build_table_cuts_text_to_its_columns_length() -> None:
         {"visitUserId": "é" * 40, "sessionId": None, "time": 3, "sendTime": 4, "nope": "x"},
         {"visitUserId": "日" * 70, "sessionId": "s" * 49, "time": 5, "sendTime": 6},
     ]
-    table = ingest.build_table("visit", rows)
+    table = ingest.build_table("visit", [ingest.RowChunk("visit", rows)])
     assert table.column("visitUserId").to_pylist() == ["v" * 64, "é" * 40, "日" * 64]
     assert table.column("sessionId").to_pylist() == ["s", None, "s" * 49]
     assert table.column("ip").to_pylist() == [ipv6, None, None]
     assert table.column("time").to_pylist() == [1, 3, 5]
     assert "nope" not in table.column_names
-    assert table.schema == ingest.build_table("visit", rows[:1]).schema
+    assert table.schema == ingest.build_table("visit", [ingest.RowChunk("visit", rows[:1])]).schema
+    # the chunks of several requests: one table, in their order; empty strings are text
+    chunks = [ingest.RowChunk("visit", rows[:1]), ingest.RowChunk("visit", []),
+              ingest.RowChunk("visit", rows[1:])]  # fmt: skip
+    assert ingest.build_table("visit", chunks).equals(table)
+    blank = [{"visitUserId": "", "sessionId": "", "sendTime": 1}]
+    assert ingest.build_table("visit", [ingest.RowChunk("visit", blank)]).column(
+        "sessionId"
+    ).to_pylist() == [""]

@@ -29,7 +29,7 @@ from rawexport.api.auth import bearer
 from rawexport.api.cache import Fresh
 from rawexport.api.peers import Peers
 from rawexport.catalog import Catalog, Project
-from rawexport.ingest import joins, sdk
+from rawexport.ingest import joins, sdk, useragent
 from rawexport.ingest.codecs import Refused, TooBig, gunzip, image_data
 from rawexport.ingest.collectors import Decoders
 from rawexport.ingest.group_commit import Ingestor
@@ -229,6 +229,7 @@ class Collectors:
         self.heavy = anyio.CapacityLimiter(HEAVY_AT_ONCE)
         self.peers = Peers(settings.trusted_proxies)
         self.rejected_total = 0
+        useragent.warm()
 
     def _convert(
         self,

@@ -226,10 +226,10 @@ class Ingestor:
 def _one_table(data_type: str, parts: list[pa.Table | RowChunk]) -> pa.Table:
     """The tables and row chunks (the SDK collectors') of a type as one table: the chunks'
     rows are built into a table at once."""
-    rows = [row for p in parts if isinstance(p, RowChunk) for row in p.rows]
+    chunks = [p for p in parts if isinstance(p, RowChunk)]
     tables = [p for p in parts if not isinstance(p, RowChunk)]
-    if rows:
-        tables.append(build_table(data_type, rows))
+    if chunks:
+        tables.append(build_table(data_type, chunks))
     return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
 
 

@@ -82,6 +82,15 @@ def map_text(name: str, value: Any, extra: dict[str, str] | None = None) -> str 
             raise Invalid(name, "expected an object") from None
     if type(value) is not dict:
         raise Invalid(name, "expected an object")
+    if value and not extra:
+        for v in value.values():
+            if type(v) is not str:
+                break
+        else:  # the usual map: text values only, written as it is
+            try:
+                return orjson.dumps(value).decode()
+            except orjson.JSONEncodeError:
+                raise Invalid(name, "not valid UTF-8 text") from None
     out: dict[str, str] = {}
     for k, v in value.items():
         t = text(v)

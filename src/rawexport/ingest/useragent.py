@@ -54,3 +54,9 @@ def parse(user_agent: str) -> Agent:
     elif any(p in lowered for p in _PHONES) or "mobile" in lowered:
         kind = "1"
     return Agent(system, version, brand, model, kind)
+
+
+def warm() -> None:
+    """Load ua-parser's rules now (about 0.2 s, once per process) rather than in the first
+    browser visit a server takes, which would hold the event loop that long."""
+    ua_parser.parse("Mozilla/5.0")
