@@ -62,7 +62,8 @@ def test_append_partitions_by_utc_hour(tmp_path: Path) -> None:
     got = pq.read_table(f0)
     assert got.schema == arrow_schema("action_tag")
     assert got.column("sendTime").to_pylist() == [H0, H0 + HOUR_MS - 1, H0 + 7]
-    assert pq.ParquetFile(f0).metadata.row_group(0).column(0).compression == "ZSTD"
+    # a small file: see SMALL_FILE_ROWS
+    assert pq.ParquetFile(f0).metadata.row_group(0).column(0).compression == "SNAPPY"
 
     store.append(AI, "action_tag", _tag_rows([H0 + 1]))
     assert len(store.hour_files(AI, "action_tag", H0)) == 2
@@ -180,3 +181,18 @@ def test_delete_hour(tmp_path: Path) -> None:
     assert [p.name for p in (tmp_path / AI / "action_tag").iterdir()] == ["2023111500"]
     store.delete_hour(AI, "action_tag", H0)  # already gone: no error
     store.delete_hour(AI, "page", H0)
+
+
+def test_small_files_are_written_cheaply_and_large_ones_small(tmp_path: Path) -> None:
+    """An ingest file below SMALL_FILE_ROWS rows: snappy, no dictionaries (its cost is
+    per column chunk); a larger one: zstd with dictionaries. Both read back as written."""
+    from rawexport.store.events import SMALL_FILE_ROWS, write_event_file
+
+    for rows, codec, dictionary in ((10, "SNAPPY", False), (SMALL_FILE_ROWS, "ZSTD", True)):
+        table = _tag_rows([H0 + i for i in range(rows)])
+        path = tmp_path / f"{rows}.parquet"
+        write_event_file(table, path)
+        column = pq.ParquetFile(path).metadata.row_group(0).column(2)  # ruleId: one value
+        assert column.compression == codec
+        assert ("RLE_DICTIONARY" in column.encodings) is dictionary
+        assert pq.read_table(path).equals(table)

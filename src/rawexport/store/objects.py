@@ -50,7 +50,7 @@ _EVENT_NAME = re.compile(r"(compact-)?[0-9a-f]{32}\.parquet")
 
 
 class ObjectEventStore:
-    """Events as zstd Parquet objects in a blob store (see the module's docstring)."""
+    """Events as Parquet objects (write_event_file) in a blob store (see the module's docstring)."""
 
     def __init__(self, blobs: BlobStore, tmp_dir: Path) -> None:
         self.blobs = blobs
