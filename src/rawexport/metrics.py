@@ -10,11 +10,12 @@ import logging
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from rawexport.timeutil import HOUR_MS
+from rawexport.types import JobStatus
 
 access = logging.getLogger("rawexport.access")
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-JOB_STATUSES = ("queued", "running", "retrying", "finished", "error", "superseded")
+JOB_STATUSES = tuple(JobStatus)
 
 
 class Metrics:
@@ -77,7 +78,7 @@ class Metrics:
     ) -> None:
         self.rows.labels(version, data_type).inc(rows)
         self.bytes.labels(version, data_type).inc(size)
-        self.job_runs.labels("finished").inc()
+        self.job_runs.labels(JobStatus.FINISHED).inc()
         self.duration.observe(seconds)
         if not preview:
             self.lag.observe(max(0.0, (now - (hour_ms + HOUR_MS)) / 1000))

@@ -28,7 +28,7 @@ from rawexport.store.compaction import compact_hour
 from rawexport.store.events import EventStore
 from rawexport.store.objects import Events
 from rawexport.timeutil import now_ms
-from rawexport.types import ExportResult
+from rawexport.types import ExportResult, JobStatus
 
 log = logging.getLogger("rawexport.worker")
 
@@ -155,7 +155,7 @@ class Exporter:
         )
         keeper.start()
         started = time.monotonic()
-        log_job(job, "running", owner=owner)
+        log_job(job, JobStatus.RUNNING, owner=owner)
         try:
             project = self.catalog.project_by_id(job.project_id)
             source = self.source_type(job)
@@ -208,8 +208,8 @@ class Exporter:
                     seconds,
                     job.preview,
                 )
-            log_job(job, "finished", rows=result.rows, bytes=result.bytes, seconds=seconds)
-            return "finished"
+            log_job(job, JobStatus.FINISHED, rows=result.rows, bytes=result.bytes, seconds=seconds)
+            return JobStatus.FINISHED
         except LeaseLost:
             log_job(job, "lost", level=logging.WARNING)
             return "lost"

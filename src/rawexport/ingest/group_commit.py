@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rawexport.catalog import Catalog
+from rawexport.catalog import WAITING, Catalog
 from rawexport.ingest.validate import RowChunk, Tables, build_table
 from rawexport.schema import V1_TYPES
 from rawexport.settings import Settings
@@ -22,8 +22,6 @@ from rawexport.store.objects import Events, open_event_store
 from rawexport.timeutil import HOUR_MS, hour_floor, now_ms
 
 log = logging.getLogger("rawexport.ingest")
-
-WAITING = ("queued", "retrying")  # jobs that have not read the hour's files yet
 
 
 def export_names(data_type: str) -> list[tuple[str, str]]:
