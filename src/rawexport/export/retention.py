@@ -13,7 +13,7 @@ from rawexport.catalog import PENDING, Catalog, Job, JobStatus
 from rawexport.export.keys import SCRATCH, export_prefix
 from rawexport.metrics import Metrics
 from rawexport.schema import DATA_TYPE_NAMES
-from rawexport.store.objects import Events
+from rawexport.store import EventStore
 from rawexport.timeutil import DAY_MS, now_ms
 
 log = logging.getLogger("rawexport.retention")
@@ -104,7 +104,7 @@ def _drop_orphans(
 
 
 def sweep(
-    catalog: Catalog, store: Events, blobs: BlobStore, now: int, *, orphan_age_ms: int
+    catalog: Catalog, store: EventStore, blobs: BlobStore, now: int, *, orphan_age_ms: int
 ) -> SweepReport:
     """One pass. Files go before their catalog rows, so a crash leaves rows to retry with.
 
@@ -205,7 +205,7 @@ class Sweeper:
     def __init__(
         self,
         catalog: Catalog,
-        store: Events,
+        store: EventStore,
         blobs: BlobStore,
         interval: float,
         orphan_age_ms: int,

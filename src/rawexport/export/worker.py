@@ -24,9 +24,9 @@ from rawexport.fsutil import hide_paths
 from rawexport.metrics import Metrics
 from rawexport.schema import DATA_TYPES, V1_TYPES
 from rawexport.settings import Settings
+from rawexport.store import EventStore
+from rawexport.store.base import keys, paths
 from rawexport.store.compaction import compact_hour
-from rawexport.store.events import EventStore
-from rawexport.store.objects import Events
 from rawexport.timeutil import now_ms
 from rawexport.types import ExportResult, JobStatus
 
@@ -124,7 +124,7 @@ class Exporter:
 
     settings: Settings
     catalog: Catalog
-    store: Events
+    store: EventStore
     blobs: BlobStore
     clock: Callable[[], int] = now_ms
     metrics: Metrics | None = None
@@ -159,9 +159,11 @@ class Exporter:
         try:
             project = self.catalog.project_by_id(job.project_id)
             source = self.source_type(job)
-            if isinstance(self.store, EventStore):
-                check_readable(self.store.hour_files(project.ai, source, job.hour_ms))
-                # Many small files read slowly; merge them first, then keep them while reading.
+            if not self.store.single_compactor:
+                with self.store.open_hour(project.ai, source, job.hour_ms) as files:
+                    check_readable(paths(files))
+                # Many small files read slowly; merge them first, then keep them while
+                # reading. (An object store is compacted by one node's compactor alone.)
                 compact_hour(
                     self.store,
                     project.ai,
@@ -169,13 +171,9 @@ class Exporter:
                     job.hour_ms,
                     small_bytes=self.settings.compact_small_bytes,
                 )
-                with self.store.open_hour(project.ai, source, job.hour_ms) as files:
-                    result = self._run(job, project.ai, files, lost)
-            else:  # objects: compacted by serve's compactor alone, read from local copies
-                with self.store.fetched_hour(project.ai, source, job.hour_ms) as got:
-                    files = [path for _, path in got]
-                    check_readable(files)
-                    result = self._run(job, project.ai, files, lost, [k for k, _ in got])
+            with self.store.open_hour(project.ai, source, job.hour_ms) as files:
+                check_readable(paths(files))
+                result = self._run(job, project.ai, paths(files), lost, keys(files))
             stop.set()
             done = self.clock()
             manifest = manifest_bytes(
