@@ -6,6 +6,7 @@ The jobs gauge reads the catalog (`catalog.metrics`); request timing is `api.acc
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
@@ -82,6 +83,11 @@ class Metrics:
         self.duration.observe(seconds)
         if not preview:
             self.lag.observe(max(0.0, (now - (hour_ms + HOUR_MS)) / 1000))
+
+    def failed(self, thread: str) -> Callable[[], None]:
+        """What a background loop calls on a failed pass: counted under its thread."""
+        counter = self.background_failures.labels(thread)
+        return lambda: counter.inc()
 
     def job_failed(self, outcome: str, seconds: float) -> None:
         self.job_runs.labels(outcome).inc()

@@ -48,7 +48,8 @@ def test_compactor_survives_errors_and_vanishing_files(
         deadline = time.monotonic() + 10
         while calls["n"] < 4 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert compactor.thread is not None and compactor.thread.is_alive()
+        [thread] = compactor.loop.threads
+        assert thread.is_alive()
         assert failures(metrics, "compactor") == 2
         # Files and directories vanish under it: the events directory removed whole.
         for seed in range(3):
@@ -57,7 +58,7 @@ def test_compactor_survives_errors_and_vanishing_files(
         seen = calls["n"]
         while calls["n"] < seen + 3 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert compactor.thread.is_alive() and calls["n"] >= seen + 3
+        assert thread.is_alive() and calls["n"] >= seen + 3
         # and it still does its work once there is work again
         for seed in range(3):
             generate(store, "0123456789abcdef", HOUR, 1, 50, ["page"], seed=seed)

@@ -4,7 +4,6 @@ the orphan parts of attempts that never committed, and expired issued links."""
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -12,6 +11,7 @@ from rawexport.blobs import BlobStore
 from rawexport.catalog import PENDING, Catalog, Job, JobStatus
 from rawexport.export.keys import SCRATCH, export_prefix
 from rawexport.metrics import Metrics
+from rawexport.periodic import Periodic
 from rawexport.schema import DATA_TYPE_NAMES
 from rawexport.store import EventStore
 from rawexport.timeutil import DAY_MS, now_ms
@@ -215,36 +215,28 @@ class Sweeper:
         self.metrics = metrics
         self.catalog, self.store, self.blobs = catalog, store, blobs
         self.interval, self.orphan_age_ms, self.clock = interval, orphan_age_ms, clock
-        self.stop_event = threading.Event()
-        self.thread: threading.Thread | None = None
+        self.loop = Periodic(
+            "retention-sweeper",
+            self.tick,
+            interval,
+            first_wait=True,
+            on_error=None if metrics is None else metrics.failed("sweeper"),
+        )
+
+    def tick(self) -> None:
+        report = sweep(
+            self.catalog, self.store, self.blobs, self.clock(), orphan_age_ms=self.orphan_age_ms
+        )
+        if (
+            report.deleted_jobs
+            or report.superseded_revisions
+            or report.store_hours
+            or report.orphan_files
+        ):
+            log.info("retention sweep: %s", report.as_dict())
 
     def start(self) -> None:
-        self.thread = threading.Thread(target=self._loop, name="retention-sweeper", daemon=True)
-        self.thread.start()
-
-    def _loop(self) -> None:
-        while not self.stop_event.wait(self.interval):
-            try:
-                report = sweep(
-                    self.catalog,
-                    self.store,
-                    self.blobs,
-                    self.clock(),
-                    orphan_age_ms=self.orphan_age_ms,
-                )
-                if (
-                    report.deleted_jobs
-                    or report.superseded_revisions
-                    or report.store_hours
-                    or report.orphan_files
-                ):
-                    log.info("retention sweep: %s", report.as_dict())
-            except Exception:  # a failed pass is retried on the next tick
-                log.exception("retention sweep failed", extra={"event": "background_error"})
-                if self.metrics is not None:
-                    self.metrics.background_failures.labels("sweeper").inc()
+        self.loop.start()
 
     def stop(self) -> None:
-        self.stop_event.set()
-        if self.thread is not None:
-            self.thread.join(10)
+        self.loop.stop(10)

@@ -22,6 +22,7 @@ from rawexport.export.parts import RowTooLarge
 from rawexport.export.runner import manifest_bytes, run_export
 from rawexport.fsutil import hide_paths
 from rawexport.metrics import Metrics
+from rawexport.periodic import Periodic
 from rawexport.schema import DATA_TYPES, V1_TYPES
 from rawexport.settings import Settings
 from rawexport.store import EventStore
@@ -317,30 +318,25 @@ class WorkerPool:
         self.exporter = exporter
         self.size = size
         self.poll_seconds = poll_seconds
-        self.stop_event = threading.Event()
-        self.threads: list[threading.Thread] = []
+        self._owner = threading.local()  # each thread leases jobs as an owner of its own
+        metrics = exporter.metrics
+        # a job run, the next is claimed at once; none, the pool polls again
+        self.loop = Periodic(
+            "export-worker",
+            self._run_one,
+            poll_seconds,
+            threads=size,
+            on_error=None if metrics is None else metrics.failed("worker"),
+        )
+
+    def _run_one(self) -> bool:
+        owner = getattr(self._owner, "id", None)
+        if owner is None:
+            owner = self._owner.id = owner_id()
+        return self.exporter.run_one(owner)
 
     def start(self) -> None:
-        for i in range(self.size):
-            t = threading.Thread(target=self._loop, name=f"export-worker-{i}", daemon=True)
-            t.start()
-            self.threads.append(t)
-
-    def _loop(self) -> None:
-        owner = owner_id()
-        while not self.stop_event.is_set():
-            try:
-                ran = self.exporter.run_one(owner)
-            except Exception:  # the catalog may be briefly unavailable; keep the pool alive
-                log.exception("worker loop error", extra={"event": "background_error"})
-                if self.exporter.metrics is not None:
-                    self.exporter.metrics.background_failures.labels("worker").inc()
-                ran = False
-            if not ran:
-                self.stop_event.wait(self.poll_seconds)
+        self.loop.start()
 
     def stop(self, timeout: float = 30.0) -> None:
-        self.stop_event.set()
-        deadline = time.monotonic() + timeout
-        for t in self.threads:
-            t.join(max(0.0, deadline - time.monotonic()))
+        self.loop.stop(timeout)

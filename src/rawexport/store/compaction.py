@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +22,7 @@ import pyarrow.parquet as pq
 
 from rawexport.catalog.leader import Leadership
 from rawexport.metrics import Metrics
+from rawexport.periodic import Periodic
 from rawexport.schema import DATA_TYPES
 from rawexport.settings import Settings
 from rawexport.store.base import JOURNAL_SUFFIX, EventStore, HourFiles, is_event_name, live_names
@@ -166,31 +166,21 @@ class Compactor:
         self.metrics = metrics
         # Objects have no locks: then only the holder of this (advisory) lock compacts.
         self.leadership = leadership
-        self.stop_event = threading.Event()
-        self.thread: threading.Thread | None = None
+        self.loop = Periodic(
+            "compactor",
+            self.tick,
+            settings.compact_interval,
+            on_error=None if metrics is None else metrics.failed("compactor"),
+        )
+
+    def tick(self) -> None:
+        if self.leadership is None or self.leadership.lead():
+            merged = compact_all(self.store, self.settings)
+            if merged:
+                log.info("compacted %d small event files", merged)
 
     def start(self) -> None:
-        self.thread = threading.Thread(target=self._loop, name="compactor", daemon=True)
-        self.thread.start()
-
-    def _loop(self) -> None:
-        interval = self.settings.compact_interval
-        wait = interval
-        while not self.stop_event.is_set():
-            try:
-                leads = self.leadership is None or self.leadership.lead()
-                merged = compact_all(self.store, self.settings) if leads else 0
-                if merged:
-                    log.info("compacted %d small event files", merged)
-                wait = interval
-            except Exception:
-                log.exception("compaction pass failed", extra={"event": "background_error"})
-                if self.metrics is not None:
-                    self.metrics.background_failures.labels("compactor").inc()
-                wait = min(max(wait, 0.1) * 2, 10 * max(interval, 0.1))
-            self.stop_event.wait(wait)
+        self.loop.start()
 
     def stop(self) -> None:
-        self.stop_event.set()
-        if self.thread is not None:
-            self.thread.join(60)
+        self.loop.stop(60)
