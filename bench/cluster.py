@@ -43,10 +43,10 @@ def in_process(root: Path, blobs_url: str, endpoint: str) -> dict[str, Any]:
     """(a), in this (child) process: the export a single `serve` runs."""
     from rawexport.blobs.stores import open_blob_store
     from rawexport.export.runner import run_export
-    from rawexport.store.events import EventStore
+    from rawexport.store import LocalEventStore
 
     s = settings_for(root, blobs_url, endpoint)
-    files = EventStore(root / "events").hour_files(AI, DATA_TYPE, HOUR_MS)
+    files = LocalEventStore(root / "events").hour_files(AI, DATA_TYPE, HOUR_MS)
     blobs = open_blob_store(
         s.blobs_url, s.exports_dir, endpoint_url=s.s3_endpoint_url, region=s.s3_region
     )
@@ -75,10 +75,10 @@ def on_dask(root: Path, blobs_url: str, endpoint: str, address: str) -> dict[str
     from distributed import get_task_stream
 
     from rawexport.export.ondask import DaskExecutor, Hour
-    from rawexport.store.events import EventStore
+    from rawexport.store import LocalEventStore
 
     s = settings_for(root, blobs_url, endpoint, address)
-    files = EventStore(root / "events").hour_files(AI, DATA_TYPE, HOUR_MS)
+    files = LocalEventStore(root / "events").hour_files(AI, DATA_TYPE, HOUR_MS)
     executor = DaskExecutor(s)
     try:
         client = executor.client()

@@ -53,9 +53,9 @@ def peak_rss_mib() -> float:
 
 def ensure_data(root: Path, rows: int) -> list[Path]:
     from rawexport.ingest.generate import generate
-    from rawexport.store.events import EventStore
+    from rawexport.store import LocalEventStore
 
-    store = EventStore(root / "events")
+    store = LocalEventStore(root / "events")
     meta = root / "events.json"
     wanted = {"rows": rows, "ai": AI, "hour_ms": HOUR_MS, "type": DATA_TYPE}
     files = store.hour_files(AI, DATA_TYPE, HOUR_MS)
@@ -164,9 +164,9 @@ def main() -> None:
     root: Path = (args.dir or Path(f"bench-data/export-{args.rows}")).resolve()
 
     if args.child:
-        from rawexport.store.events import EventStore
+        from rawexport.store import LocalEventStore
 
-        files = EventStore(root / "events").hour_files(AI, DATA_TYPE, HOUR_MS)
+        files = LocalEventStore(root / "events").hour_files(AI, DATA_TYPE, HOUR_MS)
         print(json.dumps(child(args.child, root, files)))
         return
 

@@ -1,10 +1,9 @@
 """Tests that look into the local event store's directory."""
 
-from rawexport.store.events import EventStore
-from rawexport.store.objects import Events
+from rawexport.store import EventStore, LocalEventStore
 
 
-def local(store: Events) -> EventStore:
+def local(store: EventStore) -> LocalEventStore:
     """store, which these tests set up on a local directory (the default events_url)."""
-    assert isinstance(store, EventStore)
+    assert isinstance(store, LocalEventStore)
     return store

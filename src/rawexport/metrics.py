@@ -6,15 +6,17 @@ The jobs gauge reads the catalog (`catalog.metrics`); request timing is `api.acc
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from rawexport.timeutil import HOUR_MS
+from rawexport.types import JobStatus
 
 access = logging.getLogger("rawexport.access")
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-JOB_STATUSES = ("queued", "running", "retrying", "finished", "error", "superseded")
+JOB_STATUSES = tuple(JobStatus)
 
 
 class Metrics:
@@ -77,10 +79,15 @@ class Metrics:
     ) -> None:
         self.rows.labels(version, data_type).inc(rows)
         self.bytes.labels(version, data_type).inc(size)
-        self.job_runs.labels("finished").inc()
+        self.job_runs.labels(JobStatus.FINISHED).inc()
         self.duration.observe(seconds)
         if not preview:
             self.lag.observe(max(0.0, (now - (hour_ms + HOUR_MS)) / 1000))
+
+    def failed(self, thread: str) -> Callable[[], None]:
+        """What a background loop calls on a failed pass: counted under its thread."""
+        counter = self.background_failures.labels(thread)
+        return lambda: counter.inc()
 
     def job_failed(self, outcome: str, seconds: float) -> None:
         self.job_runs.labels(outcome).inc()

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
-from rawexport.store.events import EventStore
+from rawexport.store import LocalEventStore
 from rawexport.timeutil import (
     HOUR_MS,
     beijing_day_start,
@@ -104,7 +104,8 @@ def site(tmp_path_factory: pytest.TempPathFactory, browser: Browser) -> Iterator
             + ["--events-per-hour", "50"], env)  # fmt: skip
     bad_hour = first + HOUR_MS
     bad = (
-        EventStore(home / "events").hour_dir(other["ai"], "page", bad_hour) / f"{'0' * 32}.parquet"
+        LocalEventStore(home / "events").hour_dir(other["ai"], "page", bad_hour)
+        / f"{'0' * 32}.parquet"
     )
     bad.write_bytes(b"PAR1 this is not a parquet file")
     with Server(["serve"], env, port, home / "serve.log") as server:

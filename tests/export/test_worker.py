@@ -23,7 +23,7 @@ from rawexport.export.scheduler import plan_due
 from rawexport.export.worker import Exporter, backoff_ms
 from rawexport.ingest.generate import generate
 from rawexport.settings import Settings
-from rawexport.store.events import EventStore
+from rawexport.store import LocalEventStore
 from rawexport.timeutil import HOUR_MS, hour_floor, now_ms
 from tests.conftest import local_path
 from tests.fsync_util import Recorder
@@ -72,7 +72,7 @@ def test_planned_hours_export_and_commit(services: Services) -> None:
     assert gzip.decompress(data).startswith(b"visitUserId,sessionId,platform,")
 
 
-class FlakyStore(EventStore):
+class FlakyStore(LocalEventStore):
     """The event store failing at its boundary: listing an hour raises an I/O error."""
 
     def __init__(self, root: Path) -> None:
@@ -151,7 +151,7 @@ def test_export_now_preview_and_idempotence(services: Services) -> None:
     assert services.catalog.hour_jobs(p.id, "v2", T0 + HOUR_MS, T0 + 2 * HOUR_MS) == {}
 
 
-class OtherHost(EventStore):
+class OtherHost(LocalEventStore):
     """The event store as a worker on another host sees it: this host's hour locks (flock)
     do not reach it."""
 

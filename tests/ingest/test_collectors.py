@@ -25,14 +25,14 @@ from rawexport.api.collect import collector_routes
 from rawexport.catalog import Catalog, KeyPair, Project
 from rawexport.ingest.group_commit import Ingestor, make_ingestor
 from rawexport.settings import Settings
-from rawexport.store.events import EventStore
+from rawexport.store import LocalEventStore
 
 
 @dataclass
 class Site:
     settings: Settings
     catalog: Catalog
-    store: EventStore
+    store: LocalEventStore
     ingestor: Ingestor
     project: Project
     key: KeyPair
@@ -65,7 +65,7 @@ def make_site(tmp_path: Path, **settings: Any) -> Site:
     key = catalog.create_key_pair(p.id)
     ingestor = make_ingestor(s, catalog)
     app = Starlette(routes=collector_routes(s, catalog, ingestor))
-    return Site(s, catalog, EventStore(s.events_dir), ingestor, p, key, TestClient(app))
+    return Site(s, catalog, LocalEventStore(s.events_dir), ingestor, p, key, TestClient(app))
 
 
 TRACKER = "/v3/projects/{ai}/collect?stm=1700000000123"

@@ -12,7 +12,7 @@ import pytest
 from rawexport.ingest import generate as gen
 from rawexport.ingest.generate import generate, rows, split_counts
 from rawexport.schema import DATA_TYPE_NAMES, DATA_TYPES
-from rawexport.store.events import EventStore
+from rawexport.store import LocalEventStore
 from rawexport.timeutil import HOUR_MS
 
 AI = "0123456789abcdef"
@@ -22,20 +22,20 @@ HOURS = 2
 MAPS = {c.name for t in DATA_TYPES.values() for c in t.columns if c.type == "map"}
 
 
-def _read(store: EventStore, data_type: str, hour_ms: int) -> pa.Table:
+def _read(store: LocalEventStore, data_type: str, hour_ms: int) -> pa.Table:
     files = store.hour_files(AI, data_type, hour_ms)
     return pa.concat_tables([pq.read_table(f) for f in files])
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> EventStore:
-    s = EventStore(tmp_path_factory.mktemp("events"))
+def store(tmp_path_factory: pytest.TempPathFactory) -> LocalEventStore:
+    s = LocalEventStore(tmp_path_factory.mktemp("events"))
     generate(s, AI, H0, HOURS, PER_HOUR, seed=7)
     return s
 
 
 @pytest.fixture(scope="module")
-def hour0(store: EventStore) -> dict[str, pa.Table]:
+def hour0(store: LocalEventStore) -> dict[str, pa.Table]:
     return {t: _read(store, t, H0) for t in DATA_TYPE_NAMES}
 
 
@@ -72,14 +72,14 @@ def test_split_counts() -> None:
     assert split_counts(0, ["page", "visit"]) == {"page": 0, "visit": 0}
 
 
-def test_row_counts(store: EventStore) -> None:
+def test_row_counts(store: LocalEventStore) -> None:
     for hour in (H0, H0 + HOUR_MS):
         assert sum(_read(store, t, hour).num_rows for t in DATA_TYPE_NAMES) == PER_HOUR
     assert all(store.hours(AI, t) == [H0, H0 + HOUR_MS] for t in DATA_TYPE_NAMES)
 
 
 def test_page_only(tmp_path: Path) -> None:
-    s = EventStore(tmp_path)
+    s = LocalEventStore(tmp_path)
     assert generate(s, AI, H0, 3, 500, ["page"]) == {"page": 1500}
     assert s.hours(AI, "page") == [H0 + k * HOUR_MS for k in range(3)]
     assert _read(s, "page", H0).num_rows == 500
@@ -88,7 +88,7 @@ def test_page_only(tmp_path: Path) -> None:
 
 def test_chunks_bound_appends(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(gen, "CHUNK_ROWS", 300)
-    s = EventStore(tmp_path)
+    s = LocalEventStore(tmp_path)
     generate(s, AI, H0, 1, 1000, ["page"])
     files = s.hour_files(AI, "page", H0)
     assert sorted(pq.read_metadata(f).num_rows for f in files) == [100, 300, 300, 300]
@@ -107,7 +107,7 @@ def test_rows_do_not_depend_on_chunking() -> None:
 def test_deterministic(tmp_path: Path) -> None:
     tables = []
     for name in ("a", "b"):
-        s = EventStore(tmp_path / name)
+        s = LocalEventStore(tmp_path / name)
         generate(s, AI, H0, 1, 500, seed=3)
         tables.append({t: _read(s, t, H0).sort_by("sendTime") for t in DATA_TYPE_NAMES})
     assert all(tables[0][t].equals(tables[1][t]) for t in DATA_TYPE_NAMES)
@@ -126,7 +126,7 @@ def test_seed_hour_and_project_change_ids() -> None:
     assert not base & ids(0, "fedcba9876543210", H0)
 
 
-def test_times_within_hour(store: EventStore) -> None:
+def test_times_within_hour(store: LocalEventStore) -> None:
     for hour in (H0, H0 + HOUR_MS):
         for t in DATA_TYPE_NAMES:
             table = _read(store, t, hour)
@@ -243,7 +243,7 @@ def test_nulls_and_numbers(hour0: dict[str, pa.Table]) -> None:
 
 
 def test_bad_arguments(tmp_path: Path) -> None:
-    s = EventStore(tmp_path)
+    s = LocalEventStore(tmp_path)
     with pytest.raises(ValueError):
         generate(s, AI, H0 + 1, 1, 10)
     with pytest.raises(ValueError):

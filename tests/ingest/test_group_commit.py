@@ -17,7 +17,7 @@ from rawexport.export.actions import export_now
 from rawexport.ingest import validate as ingest
 from rawexport.ingest.group_commit import Ingestor, commit, requeue_exported
 from rawexport.settings import Settings
-from rawexport.store.events import EventStore
+from rawexport.store import LocalEventStore
 from rawexport.timeutil import HOUR_MS, parse_export_date
 from tests.conftest import BASE_URL, World
 from tests.fsync_util import Recorder
@@ -86,7 +86,7 @@ def test_group_commit_splits_by_hour_and_project(services: Services) -> None:
         assert len(local(services.store).hour_files(p.ai, "page", T0)) == 1
 
 
-class FullDisk(EventStore):
+class FullDisk(LocalEventStore):
     def append(self, ai: str, data_type: str, table: pa.Table) -> dict[int, int]:
         raise OSError("No space left on device")
 
@@ -167,7 +167,7 @@ def test_the_api_links_the_new_revision_after_a_backfill(world: World) -> None:
     """Decision 3: an import into an exported hour exports it again, and links follow."""
     from rawexport.export.worker import Exporter
 
-    store = EventStore(world.settings.events_dir)
+    store = LocalEventStore(world.settings.events_dir)
     exporter = Exporter(world.settings, world.catalog, store, world.blobs, clock=world.clock)
     p = world.project
     hour = parse_export_date("hour", "2025011009").start_ms
@@ -195,7 +195,7 @@ class Crash(BaseException):
     pass
 
 
-class DiesAfterAppend(EventStore):
+class DiesAfterAppend(LocalEventStore):
     def append(self, ai: str, data_type: str, table: pa.Table) -> dict[int, int]:
         super().append(ai, data_type, table)
         raise Crash  # the process dies right after the rows became durable

@@ -14,7 +14,7 @@ from rawexport.cli import main
 from rawexport.cli.services import open_services
 from rawexport.export.retention import sweep
 from rawexport.settings import Settings
-from rawexport.store.events import EventStore
+from rawexport.store import LocalEventStore
 from rawexport.timeutil import DAY_MS
 from tests.conftest import World
 
@@ -64,7 +64,7 @@ def test_a_key_keeps_a_bounded_number_of_live_codes(make_world: Callable[..., Wo
 def test_dead_codes_are_swept(world: World) -> None:
     live = world.code()
     world.code()
-    store = EventStore(world.settings.events_dir)
+    store = LocalEventStore(world.settings.events_dir)
     # nothing is dead yet: the sweep keeps both codes
     assert (
         sweep(world.catalog, store, world.blobs, world.clock.now, orphan_age_ms=0).dead_auth_codes

@@ -12,9 +12,8 @@ import pytest
 from rawexport.ingest.generate import generate
 from rawexport.metrics import Metrics
 from rawexport.settings import Settings
-from rawexport.store import compaction
+from rawexport.store import LocalEventStore, compaction
 from rawexport.store.compaction import Compactor
-from rawexport.store.events import EventStore
 from rawexport.timeutil import HOUR_MS, hour_floor, now_ms
 
 HOUR = hour_floor(now_ms()) - 2 * HOUR_MS
@@ -31,12 +30,12 @@ def test_compactor_survives_errors_and_vanishing_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings = Settings(home=tmp_path, compact_interval=0.05, compact_min_files=2)
-    store = EventStore(settings.events_dir)
+    store = LocalEventStore(settings.events_dir)
     metrics = Metrics()
     real = compaction.compact_all
     calls = {"n": 0}
 
-    def flaky(store_: EventStore, settings_: Settings) -> int:
+    def flaky(store_: LocalEventStore, settings_: Settings) -> int:
         calls["n"] += 1
         if calls["n"] <= 2:  # what running out of descriptors looks like
             raise OSError(24, "Too many open files")
@@ -49,7 +48,8 @@ def test_compactor_survives_errors_and_vanishing_files(
         deadline = time.monotonic() + 10
         while calls["n"] < 4 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert compactor.thread is not None and compactor.thread.is_alive()
+        [thread] = compactor.loop.threads
+        assert thread.is_alive()
         assert failures(metrics, "compactor") == 2
         # Files and directories vanish under it: the events directory removed whole.
         for seed in range(3):
@@ -58,7 +58,7 @@ def test_compactor_survives_errors_and_vanishing_files(
         seen = calls["n"]
         while calls["n"] < seen + 3 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert compactor.thread.is_alive() and calls["n"] >= seen + 3
+        assert thread.is_alive() and calls["n"] >= seen + 3
         # and it still does its work once there is work again
         for seed in range(3):
             generate(store, "0123456789abcdef", HOUR, 1, 50, ["page"], seed=seed)

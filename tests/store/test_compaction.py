@@ -14,8 +14,9 @@ from rawexport.cli.services import open_services
 from rawexport.export.actions import export_now
 from rawexport.ingest.generate import generate
 from rawexport.settings import Settings
-from rawexport.store.compaction import compact_all, compact_hour, recover_hour
-from rawexport.store.events import EventStore
+from rawexport.store import LocalEventStore
+from rawexport.store.compaction import compact_all, compact_hour, recover
+from rawexport.store.local import LocalHour
 from rawexport.timeutil import HOUR_MS
 
 AI = "00000000000000aa"
@@ -27,7 +28,7 @@ class Crash(Exception):
     pass
 
 
-def rows_of(store: EventStore, hour: int = T0) -> list[tuple[str, int]]:
+def rows_of(store: LocalEventStore, hour: int = T0) -> list[tuple[str, int]]:
     files = store.hour_files(AI, "page", hour)
     if not files:
         return []
@@ -37,7 +38,7 @@ def rows_of(store: EventStore, hour: int = T0) -> list[tuple[str, int]]:
     )
 
 
-def fill(store: EventStore, files: int, rows: int = 10) -> list[tuple[str, int]]:
+def fill(store: LocalEventStore, files: int, rows: int = 10) -> list[tuple[str, int]]:
     for i in range(files):
         table = pa.table(
             {
@@ -50,7 +51,7 @@ def fill(store: EventStore, files: int, rows: int = 10) -> list[tuple[str, int]]
 
 
 def test_merges_small_files_into_one(tmp_path: Path) -> None:
-    store = EventStore(tmp_path)
+    store = LocalEventStore(tmp_path)
     want = fill(store, 6)
     assert len(store.hour_files(AI, "page", T0)) == 6
     assert compact_hour(store, AI, "page", T0, small_bytes=1 << 20) == 6
@@ -67,7 +68,7 @@ def test_merges_small_files_into_one(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("crash_at", STEPS)
 def test_a_crash_at_any_step_reads_every_row_once(tmp_path: Path, crash_at: str) -> None:
-    store = EventStore(tmp_path)
+    store = LocalEventStore(tmp_path)
     want = fill(store, 5)
 
     def step(name: str) -> None:
@@ -77,7 +78,7 @@ def test_a_crash_at_any_step_reads_every_row_once(tmp_path: Path, crash_at: str)
     with pytest.raises(Crash):
         compact_hour(store, AI, "page", T0, small_bytes=1 << 20, step=step)
     assert rows_of(store) == want  # readers right after the crash
-    recover_hour(store.hour_dir(AI, "page", T0))
+    recover(LocalHour(store.hour_dir(AI, "page", T0)))
     assert rows_of(store) == want
     leftovers = [p.name for p in store.hour_dir(AI, "page", T0).iterdir()]
     assert not [n for n in leftovers if n.endswith((".journal", ".tmp"))]
@@ -87,7 +88,7 @@ def test_a_crash_at_any_step_reads_every_row_once(tmp_path: Path, crash_at: str)
 
 
 def test_compact_all_picks_hours_with_many_files_or_a_journal(tmp_path: Path) -> None:
-    store = EventStore(tmp_path)
+    store = LocalEventStore(tmp_path)
     settings = Settings(home=tmp_path, compact_min_files=3)
     want = fill(store, 3)
     two = pa.table({"visitUserId": ["a"], "sendTime": [T0 + HOUR_MS]})
@@ -109,7 +110,7 @@ def test_compact_all_picks_hours_with_many_files_or_a_journal(tmp_path: Path) ->
 
 def test_export_compacts_the_hour_first(tmp_path: Path) -> None:
     svc = open_services(Settings(home=tmp_path, grace_seconds=0))
-    assert isinstance(svc.store, EventStore)
+    assert isinstance(svc.store, LocalEventStore)
     p = svc.catalog.create_project("a", ai=AI, export_since_ms=T0, v1_enabled=False)
     for seed in range(4):
         generate(svc.store, AI, T0, 1, 50, ["page"], seed=seed)
@@ -121,13 +122,13 @@ def test_export_compacts_the_hour_first(tmp_path: Path) -> None:
 
 
 def test_recovery_removes_stale_staged_appends_only(tmp_path: Path) -> None:
-    store = EventStore(tmp_path)
+    store = LocalEventStore(tmp_path)
     want = fill(store, 2)
     d = store.hour_dir(AI, "page", T0)
     old, fresh = d / ".aaaa.parquet.tmp", d / ".bbbb.parquet.tmp"
     old.write_bytes(b"partial")
     fresh.write_bytes(b"in flight")
     os.utime(old, (time.time() - 7200, time.time() - 7200))
-    recover_hour(d)
+    recover(LocalHour(d))
     assert not old.exists() and fresh.exists()
     assert rows_of(store) == want

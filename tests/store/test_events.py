@@ -7,7 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from rawexport.schema import DATA_TYPES
-from rawexport.store.events import EventStore, arrow_schema, encode_map
+from rawexport.store import LocalEventStore
+from rawexport.store.events import arrow_schema, encode_map
 from rawexport.timeutil import HOUR_MS
 
 AI = "0123456789abcdef"
@@ -50,7 +51,7 @@ def test_encode_map_is_compact_json() -> None:
 
 
 def test_append_partitions_by_utc_hour(tmp_path: Path) -> None:
-    store = EventStore(tmp_path)
+    store = LocalEventStore(tmp_path)
     table = _tag_rows([H0, H1 + 5, H0 + HOUR_MS - 1, H1 + HOUR_MS - 1, H0 + 7])
     assert store.append(AI, "action_tag", table) == {H0: 3, H1: 2}
 
@@ -72,7 +73,7 @@ def test_append_partitions_by_utc_hour(tmp_path: Path) -> None:
 
 
 def test_append_casts_and_fills_missing_columns(tmp_path: Path) -> None:
-    store = EventStore(tmp_path)
+    store = LocalEventStore(tmp_path)
     table = pa.table(
         {
             "pageRequestId": ["p1", "p2"],
@@ -104,14 +105,14 @@ def test_append_casts_and_fills_missing_columns(tmp_path: Path) -> None:
 def test_append_rejects_bad_tables_and_writes_nothing(
     tmp_path: Path, table: pa.Table, message: str
 ) -> None:
-    store = EventStore(tmp_path)
+    store = LocalEventStore(tmp_path)
     with pytest.raises(ValueError, match=message):
         store.append(AI, "action_tag", table)
     assert _all_files(tmp_path) == []
 
 
 def test_append_rejects_bad_names(tmp_path: Path) -> None:
-    store = EventStore(tmp_path)
+    store = LocalEventStore(tmp_path)
     with pytest.raises(ValueError):
         store.append(AI, "nope", _tag_rows([H0]))
     for ai in ("", "..", "a/b", "../x"):
@@ -123,13 +124,13 @@ def test_append_rejects_bad_names(tmp_path: Path) -> None:
 
 
 def test_empty_table_writes_nothing(tmp_path: Path) -> None:
-    store = EventStore(tmp_path)
+    store = LocalEventStore(tmp_path)
     assert store.append(AI, "action_tag", _tag_rows([])) == {}
     assert _all_files(tmp_path) == []
 
 
 def test_no_staging_files_left(tmp_path: Path) -> None:
-    store = EventStore(tmp_path)
+    store = LocalEventStore(tmp_path)
     store.append(AI, "action_tag", _tag_rows([H0, H1]))
     names = [p.name for p in _all_files(tmp_path)]
     assert len(names) == 2
@@ -137,7 +138,7 @@ def test_no_staging_files_left(tmp_path: Path) -> None:
 
 
 def test_staging_files_are_ignored(tmp_path: Path) -> None:
-    store = EventStore(tmp_path)
+    store = LocalEventStore(tmp_path)
     store.append(AI, "action_tag", _tag_rows([H0]))
     d0 = store.hour_dir(AI, "action_tag", H0)
     (d0 / ".abc.parquet.tmp").write_bytes(b"partial")
@@ -154,7 +155,7 @@ def test_staging_files_are_ignored(tmp_path: Path) -> None:
 
 
 def test_failed_write_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    store = EventStore(tmp_path)
+    store = LocalEventStore(tmp_path)
     real_write = pq.write_table
     calls = []
 
@@ -172,7 +173,7 @@ def test_failed_write_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def test_delete_hour(tmp_path: Path) -> None:
-    store = EventStore(tmp_path)
+    store = LocalEventStore(tmp_path)
     store.append(AI, "action_tag", _tag_rows([H0, H1]))
     store.delete_hour(AI, "action_tag", H0)
     assert store.hours(AI, "action_tag") == [H1]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from rawexport.blobs.s3 import S3BlobStore
-from rawexport.store.objects import ObjectEventStore
+from rawexport.store import S3EventStore
 from tests.store.test_stores import AI, H0, compact, ids, tags
 
 INPUTS = 3
@@ -51,13 +51,13 @@ class Crashing:
 
 
 @pytest.fixture
-def store(moto_s3: tuple[str, str], tmp_path: Path) -> Iterator[ObjectEventStore]:
+def store(moto_s3: tuple[str, str], tmp_path: Path) -> Iterator[S3EventStore]:
     endpoint, bucket = moto_s3
     blobs = S3BlobStore(bucket, f"events-{uuid.uuid4().hex}", endpoint_url=endpoint)
-    yield ObjectEventStore(blobs, tmp_path / "tmp")
+    yield S3EventStore(blobs, tmp_path / "tmp")
 
 
-def fill(store: ObjectEventStore) -> list[str]:
+def fill(store: S3EventStore) -> list[str]:
     for i in range(INPUTS):
         store.append(AI, "action_tag", tags([H0 + i, H0 + 10 + i], f"c{i}-"))
     want = ids(store, H0)
@@ -65,12 +65,12 @@ def fill(store: ObjectEventStore) -> list[str]:
     return want
 
 
-def names(store: ObjectEventStore) -> list[str]:
+def names(store: S3EventStore) -> list[str]:
     return sorted(b.key.rsplit("/", 1)[-1] for b in store.blobs.list(""))
 
 
 def test_a_clean_compaction_makes_the_steps_the_crashes_cover(
-    store: ObjectEventStore, monkeypatch: pytest.MonkeyPatch
+    store: S3EventStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     want = fill(store)
     crashing = Crashing(store.blobs, monkeypatch)  # type: ignore[arg-type]
@@ -84,7 +84,7 @@ def test_a_clean_compaction_makes_the_steps_the_crashes_cover(
 
 @pytest.mark.parametrize("crash_at", range(STEPS))
 def test_a_crash_at_any_step_reads_every_row_once(
-    store: ObjectEventStore, monkeypatch: pytest.MonkeyPatch, crash_at: int
+    store: S3EventStore, monkeypatch: pytest.MonkeyPatch, crash_at: int
 ) -> None:
     want = fill(store)
     crashing = Crashing(store.blobs, monkeypatch)  # type: ignore[arg-type]

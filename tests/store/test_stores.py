@@ -15,10 +15,8 @@ from rawexport.cli.services import open_services
 from rawexport.export.actions import export_now
 from rawexport.ingest.generate import generate
 from rawexport.settings import Settings
-from rawexport.store import objects
+from rawexport.store import EventStore, LocalEventStore, S3EventStore, open_event_store
 from rawexport.store.compaction import compact_all, compact_hour
-from rawexport.store.events import EventStore
-from rawexport.store.objects import Events, ObjectEventStore, open_event_store
 from rawexport.timeutil import HOUR_MS
 
 AI = "0123456789abcdef"
@@ -37,27 +35,27 @@ def tags(send_times: list[int], tag: str = "r") -> pa.Table:
 
 
 @pytest.fixture(params=["local", "s3"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Events]:
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EventStore]:
     if request.param == "local":
-        yield EventStore(tmp_path / "events")
+        yield LocalEventStore(tmp_path / "events")
         return
     endpoint, bucket = request.getfixturevalue("moto_s3")
     blobs = S3BlobStore(bucket, f"events-{uuid.uuid4().hex}", endpoint_url=endpoint)
-    yield ObjectEventStore(blobs, tmp_path / "tmp")
+    yield S3EventStore(blobs, tmp_path / "tmp")
 
 
-def ids(store: Events, hour: int) -> list[str]:
+def ids(store: EventStore, hour: int) -> list[str]:
     with store.open_hour(AI, "action_tag", hour) as files:
-        return sorted(v for f in files for v in pq.read_table(f)["actionRequestId"].to_pylist())
+        return sorted(
+            v for f in files for v in pq.read_table(f.path)["actionRequestId"].to_pylist()
+        )
 
 
-def compact(store: Events, hour: int, small: int = 1 << 30) -> int:
-    if isinstance(store, EventStore):
-        return compact_hour(store, AI, "action_tag", hour, small_bytes=small)
-    return store.compact_hour(AI, "action_tag", hour, small_bytes=small)
+def compact(store: EventStore, hour: int, small: int = 1 << 30) -> int:
+    return compact_hour(store, AI, "action_tag", hour, small_bytes=small)
 
 
-def test_append_partitions_by_hour_and_reads_back(store: Events) -> None:
+def test_append_partitions_by_hour_and_reads_back(store: EventStore) -> None:
     assert store.append(AI, "action_tag", tags([H0 + 5, H1 + 1, H0 + 9])) == {H0: 2, H1: 1}
     store.append(AI, "action_tag", tags([H1 + 2], "s"))
     assert store.hours(AI, "action_tag") == [H0, H1]
@@ -65,15 +63,17 @@ def test_append_partitions_by_hour_and_reads_back(store: Events) -> None:
     assert ids(store, H0 + 2 * HOUR_MS) == [] and store.hours(AI, "page") == []
 
 
-def test_a_failed_append_leaves_nothing(store: Events, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_append_leaves_nothing(store: EventStore, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = {"n": 0}
-    if isinstance(store, EventStore):
-        import rawexport.store.events as module
+    if isinstance(store, LocalEventStore):
+        import rawexport.store.local as module
+        from rawexport.store.events import write_event_file
 
-        real: Callable[..., None] = module.write_event_file
+        real: Callable[..., None] = write_event_file
         target: object = module
         name = "write_event_file"
     else:
+        assert isinstance(store, S3EventStore)
         real = store.blobs.put
         target, name = store.blobs, "put"
 
@@ -91,7 +91,7 @@ def test_a_failed_append_leaves_nothing(store: Events, monkeypatch: pytest.Monke
     assert store.hours(AI, "action_tag") == [] and ids(store, H0) == []
 
 
-def test_compaction_merges_and_reads_every_row_once(store: Events) -> None:
+def test_compaction_merges_and_reads_every_row_once(store: EventStore) -> None:
     for i in range(4):
         store.append(AI, "action_tag", tags([H0 + i], f"b{i}-"))
     with store.open_hour(AI, "action_tag", H0) as files:
@@ -104,9 +104,9 @@ def test_compaction_merges_and_reads_every_row_once(store: Events) -> None:
 
 
 def test_an_interrupted_object_compaction_is_read_once_and_finished(
-    store: Events, monkeypatch: pytest.MonkeyPatch
+    store: EventStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if not isinstance(store, ObjectEventStore):
+    if not isinstance(store, S3EventStore):
         pytest.skip("the local store's crash points are in test_compaction.py")
     for i in range(3):
         store.append(AI, "action_tag", tags([H0 + i], f"c{i}-"))
@@ -128,7 +128,7 @@ def test_an_interrupted_object_compaction_is_read_once_and_finished(
     assert ids(store, H0) == ["c0-0", "c1-0", "c2-0"]
 
 
-def test_compact_all_and_delete_hour(store: Events) -> None:
+def test_compact_all_and_delete_hour(store: EventStore) -> None:
     settings = Settings(compact_min_files=3, compact_small_bytes=1 << 30)
     for i in range(3):
         store.append(AI, "action_tag", tags([H0 + i, H1 + i], f"d{i}-"))
@@ -138,7 +138,7 @@ def test_compact_all_and_delete_hour(store: Events) -> None:
     assert len(ids(store, H1)) == 3
 
 
-def test_bad_names_are_refused(store: Events) -> None:
+def test_bad_names_are_refused(store: EventStore) -> None:
     with pytest.raises(ValueError):
         store.append("../x", "action_tag", tags([H0]))
     with pytest.raises(ValueError):
@@ -147,13 +147,13 @@ def test_bad_names_are_refused(store: Events) -> None:
 
 def test_events_url_picks_the_store(tmp_path: Path, moto_s3: tuple[str, str]) -> None:
     endpoint, bucket = moto_s3
-    assert isinstance(open_event_store(Settings(home=tmp_path)), EventStore)
+    assert isinstance(open_event_store(Settings(home=tmp_path)), LocalEventStore)
     local = open_event_store(Settings(home=tmp_path, events_url=f"file://{tmp_path}/ev"))
-    assert isinstance(local, EventStore) and local.root == tmp_path / "ev"
+    assert isinstance(local, LocalEventStore) and local.root == tmp_path / "ev"
     s3 = open_event_store(
         Settings(home=tmp_path, events_url=f"s3://{bucket}/ev", s3_endpoint_url=endpoint)
     )
-    assert isinstance(s3, objects.ObjectEventStore)
+    assert isinstance(s3, S3EventStore)
 
 
 def test_an_hour_on_s3_is_exported_from_its_objects(
@@ -167,7 +167,7 @@ def test_an_hour_on_s3_is_exported_from_its_objects(
     )
     services = open_services(settings)
     try:
-        assert isinstance(services.store, ObjectEventStore)
+        assert isinstance(services.store, S3EventStore)
         p = services.catalog.create_project("s3", export_since_ms=H0)
         generate(services.store, p.ai, H0, 1, 400, data_types=["page"], seed=3)
         (row,) = [r for r in export_now(services.exporter, p, [H0], "page", H0 + 2 * HOUR_MS)

@@ -14,7 +14,6 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
 
 import orjson
-from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -530,8 +529,7 @@ class Health:
 
     def _probe(self) -> bool:
         try:
-            with self.catalog.engine.connect() as c:
-                c.execute(text("SELECT 1"))
+            self.catalog.ping()
         except Exception:
             log.exception("health check: the catalog does not answer")
             return False

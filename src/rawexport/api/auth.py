@@ -10,11 +10,9 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
-from sqlalchemy import select
 
 from rawexport.api.cache import Fresh
 from rawexport.catalog import Catalog, KeyPair
-from rawexport.catalog.tables import key_pairs
 from rawexport.settings import Settings
 from rawexport.signatures import sign_auth
 
@@ -66,13 +64,7 @@ def _project_key_pairs(catalog: Catalog, ai: str, uid: str) -> list[KeyPair]:
     project = catalog.project(ai)
     if project is None or project.uid != uid:
         return []
-    with catalog.tx() as c:
-        rows = c.execute(
-            select(key_pairs)
-            .where(key_pairs.c.project_id == project.id, key_pairs.c.revoked.is_(False))
-            .order_by(key_pairs.c.id)
-        ).all()
-    return [KeyPair(r.id, r.project_id, r.public_key, r.private_key) for r in rows]
+    return catalog.key_pairs(project.id)
 
 
 def verify(

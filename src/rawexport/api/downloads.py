@@ -13,7 +13,6 @@ from typing import Any, Protocol, runtime_checkable
 
 import anyio
 import orjson
-from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
@@ -25,7 +24,6 @@ from rawexport.api.limits import SENDFILE
 from rawexport.blobs import BlobStore, links, media_type
 from rawexport.blobs.s3 import S3BlobStore
 from rawexport.catalog import Catalog
-from rawexport.catalog.tables import export_files
 from rawexport.timeutil import DAY_MS, HOUR_MS, BadDate, parse_export_date, parse_utc_stamp
 
 CHUNK = 1024 * 1024  # 64 KiB chunks serve 5x slower (PERF_NOTES)
@@ -216,11 +214,7 @@ class Downloads:
 
     def md5_of(self, key: str, path: Path) -> str:
         """The part's md5 from the catalog; computed for files it has no row of (manifests)."""
-        with self.catalog.tx() as c:
-            md5 = c.execute(
-                select(export_files.c.md5).where(export_files.c.key == key).limit(1)
-            ).scalar()
-        return str(md5) if md5 else file_md5(path)
+        return self.catalog.part_md5(key) or file_md5(path)
 
     def _resolve(self, path: str) -> tuple[str, str | None] | None:
         """(object key, its md5 when the lookup read it) of a link path; None when gone.

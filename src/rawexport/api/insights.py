@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from rawexport.api.cache import Fresh
 from rawexport.blobs import links
-from rawexport.catalog import PENDING, Catalog, Job, Project
+from rawexport.catalog import PENDING, Catalog, Job, JobStatus, Project
 from rawexport.fsutil import hide_paths
 from rawexport.timeutil import (
     HOUR_MS,
@@ -58,9 +58,9 @@ def hour_status(
     if hour_ms == current:
         return HourStatus(RUNNING)
     for job in jobs:
-        if job.status == "finished":
+        if job.status == JobStatus.FINISHED:
             return HourStatus(FINISHED, job=job)
-    if jobs and jobs[0].status == "error" and not any(j.status in PENDING for j in jobs):
+    if jobs and jobs[0].status == JobStatus.ERROR and not any(j.status in PENDING for j in jobs):
         # hide_paths: errors stored before they were recorded without paths
         return HourStatus(ERROR, job=jobs[0], error=hide_paths(jobs[0].error or "export failed"))
     return HourStatus(RUNNING)

@@ -6,22 +6,26 @@ catalog database by URL, `jobs` is the job half (leases, revisions, files, links
 public face.
 """
 
-from rawexport.catalog.engine import make_engine, migrate
-from rawexport.catalog.jobs import PENDING, CatalogError, FileRow, Job, LeaseLost
+from rawexport.catalog.engine import DatabaseError, make_engine, migrate
+from rawexport.catalog.jobs import CatalogError, FileRow, Job, LeaseLost
 from rawexport.catalog.links import Link
 from rawexport.catalog.projects import Catalog, Credential, KeyPair, Project
+from rawexport.types import PENDING, WAITING, JobStatus
 
 __all__ = [
     "PENDING",
     "Catalog",
     "CatalogError",
     "Credential",
+    "DatabaseError",
     "FileRow",
     "Job",
+    "JobStatus",
     "KeyPair",
     "LeaseLost",
     "Link",
     "Project",
+    "WAITING",
     "make_engine",
     "migrate",
 ]

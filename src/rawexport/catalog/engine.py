@@ -8,8 +8,13 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import SQLAlchemyError
 
 from rawexport.fsutil import create_private
+
+# What a catalog call raises when its database fails (unreachable, restarting, locked):
+# callers outside the catalog name it so, not by its library.
+DatabaseError = SQLAlchemyError
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

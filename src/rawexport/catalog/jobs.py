@@ -28,7 +28,7 @@ from rawexport.catalog.tables import (
     export_jobs,
     issued_links,
 )
-from rawexport.types import ExportResult, PartInfo
+from rawexport.types import ExportResult, JobStatus, PartInfo
 
 
 class CatalogError(Exception):
@@ -66,9 +66,6 @@ class Job:
 FileRow = PartInfo  # a committed part, as the catalog lists it
 
 
-PENDING = ("queued", "running", "retrying")
-
-
 def _held(job: Job, owner: str) -> tuple[ColumnElement[bool], ...]:
     """The job is running under this owner's lease, in the attempt this claim started.
 
@@ -77,7 +74,7 @@ def _held(job: Job, owner: str) -> tuple[ColumnElement[bool], ...]:
     """
     return (
         export_jobs.c.id == job.id,
-        export_jobs.c.status == "running",
+        export_jobs.c.status == JobStatus.RUNNING,
         export_jobs.c.lease_owner == owner,
         export_jobs.c.attempts == job.attempts,
     )
@@ -85,10 +82,10 @@ def _held(job: Job, owner: str) -> tuple[ColumnElement[bool], ...]:
 
 def _runnable(now: int, due_only: bool) -> ColumnElement[bool]:
     """Queued or retrying (and due, unless due_only is False), or running on a lost lease."""
-    waiting: ColumnElement[bool] = export_jobs.c.status.in_(("queued", "retrying"))
+    waiting: ColumnElement[bool] = export_jobs.c.status.in_((JobStatus.QUEUED, JobStatus.RETRYING))
     if due_only:
         waiting = waiting & (export_jobs.c.next_attempt_ms <= now)
-    lost = (export_jobs.c.status == "running") & (export_jobs.c.lease_expires_ms < now)
+    lost = (export_jobs.c.status == JobStatus.RUNNING) & (export_jobs.c.lease_expires_ms < now)
     return waiting | lost
 
 
@@ -163,7 +160,7 @@ class JobStore:
             "hour_ms": hour_ms,
             "revision": revision,
             "preview": preview,
-            "status": "queued",
+            "status": JobStatus.QUEUED,
             "attempts": 0,
             "next_attempt_ms": now,
             "created_ms": now,
@@ -242,7 +239,7 @@ class JobStore:
                 for pid, n in c.execute(
                     select(export_jobs.c.project_id, func.count())
                     .where(
-                        export_jobs.c.status == "running",
+                        export_jobs.c.status == JobStatus.RUNNING,
                         export_jobs.c.lease_expires_ms >= now,
                     )
                     .group_by(export_jobs.c.project_id)
@@ -310,7 +307,7 @@ class JobStore:
             update(export_jobs)
             .where(export_jobs.c.id == job_id, runnable)
             .values(
-                status="running",
+                status=JobStatus.RUNNING,
                 attempts=export_jobs.c.attempts + 1,
                 lease_owner=owner,
                 lease_expires_ms=now + lease_ms,
@@ -353,7 +350,7 @@ class JobStore:
                 update(export_jobs)
                 .where(*_held(job, owner))
                 .values(
-                    status="finished",
+                    status=JobStatus.FINISHED,
                     rows=result.rows,
                     bytes=result.bytes,
                     prefix=result.prefix,
@@ -388,7 +385,7 @@ class JobStore:
 
     def fail(self, job: Job, owner: str, error: str, *, retry_at: int | None, now: int) -> str:
         """Record a failed attempt: `retrying` until retry_at, or `error` when None."""
-        status = "error" if retry_at is None else "retrying"
+        status = JobStatus.ERROR if retry_at is None else JobStatus.RETRYING
         values: dict[str, Any] = {
             "status": status,
             "error": error[:4000],
@@ -413,6 +410,13 @@ class JobStore:
                 .order_by(export_files.c.part)
             ).all()
         return [FileRow(r.part, r.key, r.rows, r.bytes, r.md5, r.sha256) for r in rows]
+
+    def part_md5(self, key: str) -> str | None:
+        """The md5 the catalog holds of a committed part's object key, if any."""
+        with self.tx() as c:
+            md5 = c.execute(select(export_files.c.md5).where(export_files.c.key == key).limit(1))
+            value = md5.scalar()
+        return str(value) if value else None
 
     def hour_jobs(
         self, project_id: int, version: str, start_ms: int, end_ms: int

@@ -11,8 +11,9 @@ from sqlalchemy import func, select
 from rawexport.catalog.projects import Catalog
 from rawexport.catalog.tables import export_jobs
 from rawexport.metrics import Metrics
+from rawexport.types import JobStatus
 
-JOB_STATUSES = ("queued", "running", "retrying", "finished", "error", "superseded")
+JOB_STATUSES = tuple(JobStatus)
 
 
 class JobsCollector(Collector):

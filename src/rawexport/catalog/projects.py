@@ -18,6 +18,7 @@ from sqlalchemy import (
     event,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.exc import IntegrityError
@@ -26,6 +27,7 @@ from rawexport.catalog.engine import make_engine, migrate
 from rawexport.catalog.jobs import CatalogError, JobStore, _pk
 from rawexport.catalog.links import LinkStore
 from rawexport.catalog.sessions import SessionStore, end_token_sessions
+from rawexport.catalog.sweeping import SweepStore
 from rawexport.catalog.tables import (
     api_tokens,
     auth_codes,
@@ -109,7 +111,7 @@ _HARMLESS_WRITES = (
 _WROTE = "rawexport_wrote"
 
 
-class Catalog(JobStore, LinkStore, SessionStore):
+class Catalog(JobStore, LinkStore, SessionStore, SweepStore):
     def __init__(self, url: str, *, run_migrations: bool = True) -> None:
         self.url = url
         self.engine = make_engine(url)
@@ -263,6 +265,21 @@ class Catalog(JobStore, LinkStore, SessionStore):
         if row is None:
             return None
         return KeyPair(row.id, row.project_id, row.public_key, row.private_key)
+
+    def key_pairs(self, project_id: int) -> list[KeyPair]:
+        """The project's key pairs that are not revoked, oldest first."""
+        with self.tx() as c:
+            rows = c.execute(
+                select(key_pairs)
+                .where(key_pairs.c.project_id == project_id, key_pairs.c.revoked.is_(False))
+                .order_by(key_pairs.c.id)
+            ).all()
+        return [KeyPair(r.id, r.project_id, r.public_key, r.private_key) for r in rows]
+
+    def ping(self) -> None:
+        """One round trip to the database; raises DatabaseError when it does not answer."""
+        with self.engine.connect() as c:
+            c.execute(text("SELECT 1"))
 
     def create_api_token(self, project_id: int, description: str = "") -> str:
         token = random_alnum(48)

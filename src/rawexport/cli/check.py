@@ -16,14 +16,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import click
-from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
 
 from rawexport.api.assets import PINNED, WebAssets
 from rawexport.blobs.local import LocalBlobStore
 from rawexport.blobs.s3 import BlobStoreError, S3BlobStore
 from rawexport.blobs.stores import open_blob_store
-from rawexport.catalog import Catalog
+from rawexport.catalog import Catalog, DatabaseError
 from rawexport.cli.common import home_option, settings_from, user_errors
 from rawexport.export import ondask
 from rawexport.settings import Settings
@@ -36,12 +34,11 @@ class CheckFailed(Exception):
 def _catalog(settings: Settings) -> str:
     try:
         catalog = Catalog(settings.database_url)
-    except SQLAlchemyError as e:
+    except DatabaseError as e:
         reason = str(e.__cause__ or e).strip().splitlines()[0]
         raise CheckFailed(f"cannot open the catalog ({reason}); check catalog_url") from None
     try:
-        with catalog.engine.connect() as c:
-            c.execute(text("SELECT 1"))
+        catalog.ping()
         return f"{catalog.engine.dialect.name}, migrations at head"
     finally:
         catalog.close()

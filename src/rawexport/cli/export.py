@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from rawexport.catalog import JobStatus
 from rawexport.cli.common import (
     echo_json,
     home_option,
@@ -30,7 +31,7 @@ def _run(ctx: click.Context, home: Path | None, ai: str, hours: list[int], **o: 
             services.exporter, project, hours, o["data_type"], now_ms(), wait=not o["queue"]
         )
         echo_json(report)
-        if any(r["status"] == "error" for r in report):
+        if any(r["status"] == JobStatus.ERROR for r in report):
             sys.exit(1)
     finally:
         services.close()
@@ -130,7 +131,7 @@ def export_run(
         p = need_project(services, ai)
         report = export_now(services.exporter, p, hours, data_type, now)
         echo_json(report)
-        if any(r["status"] == "error" for r in report):
+        if any(r["status"] == JobStatus.ERROR for r in report):
             sys.exit(1)
     finally:
         services.close()

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from rawexport.catalog import JobStatus
 from rawexport.cli.common import echo_json, home_option, need_project, settings_from, user_errors
 from rawexport.cli.services import open_services
 from rawexport.export.actions import OpsError, job_row
@@ -22,7 +23,7 @@ def jobs() -> None:
 @click.option("--project", "ai", default=None, help="project ai")
 @click.option(
     "--status",
-    type=click.Choice(["queued", "running", "retrying", "finished", "error", "superseded"]),
+    type=click.Choice([s.value for s in JobStatus]),
     default=None,
 )
 @click.option("--since", default=None, help="first Beijing hour yyyyMMddHH")

@@ -113,7 +113,6 @@ def run_server(settings: Settings) -> None:
     from rawexport.export.scheduler import Scheduler
     from rawexport.export.worker import WorkerPool
     from rawexport.store.compaction import Compactor
-    from rawexport.store.objects import ObjectEventStore
 
     setup_logging(settings.log_level)
     services = open_services(settings)
@@ -121,7 +120,7 @@ def run_server(settings: Settings) -> None:
     # On an object store, only the node holding the compactor's lock compacts.
     compacts = (
         Leadership(services.catalog.engine, "rawexport.compactor", "the compactor")
-        if isinstance(services.store, ObjectEventStore)
+        if services.store.single_compactor
         else None
     )
     compactor = Compactor(services.store, settings, metrics=services.metrics, leadership=compacts)

@@ -12,14 +12,14 @@ from rawexport.export.ondask import DaskExecutor
 from rawexport.export.worker import Exporter
 from rawexport.metrics import Metrics
 from rawexport.settings import Settings
-from rawexport.store.objects import Events, open_event_store
+from rawexport.store import EventStore, open_event_store
 
 
 @dataclass
 class Services:
     settings: Settings
     catalog: Catalog
-    store: Events
+    store: EventStore
     blobs: BlobStore
     exporter: Exporter
     metrics: Metrics

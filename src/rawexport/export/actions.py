@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from rawexport.catalog import Catalog, Job, Project
+from rawexport.catalog import Catalog, Job, JobStatus, Project
 from rawexport.export.scheduler import versions
 from rawexport.export.worker import Exporter, owner_id
 from rawexport.schema import DATA_TYPES, V1_TYPES, types_for
@@ -64,11 +64,11 @@ def export_now(
                 catalog.plan(project.id, target.version, [target.data_type], [hour], now)
                 jobs = catalog.hour_jobs(project.id, target.version, hour, hour + 1)
                 job = jobs[(target.data_type, hour)][0]
-                if job.status == "error":
+                if job.status == JobStatus.ERROR:
                     job = catalog.new_revision(
                         project.id, target.version, target.data_type, hour, preview=False, now=now
                     )
-            if job.status != "finished":
+            if job.status != JobStatus.FINISHED:
                 exporter.run_job_now(job.id, owner)
             report.append(job_row(catalog.job(job.id)))
     return report

@@ -4,19 +4,16 @@ the orphan parts of attempts that never committed, and expired issued links."""
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import and_, delete, select
-
 from rawexport.blobs import BlobStore
-from rawexport.catalog import PENDING, Catalog, Job
-from rawexport.catalog.tables import export_files, export_jobs, issued_links
+from rawexport.catalog import PENDING, Catalog, Job, JobStatus
 from rawexport.export.keys import SCRATCH, export_prefix
 from rawexport.metrics import Metrics
+from rawexport.periodic import Periodic
 from rawexport.schema import DATA_TYPE_NAMES
-from rawexport.store.objects import Events
+from rawexport.store import EventStore
 from rawexport.timeutil import DAY_MS, now_ms
 
 log = logging.getLogger("rawexport.retention")
@@ -54,34 +51,14 @@ def _keys_of(catalog: Catalog, job_ids: list[int]) -> dict[int, list[str]]:
     out: dict[int, list[str]] = {}
     for job_id, rows in catalog.files_of(job_ids).items():
         out[job_id] = [f.key for f in rows]
-    with catalog.tx() as c:
-        for job_id, manifest in c.execute(
-            select(export_jobs.c.id, export_jobs.c.manifest_key).where(
-                export_jobs.c.id.in_(job_ids)
-            )
-        ):
-            if manifest:
-                out.setdefault(int(job_id), []).append(str(manifest))
+    for job_id, manifest in catalog.manifest_keys(job_ids).items():
+        out.setdefault(job_id, []).append(manifest)
     return out
 
 
 def _prefix(ai: str, job: Job) -> str:
     """Where the job's attempts wrote (a job that never committed has no prefix row)."""
     return job.prefix or export_prefix(ai, job.version, job.data_type, job.hour_ms, job.revision)
-
-
-def _slot(catalog: Catalog, job: Job) -> list[Job]:
-    """Every job (revision) of the job's (project, version, type, hour)."""
-    with catalog.tx() as c:
-        rows = c.execute(
-            select(export_jobs).where(
-                export_jobs.c.project_id == job.project_id,
-                export_jobs.c.version == job.version,
-                export_jobs.c.data_type == job.data_type,
-                export_jobs.c.hour_ms == job.hour_ms,
-            )
-        ).all()
-    return [Job(**r._asdict()) for r in rows]
 
 
 def _drop_strays(
@@ -98,7 +75,7 @@ def _drop_strays(
     revision). Two revisions of an hour may share a prefix (4 hex digits); one still running
     there may be writing, so such a prefix waits."""
     prefix = _prefix(ai, job)
-    slot = _slot(catalog, job)
+    slot = catalog.slot_jobs(job)
     if any(j.status in PENDING and _prefix(ai, j) == prefix for j in slot):
         return
     kept = [j.id for j in slot if j.id in keep_ids]
@@ -121,24 +98,13 @@ def _drop_orphans(
 ) -> None:
     """Orphans of finished or failed jobs in which some attempt did not commit (a job
     retried or taken over after a lost lease, or one that ended in ERROR)."""
-    with catalog.tx() as c:
-        rows = c.execute(
-            select(export_jobs).where(
-                export_jobs.c.project_id == project_id,
-                (
-                    (export_jobs.c.status == "error")
-                    | ((export_jobs.c.status == "finished") & (export_jobs.c.attempts > 1))
-                ),
-            )
-        ).all()
-    for row in rows:
-        job = Job(**row._asdict())
-        keep = {j.id for j in _slot(catalog, job) if j.status == "finished"}
+    for job in catalog.retried_or_failed_jobs(project_id):
+        keep = {j.id for j in catalog.slot_jobs(job) if j.status == JobStatus.FINISHED}
         _drop_strays(catalog, blobs, ai, job, keep, before_ms, report)
 
 
 def sweep(
-    catalog: Catalog, store: Events, blobs: BlobStore, now: int, *, orphan_age_ms: int
+    catalog: Catalog, store: EventStore, blobs: BlobStore, now: int, *, orphan_age_ms: int
 ) -> SweepReport:
     """One pass. Files go before their catalog rows, so a crash leaves rows to retry with.
 
@@ -150,23 +116,15 @@ def sweep(
     for project in catalog.projects():
         # Hours whose retention has ended: now >= hour + retention (the API's rule).
         cutoff = now - project.retention_days * DAY_MS
-        with catalog.tx() as c:
-            rows = c.execute(
-                select(export_jobs.c.id, export_jobs.c.hour_ms).where(
-                    export_jobs.c.project_id == project.id,
-                    export_jobs.c.hour_ms <= cutoff,
-                )
-            ).all()
-        old = [int(r[0]) for r in rows]
-        report.expired_hours += len({int(r[1]) for r in rows})
+        rows = catalog.jobs_through(project.id, cutoff)
+        old = [job_id for job_id, _ in rows]
+        report.expired_hours += len({hour for _, hour in rows})
         if old:
             keys = _keys_of(catalog, old)
             done = [j for j in old if _delete_blobs(blobs, keys.get(j, []), report)]
             for job_id in done:  # and what failed attempts left under the prefix
                 _drop_strays(catalog, blobs, project.ai, catalog.job(job_id), set(), now, report)
-            with catalog.tx() as c:
-                c.execute(delete(export_files).where(export_files.c.job_id.in_(done)))
-                c.execute(delete(export_jobs).where(export_jobs.c.id.in_(done)))
+            catalog.delete_jobs(done)
             report.deleted_jobs += len(done)
         for data_type in DATA_TYPE_NAMES:
             for hour in store.hours(project.ai, data_type):
@@ -180,22 +138,13 @@ def sweep(
         _drop_orphans(catalog, blobs, project.ai, project.id, before, report)
         pending_prefixes |= _pending_prefixes(catalog, project.ai, project.id)
     _drop_scratch(blobs, pending_prefixes, now - orphan_age_ms, report)
-    with catalog.tx() as c:
-        report.expired_links = c.execute(
-            delete(issued_links).where(issued_links.c.expires_ms <= now)
-        ).rowcount
+    report.expired_links = catalog.delete_expired_links(now)
     report.dead_auth_codes = catalog.delete_dead_auth_codes(now)
     return report
 
 
 def _pending_prefixes(catalog: Catalog, ai: str, project_id: int) -> set[str]:
-    with catalog.tx() as c:
-        rows = c.execute(
-            select(export_jobs).where(
-                export_jobs.c.project_id == project_id, export_jobs.c.status.in_(PENDING)
-            )
-        ).all()
-    return {_prefix(ai, Job(**row._asdict())) for row in rows}
+    return {_prefix(ai, job) for job in catalog.pending_jobs(project_id)}
 
 
 def _drop_scratch(
@@ -224,59 +173,28 @@ def _drop_superseded(
 ) -> int:
     """Delete the files of finished revisions that a newer finished revision replaced, once
     no unexpired issued link points into them (a link handed out stays valid to its end)."""
-    with catalog.tx() as c:
-        finished = c.execute(
-            select(
-                export_jobs.c.id,
-                export_jobs.c.version,
-                export_jobs.c.data_type,
-                export_jobs.c.hour_ms,
-                export_jobs.c.revision,
-                export_jobs.c.prefix,
-            )
-            .where(
-                export_jobs.c.project_id == project_id,
-                export_jobs.c.status == "finished",
-                export_jobs.c.preview.is_(False),
-            )
-            .order_by(export_jobs.c.revision.desc())
-        ).all()
     newest: set[tuple[str, str, int]] = set()
     stale: list[tuple[int, str]] = []
-    for job_id, version, data_type, hour_ms, _rev, prefix in finished:
-        slot = (str(version), str(data_type), int(hour_ms))
+    for job_id, version, data_type, hour_ms, prefix in catalog.finished_revisions(project_id):
+        slot = (version, data_type, hour_ms)
         if slot in newest:
-            stale.append((int(job_id), str(prefix or "")))
+            stale.append((job_id, prefix))
         else:
             newest.add(slot)
     dropped = 0
     for job_id, prefix in stale:
-        with catalog.tx() as c:
-            in_use = c.execute(
-                select(issued_links.c.id)
-                .where(
-                    and_(
-                        issued_links.c.project_id == project_id,
-                        issued_links.c.expires_ms > now,
-                        issued_links.c.links.contains(f"/{prefix}/", autoescape=True),
-                    )
-                )
-                .limit(1)
-            ).first()
-        if in_use or not prefix:
+        if not prefix or catalog.links_point_into(project_id, prefix, now):
             continue
         keys = _keys_of(catalog, [job_id]).get(job_id, [])
         if _delete_blobs(blobs, keys, report):
             job = catalog.job(job_id)
-            keep = {j.id for j in _slot(catalog, job) if j.status == "finished" and j.id != job_id}
+            keep = {
+                j.id
+                for j in catalog.slot_jobs(job)
+                if j.status == JobStatus.FINISHED and j.id != job_id
+            }
             _drop_strays(catalog, blobs, ai, job, keep, before_ms, report)
-            with catalog.tx() as c:
-                c.execute(delete(export_files).where(export_files.c.job_id == job_id))
-                c.execute(
-                    export_jobs.update()
-                    .where(export_jobs.c.id == job_id)
-                    .values(status="superseded")
-                )
+            catalog.supersede(job_id)
             dropped += 1
     return dropped
 
@@ -287,7 +205,7 @@ class Sweeper:
     def __init__(
         self,
         catalog: Catalog,
-        store: Events,
+        store: EventStore,
         blobs: BlobStore,
         interval: float,
         orphan_age_ms: int,
@@ -297,36 +215,28 @@ class Sweeper:
         self.metrics = metrics
         self.catalog, self.store, self.blobs = catalog, store, blobs
         self.interval, self.orphan_age_ms, self.clock = interval, orphan_age_ms, clock
-        self.stop_event = threading.Event()
-        self.thread: threading.Thread | None = None
+        self.loop = Periodic(
+            "retention-sweeper",
+            self.tick,
+            interval,
+            first_wait=True,
+            on_error=None if metrics is None else metrics.failed("sweeper"),
+        )
+
+    def tick(self) -> None:
+        report = sweep(
+            self.catalog, self.store, self.blobs, self.clock(), orphan_age_ms=self.orphan_age_ms
+        )
+        if (
+            report.deleted_jobs
+            or report.superseded_revisions
+            or report.store_hours
+            or report.orphan_files
+        ):
+            log.info("retention sweep: %s", report.as_dict())
 
     def start(self) -> None:
-        self.thread = threading.Thread(target=self._loop, name="retention-sweeper", daemon=True)
-        self.thread.start()
-
-    def _loop(self) -> None:
-        while not self.stop_event.wait(self.interval):
-            try:
-                report = sweep(
-                    self.catalog,
-                    self.store,
-                    self.blobs,
-                    self.clock(),
-                    orphan_age_ms=self.orphan_age_ms,
-                )
-                if (
-                    report.deleted_jobs
-                    or report.superseded_revisions
-                    or report.store_hours
-                    or report.orphan_files
-                ):
-                    log.info("retention sweep: %s", report.as_dict())
-            except Exception:  # a failed pass is retried on the next tick
-                log.exception("retention sweep failed", extra={"event": "background_error"})
-                if self.metrics is not None:
-                    self.metrics.background_failures.labels("sweeper").inc()
+        self.loop.start()
 
     def stop(self) -> None:
-        self.stop_event.set()
-        if self.thread is not None:
-            self.thread.join(10)
+        self.loop.stop(10)

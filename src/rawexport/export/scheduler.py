@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 
 from rawexport.catalog import Catalog, Project
 from rawexport.catalog.leader import Leadership
 from rawexport.metrics import Metrics
+from rawexport.periodic import Periodic
 from rawexport.schema import types_for
 from rawexport.settings import Settings
 from rawexport.timeutil import DAY_MS, HOUR_MS, hour_ceil, hour_floor, now_ms
@@ -72,8 +72,12 @@ class Scheduler:
         self.settings = settings
         self.clock = clock
         self.leadership = Leadership(catalog.engine)
-        self.stop_event = threading.Event()
-        self.thread: threading.Thread | None = None
+        self.loop = Periodic(
+            "export-scheduler",
+            self.tick,
+            settings.plan_interval,
+            on_error=None if metrics is None else metrics.failed("scheduler"),
+        )
 
     def tick(self) -> int | None:
         """One pass: the jobs planned, or None when another node runs the scheduler."""
@@ -82,21 +86,8 @@ class Scheduler:
         return plan_due(self.catalog, self.settings, self.clock())
 
     def start(self) -> None:
-        self.thread = threading.Thread(target=self._loop, name="export-scheduler", daemon=True)
-        self.thread.start()
-
-    def _loop(self) -> None:
-        while not self.stop_event.is_set():
-            try:
-                self.tick()
-            except Exception:  # a failed pass is retried on the next tick
-                log.exception("scheduler pass failed", extra={"event": "background_error"})
-                if self.metrics is not None:
-                    self.metrics.background_failures.labels("scheduler").inc()
-            self.stop_event.wait(self.settings.plan_interval)
+        self.loop.start()
 
     def stop(self) -> None:
-        self.stop_event.set()
-        if self.thread is not None:
-            self.thread.join(10)
+        self.loop.stop(10)
         self.leadership.release()

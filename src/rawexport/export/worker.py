@@ -22,13 +22,14 @@ from rawexport.export.parts import RowTooLarge
 from rawexport.export.runner import manifest_bytes, run_export
 from rawexport.fsutil import hide_paths
 from rawexport.metrics import Metrics
+from rawexport.periodic import Periodic
 from rawexport.schema import DATA_TYPES, V1_TYPES
 from rawexport.settings import Settings
+from rawexport.store import EventStore
+from rawexport.store.base import keys, paths
 from rawexport.store.compaction import compact_hour
-from rawexport.store.events import EventStore
-from rawexport.store.objects import Events
 from rawexport.timeutil import now_ms
-from rawexport.types import ExportResult
+from rawexport.types import ExportResult, JobStatus
 
 log = logging.getLogger("rawexport.worker")
 
@@ -124,7 +125,7 @@ class Exporter:
 
     settings: Settings
     catalog: Catalog
-    store: Events
+    store: EventStore
     blobs: BlobStore
     clock: Callable[[], int] = now_ms
     metrics: Metrics | None = None
@@ -155,13 +156,15 @@ class Exporter:
         )
         keeper.start()
         started = time.monotonic()
-        log_job(job, "running", owner=owner)
+        log_job(job, JobStatus.RUNNING, owner=owner)
         try:
             project = self.catalog.project_by_id(job.project_id)
             source = self.source_type(job)
-            if isinstance(self.store, EventStore):
-                check_readable(self.store.hour_files(project.ai, source, job.hour_ms))
-                # Many small files read slowly; merge them first, then keep them while reading.
+            if not self.store.single_compactor:
+                with self.store.open_hour(project.ai, source, job.hour_ms) as files:
+                    check_readable(paths(files))
+                # Many small files read slowly; merge them first, then keep them while
+                # reading. (An object store is compacted by one node's compactor alone.)
                 compact_hour(
                     self.store,
                     project.ai,
@@ -169,13 +172,9 @@ class Exporter:
                     job.hour_ms,
                     small_bytes=self.settings.compact_small_bytes,
                 )
-                with self.store.open_hour(project.ai, source, job.hour_ms) as files:
-                    result = self._run(job, project.ai, files, lost)
-            else:  # objects: compacted by serve's compactor alone, read from local copies
-                with self.store.fetched_hour(project.ai, source, job.hour_ms) as got:
-                    files = [path for _, path in got]
-                    check_readable(files)
-                    result = self._run(job, project.ai, files, lost, [k for k, _ in got])
+            with self.store.open_hour(project.ai, source, job.hour_ms) as files:
+                check_readable(paths(files))
+                result = self._run(job, project.ai, paths(files), lost, keys(files))
             stop.set()
             done = self.clock()
             manifest = manifest_bytes(
@@ -208,8 +207,8 @@ class Exporter:
                     seconds,
                     job.preview,
                 )
-            log_job(job, "finished", rows=result.rows, bytes=result.bytes, seconds=seconds)
-            return "finished"
+            log_job(job, JobStatus.FINISHED, rows=result.rows, bytes=result.bytes, seconds=seconds)
+            return JobStatus.FINISHED
         except LeaseLost:
             log_job(job, "lost", level=logging.WARNING)
             return "lost"
@@ -319,30 +318,25 @@ class WorkerPool:
         self.exporter = exporter
         self.size = size
         self.poll_seconds = poll_seconds
-        self.stop_event = threading.Event()
-        self.threads: list[threading.Thread] = []
+        self._owner = threading.local()  # each thread leases jobs as an owner of its own
+        metrics = exporter.metrics
+        # a job run, the next is claimed at once; none, the pool polls again
+        self.loop = Periodic(
+            "export-worker",
+            self._run_one,
+            poll_seconds,
+            threads=size,
+            on_error=None if metrics is None else metrics.failed("worker"),
+        )
+
+    def _run_one(self) -> bool:
+        owner = getattr(self._owner, "id", None)
+        if owner is None:
+            owner = self._owner.id = owner_id()
+        return self.exporter.run_one(owner)
 
     def start(self) -> None:
-        for i in range(self.size):
-            t = threading.Thread(target=self._loop, name=f"export-worker-{i}", daemon=True)
-            t.start()
-            self.threads.append(t)
-
-    def _loop(self) -> None:
-        owner = owner_id()
-        while not self.stop_event.is_set():
-            try:
-                ran = self.exporter.run_one(owner)
-            except Exception:  # the catalog may be briefly unavailable; keep the pool alive
-                log.exception("worker loop error", extra={"event": "background_error"})
-                if self.exporter.metrics is not None:
-                    self.exporter.metrics.background_failures.labels("worker").inc()
-                ran = False
-            if not ran:
-                self.stop_event.wait(self.poll_seconds)
+        self.loop.start()
 
     def stop(self, timeout: float = 30.0) -> None:
-        self.stop_event.set()
-        deadline = time.monotonic() + timeout
-        for t in self.threads:
-            t.join(max(0.0, deadline - time.monotonic()))
+        self.loop.stop(timeout)

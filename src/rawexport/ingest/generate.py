@@ -14,8 +14,8 @@ import pyarrow.compute as pc
 from rawexport.ingest import samples
 from rawexport.ingest.samples import I64, U64
 from rawexport.schema import DATA_TYPE_NAMES
+from rawexport.store import EventStore
 from rawexport.store.events import arrow_schema
-from rawexport.store.objects import Events
 from rawexport.timeutil import HOUR_MS
 
 Bools = npt.NDArray[np.bool_]
@@ -504,7 +504,7 @@ def rows(
 
 
 def generate(
-    store: Events,
+    store: EventStore,
     ai: str,
     start_hour_ms: int,
     hours: int,

@@ -14,16 +14,14 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rawexport.catalog import Catalog
+from rawexport.catalog import WAITING, Catalog
 from rawexport.ingest.validate import RowChunk, Tables, build_table
 from rawexport.schema import V1_TYPES
 from rawexport.settings import Settings
-from rawexport.store.objects import Events, open_event_store
+from rawexport.store import EventStore, open_event_store
 from rawexport.timeutil import HOUR_MS, hour_floor, now_ms
 
 log = logging.getLogger("rawexport.ingest")
-
-WAITING = ("queued", "retrying")  # jobs that have not read the hour's files yet
 
 
 def export_names(data_type: str) -> list[tuple[str, str]]:
@@ -62,7 +60,7 @@ def closed_hours(table: pa.Table, now: int) -> list[int]:
 
 
 def commit(
-    store: Events,
+    store: EventStore,
     catalog: Catalog,
     project_id: int,
     ai: str,
@@ -117,7 +115,7 @@ class Ingestor:
 
     def __init__(
         self,
-        store: Events,
+        store: EventStore,
         catalog: Catalog,
         *,
         window_ms: float = 2.0,

@@ -30,6 +30,7 @@ from typing import Any
 import orjson
 
 from rawexport.catalog.links import Link, LinkStore
+from rawexport.periodic import Periodic
 
 log = logging.getLogger("rawexport.collect")
 
@@ -177,7 +178,7 @@ class Shared:
         self.keep_ms = keep_ms
         self._pending: list[Link] = []
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        self._loop: Periodic | None = None
         self._swept = 0.0
         self._misses: dict[tuple[str, str, str], float] = {}
         self.miss_seconds = 1.0
@@ -186,9 +187,9 @@ class Shared:
         with self._lock:
             if len(self._pending) < 1_000_000:  # an unreachable catalog bounds the backlog
                 self._pending.append(link)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="sdk-links", daemon=True)
-                self._thread.start()
+            if self._loop is None:
+                self._loop = Periodic("sdk-links", self.flush, self.flush_seconds, first_wait=True)
+                self._loop.start()
 
     def latest(self, ai: str, kind: str, key: str, at_most: int | None) -> Link | None:
         """The latest link of that key at or before `at_most` that any node wrote; a key
@@ -224,11 +225,6 @@ class Shared:
                 self.store.delete_links_before(now - self.keep_ms)
         except Exception:
             log.exception("could not write %d links to the catalog", len(links))
-
-    def _run(self) -> None:
-        while True:
-            time.sleep(self.flush_seconds)
-            self.flush()
 
 
 class Resent(_Bounded):

@@ -1,10 +1,11 @@
 """Merging an hour's many small event files into one, crash-safely, and doing it periodically.
 
-Steps, each made durable before the next: write the merged file under a staging name;
-write a journal naming it and its inputs; rename the merged file into place; delete the
-inputs; delete the journal. `EventStore.hour_files` leaves out the inputs of a journal whose
-merged file exists, so a crash at any point reads every row exactly once, and
-`recover_hour` later finishes (merged file in place) or rolls back (not in place).
+The same steps for both stores (through `HourFiles`), each made durable before the next:
+write the merged file staged; write a journal naming it and its inputs; publish the merged
+file (a rename on a directory, the PUT on objects); delete the inputs; delete the journal.
+Readers leave out the inputs of a journal whose merged file exists (`base.live_names`), so
+a crash at any point reads every row exactly once, and `recover` later finishes (merged
+file in place) or rolls back (not in place).
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -23,22 +22,15 @@ import pyarrow.parquet as pq
 
 from rawexport.catalog.leader import Leadership
 from rawexport.metrics import Metrics
+from rawexport.periodic import Periodic
 from rawexport.schema import DATA_TYPES
 from rawexport.settings import Settings
-from rawexport.store.events import (
-    JOURNAL_SUFFIX,
-    EventStore,
-    arrow_schema,
-    conform,
-    fsync_dir,
-    read_journal,
-)
-from rawexport.store.objects import Events, ObjectEventStore
+from rawexport.store.base import JOURNAL_SUFFIX, EventStore, HourFiles, is_event_name, live_names
+from rawexport.store.events import arrow_schema, conform
 
 log = logging.getLogger("rawexport.compaction")
 
 ROW_GROUP_ROWS = 262_144
-STALE_APPEND_SECONDS = 3600  # no append stays staged this long unless its process died
 Step = Callable[[str], None]
 
 
@@ -46,31 +38,15 @@ def _no_step(name: str) -> None:
     return None
 
 
-def recover_hour(d: Path) -> None:
-    """Finish or roll back an interrupted compaction in hour directory d (lock held)."""
-    if not d.is_dir():
-        return
-    names = {p.name for p in d.iterdir()}
+def recover(files: HourFiles) -> None:
+    """Finish or roll back an interrupted compaction of the hour (its lock held)."""
+    names = files.sizes()
     for name in sorted(n for n in names if n.endswith(JOURNAL_SUFFIX)):
-        journal = read_journal(d / name)
+        journal = files.journal(name)
         if journal is not None and journal[0] in names:
-            for n in journal[1]:
-                (d / n).unlink(missing_ok=True)
-            fsync_dir(d)
-        (d / name).unlink()
-        fsync_dir(d)
-    stale = time.time() - STALE_APPEND_SECONDS
-    for name in names:
-        # A compaction's staged file never got in place; an append crashed before its rename.
-        if name.endswith(".tmp") and (name.startswith(".compact-") or _mtime(d / name) < stale):
-            (d / name).unlink(missing_ok=True)
-
-
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except FileNotFoundError:
-        return float("inf")
+            files.delete(journal[1])  # finish: the merged file holds the inputs' rows
+        files.delete([name])
+    files.drop_staged(names)
 
 
 def _write_merged(data_type: str, inputs: list[Path], target: Path) -> int:
@@ -108,93 +84,65 @@ def compact_hour(
     min_files: int = 2,
     step: Step = _no_step,
 ) -> int:
-    """Merge the hour's files smaller than small_bytes when there are min_files of them.
+    """Merge the hour's files smaller than small_bytes when there are min_files of them,
+    finishing first what an interrupted compaction left.
 
     Returns how many files were merged (0: nothing to do). `step` is called after each
-    durable step; tests raise in it to stand for a crash there.
+    durable step; tests raise in it to stand for a crash there. On an object store the
+    caller makes sure no other process compacts it at the same time (single_compactor).
     """
-    d = store.hour_dir(ai, data_type, hour_ms)
-    with store.hour_lock(ai, data_type, hour_ms, exclusive=True):
-        if not d.is_dir():
-            return 0
-        recover_hour(d)
-        small = [
-            p for p in store.hour_files(ai, data_type, hour_ms) if p.stat().st_size < small_bytes
-        ]
+    with (
+        store.hour_lock(ai, data_type, hour_ms, exclusive=True),
+        store.hour(ai, data_type, hour_ms) as files,
+    ):
+        recover(files)
+        sizes = files.sizes()
+        small = [n for n in live_names(files, sizes) if sizes[n] < small_bytes]
         if len(small) < max(2, min_files):
             return 0
         u = uuid.uuid4().hex
-        merged = d / f"compact-{u}.parquet"
-        staged = d / f".{merged.name}.tmp"
-        _write_merged(data_type, small, staged)
+        merged = f"compact-{u}.parquet"
+        staged = files.stage(merged)
+        with files.fetch(small) as inputs:
+            _write_merged(data_type, [f.path for f in inputs], staged)
         step("staged")
-        journal = d / f".compact-{u}{JOURNAL_SUFFIX}"
-        journal_tmp = d / f".compact-{u}.journal.tmp"
-        with open(journal_tmp, "w", encoding="utf-8") as f:
-            json.dump({"merged": merged.name, "inputs": [p.name for p in small]}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(journal_tmp, journal)
-        fsync_dir(d)
+        journal = f".compact-{u}{JOURNAL_SUFFIX}"
+        journal_staged = files.stage(journal)
+        journal_staged.write_text(json.dumps({"merged": merged, "inputs": small}), "utf-8")
+        files.publish(journal, journal_staged)
         step("journaled")
-        os.replace(staged, merged)
-        fsync_dir(d)
+        files.publish(merged, staged)
         step("renamed")
-        for i, p in enumerate(small):
-            p.unlink()
-            if i == 0:
-                step("deleting")
-        fsync_dir(d)
+        files.delete(small[:1])
+        step("deleting")
+        files.delete(small[1:])
         step("deleted")
-        journal.unlink()
-        fsync_dir(d)
+        files.delete([journal])
         return len(small)
 
 
-def _hours_to_compact(store: EventStore, settings: Settings) -> list[tuple[str, str, int]]:
-    """(ai, type, hour) with enough small files, or with a journal left by a crash."""
-    found: list[tuple[str, str, int]] = []
-    if not store.root.is_dir():
-        return found
-    for project_dir in sorted(store.root.iterdir()):
-        for data_type in DATA_TYPES:
-            type_dir = project_dir / data_type
-            if not type_dir.is_dir():
-                continue
-            for hour in store.hours(project_dir.name, data_type):
-                d = store.hour_dir(project_dir.name, data_type, hour)
-                small, journal = 0, False
-                for p in d.iterdir():
-                    journal = journal or p.name.endswith(JOURNAL_SUFFIX)
-                    if p.suffix == ".parquet" and not p.name.startswith("."):
-                        small += p.stat().st_size < settings.compact_small_bytes
-                if journal or small >= settings.compact_min_files:
-                    found.append((project_dir.name, data_type, hour))
-    return found
+def _needs_compaction(store: EventStore, ai: str, data_type: str, hour: int, s: Settings) -> bool:
+    """Enough small files, or a journal left by a crash."""
+    with store.hour(ai, data_type, hour) as files:
+        sizes = files.sizes()
+    small = sum(1 for n, size in sizes.items() if is_event_name(n) and size < s.compact_small_bytes)
+    return small >= s.compact_min_files or any(n.endswith(JOURNAL_SUFFIX) for n in sizes)
 
 
-def compact_all(store: Events, settings: Settings) -> int:
+def compact_all(store: EventStore, settings: Settings) -> int:
     """One pass over the store; returns how many files (objects) were merged."""
-    if isinstance(store, ObjectEventStore):
-        hours = [
-            (ai, t, h) for ai in store.projects() for t in DATA_TYPES for h in store.hours(ai, t)
-        ]
-    else:
-        hours = _hours_to_compact(store, settings)
     small, least = settings.compact_small_bytes, settings.compact_min_files
     merged = 0
-    for ai, data_type, hour in hours:
-        try:
-            if isinstance(store, ObjectEventStore):
-                merged += store.compact_hour(
-                    ai, data_type, hour, small_bytes=small, min_files=least
-                )
-            else:
-                merged += compact_hour(
-                    store, ai, data_type, hour, small_bytes=small, min_files=least
-                )
-        except Exception:  # one bad hour must not stop the others
-            log.exception("compaction of %s/%s/%s failed", ai, data_type, hour)
+    for ai in store.projects():
+        for data_type in DATA_TYPES:
+            for hour in store.hours(ai, data_type):
+                try:
+                    if _needs_compaction(store, ai, data_type, hour, settings):
+                        merged += compact_hour(
+                            store, ai, data_type, hour, small_bytes=small, min_files=least
+                        )
+                except Exception:  # one bad hour must not stop the others
+                    log.exception("compaction of %s/%s/%s failed", ai, data_type, hour)
     return merged
 
 
@@ -208,7 +156,7 @@ class Compactor:
 
     def __init__(
         self,
-        store: Events,
+        store: EventStore,
         settings: Settings,
         metrics: Metrics | None = None,
         leadership: Leadership | None = None,
@@ -218,31 +166,21 @@ class Compactor:
         self.metrics = metrics
         # Objects have no locks: then only the holder of this (advisory) lock compacts.
         self.leadership = leadership
-        self.stop_event = threading.Event()
-        self.thread: threading.Thread | None = None
+        self.loop = Periodic(
+            "compactor",
+            self.tick,
+            settings.compact_interval,
+            on_error=None if metrics is None else metrics.failed("compactor"),
+        )
+
+    def tick(self) -> None:
+        if self.leadership is None or self.leadership.lead():
+            merged = compact_all(self.store, self.settings)
+            if merged:
+                log.info("compacted %d small event files", merged)
 
     def start(self) -> None:
-        self.thread = threading.Thread(target=self._loop, name="compactor", daemon=True)
-        self.thread.start()
-
-    def _loop(self) -> None:
-        interval = self.settings.compact_interval
-        wait = interval
-        while not self.stop_event.is_set():
-            try:
-                leads = self.leadership is None or self.leadership.lead()
-                merged = compact_all(self.store, self.settings) if leads else 0
-                if merged:
-                    log.info("compacted %d small event files", merged)
-                wait = interval
-            except Exception:
-                log.exception("compaction pass failed", extra={"event": "background_error"})
-                if self.metrics is not None:
-                    self.metrics.background_failures.labels("compactor").inc()
-                wait = min(max(wait, 0.1) * 2, 10 * max(interval, 0.1))
-            self.stop_event.wait(wait)
+        self.loop.start()
 
     def stop(self) -> None:
-        self.stop_event.set()
-        if self.thread is not None:
-            self.thread.join(60)
+        self.loop.stop(60)

@@ -1,15 +1,12 @@
-"""The event store: Parquet files in a local directory, partitioned by project / type / UTC hour."""
+"""What an event file is: its Arrow schema per data type, maps as text, rows conformed to
+the schema and split by sendTime hour, and the Parquet it is written as (durably)."""
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
-import shutil
-import uuid
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -20,7 +17,7 @@ import pyarrow.parquet as pq
 
 from rawexport.fsutil import fsync_path
 from rawexport.schema import DATA_TYPES, ColumnType
-from rawexport.timeutil import HOUR_MS, utc_partition
+from rawexport.timeutil import HOUR_MS
 
 _ARROW_TYPES: dict[ColumnType, pa.DataType] = {
     "string": pa.string(),
@@ -29,7 +26,7 @@ _ARROW_TYPES: dict[ColumnType, pa.DataType] = {
     "map": pa.string(),
 }
 _PARTITION = re.compile(r"\d{10}")
-_SAFE_NAME = re.compile(r"[A-Za-z0-9_-]+")
+SAFE_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def arrow_schema(data_type: str) -> pa.Schema:
@@ -74,7 +71,7 @@ def conform(data_type: str, table: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def _partition_hour(name: str) -> int | None:
+def partition_hour(name: str) -> int | None:
     """hour_ms of a partition directory name (UTC yyyyMMddHH), None for anything else."""
     if not _PARTITION.fullmatch(name):
         return None
@@ -83,14 +80,6 @@ def _partition_hour(name: str) -> int | None:
     except ValueError:
         return None
     return int(start.timestamp()) * 1000
-
-
-def _is_event_file(path: Path) -> bool:
-    """A committed file: staging names start with a dot."""
-    return path.suffix == ".parquet" and not path.name.startswith(".")
-
-
-JOURNAL_SUFFIX = ".journal"
 
 
 def read_journal(path: Path) -> tuple[str, list[str]] | None:
@@ -103,18 +92,6 @@ def read_journal(path: Path) -> tuple[str, list[str]] | None:
 
 
 fsync_dir = fsync_path
-
-
-def _makedirs(path: Path) -> None:
-    """mkdir -p that fsyncs each new directory's parent, so the entry survives a crash."""
-    missing: list[Path] = []
-    p = path
-    while not p.exists():
-        missing.append(p)
-        p = p.parent
-    for d in reversed(missing):
-        d.mkdir(exist_ok=True)
-        fsync_dir(d.parent)
 
 
 def by_hour(data_type: str, table: pa.Table) -> dict[int, pa.Table]:
@@ -169,110 +146,3 @@ def write_event_file(table: pa.Table, path: Path) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
-
-
-class EventStore:
-    """Events as Parquet files (write_event_file), one per append and sendTime hour.
-
-    Layout: {root}/{ai}/{data_type}/{UTC yyyyMMddHH}/{uuid4 hex}.parquet. A file is written
-    as .{name}.tmp in the same directory and renamed into place once durable, so readers
-    listing hour_files() never see a partial file.
-    """
-
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
-
-    def type_dir(self, ai: str, data_type: str) -> Path:
-        if not _SAFE_NAME.fullmatch(ai):
-            raise ValueError(f"bad project id {ai!r}")
-        if data_type not in DATA_TYPES:
-            raise ValueError(f"unknown data type {data_type!r}")
-        return self.root / ai / data_type
-
-    def hour_dir(self, ai: str, data_type: str, hour_ms: int) -> Path:
-        if hour_ms % HOUR_MS:
-            raise ValueError(f"{hour_ms} is not the start of an hour")
-        return self.type_dir(ai, data_type) / utc_partition(hour_ms)
-
-    def append(self, ai: str, data_type: str, table: pa.Table) -> dict[int, int]:
-        """Store the rows durably, one new file per sendTime hour; returns {hour_ms: rows}.
-
-        Every file is staged and fsynced before any is renamed into place, so an error
-        (bad data, full disk) before the renames leaves nothing visible.
-        """
-        type_dir = self.type_dir(ai, data_type)
-        groups = by_hour(data_type, table)
-        staged: list[tuple[Path, Path]] = []
-        try:
-            for hour, group in groups.items():
-                d = type_dir / utc_partition(hour)
-                _makedirs(d)
-                name = f"{uuid.uuid4().hex}.parquet"
-                tmp = d / f".{name}.tmp"
-                staged.append((tmp, d / name))
-                write_event_file(group, tmp)
-        except BaseException:
-            for tmp, _ in staged:
-                tmp.unlink(missing_ok=True)
-            raise
-        for tmp, final in staged:
-            os.replace(tmp, final)
-            fsync_dir(final.parent)
-        return {hour: group.num_rows for hour, group in groups.items()}
-
-    def hour_files(self, ai: str, data_type: str, hour_ms: int) -> list[Path]:
-        """The hour's committed files; inputs of a finished compaction are left out."""
-        d = self.hour_dir(ai, data_type, hour_ms)
-        if not d.is_dir():
-            return []
-        names = {p.name for p in d.iterdir()}
-        merged_away: set[str] = set()
-        for name in names:
-            if name.endswith(JOURNAL_SUFFIX):
-                journal = read_journal(d / name)
-                if journal is not None and journal[0] in names:
-                    merged_away.update(journal[1])
-        return sorted(d / n for n in names if n not in merged_away and _is_event_file(d / n))
-
-    @contextmanager
-    def hour_lock(
-        self, ai: str, data_type: str, hour_ms: int, *, exclusive: bool
-    ) -> Iterator[None]:
-        """Readers share it, compaction holds it alone (across processes of this host)."""
-        d = self.hour_dir(ai, data_type, hour_ms)
-        if not d.is_dir():
-            yield
-            return
-        fd = os.open(d / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-            yield
-        finally:
-            os.close(fd)
-
-    @contextmanager
-    def open_hour(self, ai: str, data_type: str, hour_ms: int) -> Iterator[list[Path]]:
-        """The hour's files as local paths, kept (no compaction removes them) while open."""
-        with self.hour_lock(ai, data_type, hour_ms, exclusive=False):
-            yield self.hour_files(ai, data_type, hour_ms)
-
-    def hours(self, ai: str, data_type: str) -> list[int]:
-        d = self.type_dir(ai, data_type)
-        if not d.is_dir():
-            return []
-        found = []
-        for sub in d.iterdir():
-            hour = _partition_hour(sub.name)
-            if hour is not None and sub.is_dir() and any(_is_event_file(p) for p in sub.iterdir()):
-                found.append(hour)
-        return sorted(found)
-
-    def delete_hour(self, ai: str, data_type: str, hour_ms: int) -> None:
-        """Remove an hour's files; a crash midway leaves the hour either whole or gone."""
-        d = self.hour_dir(ai, data_type, hour_ms)
-        if not d.is_dir():
-            return
-        doomed = d.with_name(f".{d.name}.{uuid.uuid4().hex}.deleting")
-        os.replace(d, doomed)
-        fsync_dir(d.parent)
-        shutil.rmtree(doomed)
