@@ -11,7 +11,7 @@ from typing import Any
 from click.testing import CliRunner
 
 from rawexport.cli import main
-from rawexport.cli.services import open_services
+from rawexport.node import open_services
 from rawexport.settings import Settings
 from rawexport.timeutil import HOUR_MS, beijing_hour_label, hour_floor, now_ms, utc
 

@@ -12,9 +12,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from rawexport.cli.services import Services, open_services
 from rawexport.export.actions import export_now
 from rawexport.ingest.generate import generate
+from rawexport.node import Services, open_services
 from rawexport.schema import DATA_TYPE_NAMES, DATA_TYPES
 from rawexport.settings import Settings
 from rawexport.timeutil import HOUR_MS

@@ -16,12 +16,12 @@ import pytest
 from sqlalchemy import event
 
 from rawexport.blobs.local import LocalBlobStore
-from rawexport.cli.services import Services, open_services
 from rawexport.export.actions import export_now
 from rawexport.export.retention import sweep
 from rawexport.export.scheduler import plan_due
 from rawexport.export.worker import Exporter, backoff_ms
 from rawexport.ingest.generate import generate
+from rawexport.node import Services, open_services
 from rawexport.settings import Settings
 from rawexport.store import LocalEventStore
 from rawexport.timeutil import HOUR_MS, hour_floor, now_ms

@@ -12,10 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from rawexport.catalog import Catalog
-from rawexport.cli.services import Services, open_services
 from rawexport.export.actions import export_now
 from rawexport.ingest import validate as ingest
 from rawexport.ingest.group_commit import Ingestor, commit, requeue_exported
+from rawexport.node import Services, open_services
 from rawexport.settings import Settings
 from rawexport.store import LocalEventStore
 from rawexport.timeutil import HOUR_MS, parse_export_date

@@ -11,8 +11,8 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from rawexport.cli import main
-from rawexport.cli.services import open_services
 from rawexport.export.retention import sweep
+from rawexport.node import open_services
 from rawexport.settings import Settings
 from rawexport.store import LocalEventStore
 from rawexport.timeutil import DAY_MS

@@ -8,8 +8,8 @@ import stat
 from pathlib import Path
 
 from rawexport.cli.demo import CREDENTIALS_FILE
-from rawexport.cli.services import open_services
 from rawexport.fsutil import write_private
+from rawexport.node import open_services
 from rawexport.settings import Settings
 
 

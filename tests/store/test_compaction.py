@@ -10,9 +10,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from rawexport.cli.services import open_services
 from rawexport.export.actions import export_now
 from rawexport.ingest.generate import generate
+from rawexport.node import open_services
 from rawexport.settings import Settings
 from rawexport.store import LocalEventStore
 from rawexport.store.compaction import compact_all, compact_hour, recover

@@ -11,8 +11,8 @@ from typing import Any, TypeVar
 import click
 
 from rawexport.catalog import CatalogError, Project
-from rawexport.cli.services import Services
 from rawexport.export.actions import OpsError
+from rawexport.node import Services
 from rawexport.settings import Settings, SettingsError, load_settings
 from rawexport.timeutil import BadDate
 

@@ -16,9 +16,9 @@ from rawexport.cli.common import (
     settings_from,
     user_errors,
 )
-from rawexport.cli.services import open_services
 from rawexport.export.actions import backfill_hours, day_hours, export_now, reexport
 from rawexport.export.retention import sweep as sweep_once
+from rawexport.node import open_services
 from rawexport.schema import DATA_TYPE_NAMES
 from rawexport.timeutil import HOUR_MS, now_ms, parse_day_arg, parse_hour_arg
 

@@ -8,8 +8,8 @@ import click
 
 from rawexport.catalog import JobStatus
 from rawexport.cli.common import echo_json, home_option, need_project, settings_from, user_errors
-from rawexport.cli.services import open_services
 from rawexport.export.actions import OpsError, job_row
+from rawexport.node import open_services
 from rawexport.timeutil import parse_hour_arg, utc
 
 

@@ -12,7 +12,6 @@ from typing import Any
 import click
 
 from rawexport.cli.common import home_option, settings_from, user_errors
-from rawexport.cli.services import open_services
 from rawexport.logs import setup_logging
 from rawexport.settings import Settings
 
@@ -106,38 +105,12 @@ def quiet_collector(refreeze_after: tuple[float, ...] = REFREEZE_AFTER) -> None:
 def run_server(settings: Settings) -> None:
     import uvicorn
 
-    from rawexport.api.app import create_app
     from rawexport.api.limits import guarded_protocol
-    from rawexport.catalog.leader import Leadership
-    from rawexport.export.retention import Sweeper
-    from rawexport.export.scheduler import Scheduler
-    from rawexport.export.worker import WorkerPool
-    from rawexport.store.compaction import Compactor
+    from rawexport.node import Node
 
     setup_logging(settings.log_level)
-    services = open_services(settings)
-    scheduler = Scheduler(services.catalog, settings, metrics=services.metrics)
-    # On an object store, only the node holding the compactor's lock compacts.
-    compacts = (
-        Leadership(services.catalog.engine, "rawexport.compactor", "the compactor")
-        if services.store.single_compactor
-        else None
-    )
-    compactor = Compactor(services.store, settings, metrics=services.metrics, leadership=compacts)
-    sweeper = Sweeper(
-        services.catalog,
-        services.store,
-        services.blobs,
-        settings.sweep_interval,
-        orphan_age_ms=int(settings.lease_seconds * 1000),
-        metrics=services.metrics,
-    )
-    pool = WorkerPool(services.exporter, settings.workers)
-    app = create_app(settings, services.catalog, services.blobs, metrics=services.metrics)
-    scheduler.start()
-    compactor.start()
-    sweeper.start()
-    pool.start()
+    node = Node.open(settings)
+    node.start()
     try:
         protocol = guarded_protocol(
             connection_limit(settings),
@@ -148,7 +121,7 @@ def run_server(settings: Settings) -> None:
         )
         quiet_collector()
         uvicorn.run(
-            app,
+            node.app,
             host=settings.host,
             port=settings.port,
             http=protocol,
@@ -158,8 +131,4 @@ def run_server(settings: Settings) -> None:
             log_config=None,
         )
     finally:
-        scheduler.stop()
-        compactor.stop()
-        sweeper.stop()
-        pool.stop()
-        services.close()
+        node.stop()
