@@ -6,14 +6,15 @@ catalog database by URL, `jobs` is the job half (leases, revisions, files, links
 public face.
 """
 
-from rawexport.catalog.engine import make_engine, migrate
-from rawexport.catalog.jobs import PENDING, CatalogError, FileRow, Job, LeaseLost
+from rawexport.catalog.engine import catalog_unavailable, make_engine, migrate
+from rawexport.catalog.jobs import PENDING, CatalogBusy, CatalogError, FileRow, Job, LeaseLost
 from rawexport.catalog.links import Link
 from rawexport.catalog.projects import Catalog, Credential, KeyPair, Project
 
 __all__ = [
     "PENDING",
     "Catalog",
+    "CatalogBusy",
     "CatalogError",
     "Credential",
     "FileRow",
@@ -22,6 +23,7 @@ __all__ = [
     "LeaseLost",
     "Link",
     "Project",
+    "catalog_unavailable",
     "make_engine",
     "migrate",
 ]

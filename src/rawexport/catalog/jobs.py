@@ -28,15 +28,24 @@ from rawexport.catalog.tables import (
     export_jobs,
     issued_links,
 )
+from rawexport.errors import RawexportError, TransientError
 from rawexport.types import ExportResult, PartInfo
 
 
-class CatalogError(Exception):
-    """A catalog operation that cannot be done; the message says why."""
+class CatalogError(RawexportError):
+    """A catalog operation that cannot be done; the message says why (the CLI and the
+    console show it as is)."""
+
+
+class CatalogBusy(CatalogError, TransientError):
+    """Writers raced for the same row too many times in a row; try again later."""
+
+    backend = "the catalog"
 
 
 class LeaseLost(CatalogError):
-    """The job's lease expired and another worker may own it now."""
+    """The job's lease expired and another worker may own it now: the attempt stops, and
+    leaves the job to its new owner (neither a retry nor a failure of the job)."""
 
 
 @dataclass(frozen=True)
@@ -198,7 +207,7 @@ class JobStore:
                 return self.job(int(job_id))
             except IntegrityError:
                 continue
-        raise CatalogError("could not allocate a revision number")
+        raise CatalogBusy("could not allocate a revision number")
 
     def job(self, job_id: int) -> Job:
         with self.tx() as c:

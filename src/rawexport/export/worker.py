@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 
 from rawexport.blobs import BlobInfo, BlobStore
 from rawexport.catalog import Catalog, Job, LeaseLost
+from rawexport.errors import PermanentError
 from rawexport.export.ondask import DaskExecutor, Hour
 from rawexport.export.parts import RowTooLarge
 from rawexport.export.runner import manifest_bytes, run_export
@@ -55,7 +56,7 @@ def log_job(job: Job, status: str, level: int = logging.INFO, **fields: object) 
     )
 
 
-class PermanentExportError(Exception):
+class PermanentExportError(PermanentError):
     """A failure that retrying cannot fix; the job ends in ERROR at once."""
 
 
