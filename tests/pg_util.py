@@ -62,6 +62,12 @@ class PostgresCluster:
         if self.as_postgres:
             shutil.chown(self.root, "postgres", "postgres")
         self._run([initdb, "-D", str(self.data), "-U", "rawexport", "-A", "trust", "-E", "UTF8"])
+        self.resume()
+
+    def resume(self) -> None:
+        """Start the server of the cluster (again, after `pause`), on the same port."""
+        pg_ctl = _bin("pg_ctl")
+        assert pg_ctl is not None
         opts = f"-c listen_addresses=127.0.0.1 -c port={self.port} -k {self.root} -c fsync=off"
         self._run([pg_ctl, "-D", str(self.data), "-o", opts, "-l", str(self.root / "log"), "-w",
                    "start"], timeout=60)  # fmt: skip
@@ -87,15 +93,21 @@ class PostgresCluster:
             conn.execute(f'CREATE DATABASE "{name}"')
         return f"postgresql://rawexport@127.0.0.1:{self.port}/{name}"
 
+    def pause(self) -> None:
+        """Stop the server (fast shutdown: connections are closed), keeping the cluster."""
+        pg_ctl = _bin("pg_ctl")
+        assert pg_ctl is not None and self.pid is not None
+        self._run([pg_ctl, "-D", str(self.data), "-m", "fast", "-w", "stop"], timeout=60)
+        self.pid = None
+
     def stop(self) -> None:
         pg_ctl = _bin("pg_ctl")
-        if self.pid is None or not pg_ctl:
-            return
-        try:
-            self._run([pg_ctl, "-D", str(self.data), "-m", "fast", "-w", "stop"], timeout=60)
-        except (subprocess.SubprocessError, OSError):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, 9)
+        if self.pid is not None and pg_ctl:  # else not running (never started, or paused)
+            try:
+                self._run([pg_ctl, "-D", str(self.data), "-m", "fast", "-w", "stop"], timeout=60)
+            except (subprocess.SubprocessError, OSError):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, 9)
         self.pid = None
         shutil.rmtree(self.root, ignore_errors=True)
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Literal
 
+from rawexport.errors import UserError
+
 BEIJING = timezone(timedelta(hours=8), "Asia/Shanghai")
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
@@ -75,7 +77,7 @@ def request_time(ms: int) -> str:
     return beijing(ms).strftime("%Y-%m-%d %H:%M")
 
 
-class BadDate(ValueError):
+class BadDate(UserError, ValueError):
     """An export_date/date that cannot be parsed; str() is the offending value."""
 
 

@@ -14,11 +14,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
+from botocore.exceptions import (
+    ClientError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ReadTimeoutError,
+)
 
 from rawexport.blobs import BlobStore
 from rawexport.blobs.local import LocalBlobStore
-from rawexport.blobs.s3 import MAX_PRESIGN_S, MIB, BlobStoreError, S3BlobStore
+from rawexport.blobs.s3 import (
+    MAX_PRESIGN_S,
+    MIB,
+    BlobStoreError,
+    BlobStoreUnavailable,
+    S3BlobStore,
+    unavailable,
+)
 from tests.s3_util import MotoServer, closed_port
 
 PART_KEY = "ab12_0123456789abcdef_page_v2_202501100000/part-00000-0a1b2c3d-c000.csv.gz"
@@ -366,7 +378,7 @@ def test_check_unreachable_endpoint(fake_aws_env: None) -> None:
     endpoint = f"http://127.0.0.1:{closed_port()}"
     store = S3BlobStore("b", endpoint_url=endpoint, max_attempts=2, connect_timeout=2)
     started = time.monotonic()
-    with pytest.raises(BlobStoreError, match=f"cannot reach the S3 endpoint {endpoint}"):
+    with pytest.raises(BlobStoreUnavailable, match=f"cannot reach the S3 endpoint {endpoint}"):
         store.check()
     assert time.monotonic() - started < 20
 
@@ -396,3 +408,28 @@ def test_error_messages(s3: S3BlobStore, code: str, status: int, expected: str) 
         {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, "PutObject"
     )
     assert expected in s3.explain(err)
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "outage"),
+    [
+        ("SlowDown", 503, True),
+        ("ServiceUnavailable", 503, True),
+        ("InternalError", 500, True),
+        ("SomethingNew", 502, True),
+        ("RequestTimeout", 400, True),
+        ("AccessDenied", 403, False),
+        ("NoSuchBucket", 404, False),
+        ("PermanentRedirect", 301, False),
+    ],
+)
+def test_outages_are_transient_mistakes_are_not(code: str, status: int, outage: bool) -> None:
+    """An outage of the endpoint is a TransientError (503 and Retry-After, a job retries); a
+    setting to fix is a plain BlobStoreError."""
+    err = ClientError(
+        {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}, "HeadObject"
+    )
+    assert unavailable(err) is outage
+    assert unavailable(EndpointConnectionError(endpoint_url="http://127.0.0.1:1"))
+    assert unavailable(ReadTimeoutError(endpoint_url="http://127.0.0.1:1"))
+    assert not unavailable(NoCredentialsError())

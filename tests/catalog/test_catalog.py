@@ -146,6 +146,32 @@ def test_fail_retry_then_error(catalog: Catalog) -> None:
     assert catalog.job(j.id).error == "dead"
 
 
+def test_a_job_past_max_attempts_is_not_claimed_but_ends(catalog: Catalog) -> None:
+    """Attempts that die unrecorded (their lease runs out) are bounded: at max_attempts the
+    next claim ends the job in ERROR, with its last recorded failure; claim_id too."""
+    p = catalog.create_project("a")
+    catalog.plan(p.id, "v2", ["page", "visit"], [0], 0)
+    page = catalog.claim("w", 0, 1000, 2)
+    assert page is not None and page.data_type == "page"
+    catalog.fail(page, "w", "x" * 3990, retry_at=0, now=0)
+    page = catalog.claim("w", 0, 1000, 2)  # its second and last attempt, which dies
+    assert page is not None and page.data_type == "page" and page.attempts == 2
+    visit = catalog.claim("w", 0, 1000, 2)  # its first attempt, which dies too
+    assert visit is not None and visit.data_type == "visit" and visit.attempts == 1
+    again = catalog.claim("w", 5000, 1000, 2)  # page ends; visit gets its second attempt
+    assert again is not None and again.id == visit.id and again.attempts == 2
+    ended = catalog.job(page.id)
+    assert ended.status == "error" and ended.finished_ms == 5000 and ended.lease_owner is None
+    assert ended.error is not None and len(ended.error) == 4000
+    assert ended.error.startswith("stopped after 2 attempts, the last without a result (")
+    assert "; the last failure recorded: xxx" in ended.error
+    assert catalog.claim_id(visit.id, "w", 9000, 1000, 2) is None
+    ended = catalog.job(visit.id)
+    assert ended.status == "error" and ended.error is not None
+    assert ended.error.endswith("or lost its lease)")  # no failure recorded
+    assert catalog.claim("w", 9000, 1000) is None  # nothing left
+
+
 def test_revisions_and_hour_jobs(catalog: Catalog) -> None:
     p = catalog.create_project("a")
     catalog.plan(p.id, "v2", ["page"], [0], 0)

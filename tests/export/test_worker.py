@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import event
 
 from rawexport.blobs.local import LocalBlobStore
+from rawexport.blobs.s3 import BlobStoreUnavailable
 from rawexport.export.actions import export_now
 from rawexport.export.retention import sweep
 from rawexport.export.scheduler import plan_due
@@ -73,21 +74,31 @@ def test_planned_hours_export_and_commit(services: Services) -> None:
 
 
 class FlakyStore(LocalEventStore):
-    """The event store failing at its boundary: listing an hour raises an I/O error."""
+    """The event store failing at its boundary: listing an hour raises the next error."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, errors: list[Exception]) -> None:
         super().__init__(root)
+        self.errors = errors
         self.calls = 0
 
     def hour_files(self, ai: str, data_type: str, hour_ms: int) -> list[Path]:
         self.calls += 1
-        raise OSError("disk on fire")
+        raise self.errors[(self.calls - 1) % len(self.errors)]
 
 
-def test_transient_failure_retries_then_errors(services: Services) -> None:
+@pytest.mark.parametrize(
+    "errors",
+    [
+        [BlobStoreUnavailable("read of x: cannot reach the S3 endpoint")] * 3,  # transient
+        [OSError("disk on fire"), OSError("disk full"), OSError("disk on fire")],  # unknown
+    ],
+)
+def test_failures_retry_until_max_attempts(services: Services, errors: list[Exception]) -> None:
+    """An outage is retried until max_attempts even while it says the same; an unknown
+    failure too while it changes; then the job ends in ERROR with the last one."""
     clock = Clock(T0 + HOUR_MS)
     services.exporter.clock = clock
-    store = FlakyStore(local(services.store).root)
+    store = FlakyStore(local(services.store).root, errors)
     services.exporter.store = store
     p = services.catalog.create_project("a", export_since_ms=T0, v1_enabled=False)
     services.catalog.plan(p.id, "v2", ["page"], [T0], clock.now)
@@ -97,11 +108,12 @@ def test_transient_failure_retries_then_errors(services: Services) -> None:
     assert not services.exporter.run_one("w")  # not due yet
     clock.now += 10_000
     assert services.exporter.run_one("w")
+    assert services.catalog.job(job.id).status == "retrying"
     clock.now += 20_000
     assert services.exporter.run_one("w")
     job = services.catalog.job(job.id)
     assert store.calls == 3 and job.attempts == 3
-    assert job.status == "error" and job.error == "OSError: disk on fire"
+    assert job.status == "error" and job.error == f"{type(errors[2]).__name__}: {errors[2]}"
 
 
 def test_an_unreadable_parquet_file_fails_at_once_and_says_which(services: Services) -> None:

@@ -8,7 +8,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
@@ -31,6 +31,7 @@ from rawexport.api.collect import collector_routes
 from rawexport.api.console import console_routes
 from rawexport.api.docs import docs_routes
 from rawexport.api.downloads import Downloads, FilePaths
+from rawexport.api.errors import error_body, error_response, handle_error
 from rawexport.api.headers import SecurityHeaders, covered, security_headers
 from rawexport.api.hot import Core, HotPaths, Reply, endpoint
 from rawexport.api.insights import ERROR, FINISHED, NOT_EXISTS, Answer, Insights
@@ -39,8 +40,9 @@ from rawexport.api.peers import Peers
 from rawexport.api.ratelimit import RateLimiter, Turn, node_auth_limiter, node_limiter
 from rawexport.blobs import BlobStore
 from rawexport.blobs.links import SECRET_NAME
-from rawexport.catalog import Catalog, Project
+from rawexport.catalog import Catalog, DatabaseError, Project
 from rawexport.catalog.metrics import catalog_metrics
+from rawexport.errors import RawexportError, UserError
 from rawexport.ingest.group_commit import Ingestor, make_ingestor
 from rawexport.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from rawexport.metrics import Metrics
@@ -71,15 +73,10 @@ class JSON(Response):
         return orjson.dumps(content)
 
 
-def error_body(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSON:
-    """The one error shape outside the export envelopes: {"message":..., "errors":[]}."""
-    return JSON({"message": message, "errors": []}, status, headers)
+UNAUTHORIZED = Reply(401, error_body("Unauthorized"))
 
 
-UNAUTHORIZED = Reply.of({"message": "Unauthorized", "errors": []}, 401)
-
-
-class BadParam(ValueError):
+class BadParam(UserError, ValueError):
     """A path or query value the export endpoints reject; str() is the errorMsg."""
 
 
@@ -148,8 +145,8 @@ def too_many(turn: Turn) -> str:
     return f"Too Many Requests: over the rate limit, retry after {turn.retry_after} s"
 
 
-def too_many_attempts(turn: Turn) -> JSON:
-    return error_body(429, "Too Many Requests", {"retry-after": str(turn.retry_after)})
+def too_many_attempts(turn: Turn) -> Response:
+    return error_response(429, "Too Many Requests", {"retry-after": str(turn.retry_after)})
 
 
 def v2_envelope(
@@ -226,7 +223,7 @@ class Api:
         async for chunk in request.stream():
             body += chunk
             if len(body) > auth.MAX_AUTH_BODY:
-                return error_body(413, "Payload Too Large")
+                return error_response(413, "Payload Too Large")
         params = auth.parse_auth_params(request.query_params, bytes(body))
         client_id = request.headers.get("x-client-id")
         # Every attempt, signed right or not, takes a turn of its client's address: guesses
@@ -549,7 +546,7 @@ class Health:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    return error_body(exc.status_code, exc.detail, exc.headers)
+    return error_response(exc.status_code, exc.detail, exc.headers)
 
 
 async def _server_error(request: Request, exc: Exception, prefix: str = "") -> Response:
@@ -564,10 +561,10 @@ async def _server_error(request: Request, exc: Exception, prefix: str = "") -> R
         exc_info=exc,
         extra={"event": "error", "request_id": request_id},
     )
-    body = {"message": "Internal Server Error", "errors": [], "requestId": request_id}
     # Sent from outside every middleware: a console or /docs answer gets its headers here.
     path = request.scope["path"]  # the whole path (the router rewrote root_path on its way)
-    return JSON(body, 500, security_headers(path, prefix) if covered(path, prefix) else None)
+    headers = security_headers(path, prefix) if covered(path, prefix) else None
+    return error_response(500, "Internal Server Error", headers, request_id=request_id)
 
 
 class PublicPath:
@@ -651,6 +648,10 @@ def create_app(
         exception_handlers={
             HTTPException: _http_error,
             ClientDisconnect: client_gone,  # a client gone mid-body: no traceback, no 500
+            # The error tree's answers (4xx, 503 for an outage) and the catalog's outages
+            # (503); what is none of these goes on to the 500 below.
+            RawexportError: handle_error,
+            DatabaseError: handle_error,
             Exception: functools.partial(_server_error, prefix=prefix),
         },
         lifespan=lifespan,

@@ -13,6 +13,7 @@ import orjson
 
 from rawexport.api.cache import Fresh
 from rawexport.catalog import Catalog, KeyPair
+from rawexport.errors import UserError
 from rawexport.settings import Settings
 from rawexport.signatures import sign_auth
 
@@ -22,8 +23,14 @@ AUTH_FIELDS = ("project", "ai", "tm", "auth")
 MAX_AUTH_BODY = 64 * 1024
 
 
-class Unauthorized(Exception):
-    """A credential is missing, wrong, or not allowed on what it asks for."""
+class Unauthorized(UserError):
+    """A credential is missing, wrong, or not allowed on what it asks for; str() says which
+    (for the log), the client is told only `Unauthorized`."""
+
+    status = 401
+
+    def public(self) -> str:
+        return "Unauthorized"
 
 
 def _scalar(value: Any) -> str | None:

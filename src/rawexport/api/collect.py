@@ -27,8 +27,10 @@ from starlette.routing import Route
 
 from rawexport.api.auth import bearer
 from rawexport.api.cache import Fresh
+from rawexport.api.errors import error_response
 from rawexport.api.peers import Peers
 from rawexport.catalog import Catalog, Project
+from rawexport.errors import RETRY_AFTER
 from rawexport.ingest import joins, sdk, useragent
 from rawexport.ingest.codecs import Refused, TooBig, gunzip, image_data
 from rawexport.ingest.collectors import Decoders
@@ -281,7 +283,7 @@ class Collectors:
                 e.message,
             )
             return Response(None, 204, allow)
-        return _json({"message": e.message, "errors": e.errors}, e.status, allow)
+        return error_response(e.status, e.public(), allow, e.errors)
 
     def handler(self, family: Family) -> Callable[[Request], Awaitable[Response]]:
         async def handle(request: Request) -> Response:
@@ -352,9 +354,8 @@ class Collectors:
                 except Exception:
                     self.sessions.resent.forget(filed.prints)
                     log.exception("could not store a batch of %s", project.ai)
-                    return _json(
-                        {"message": "could not store the events", "errors": []}, 503, allow
-                    )
+                    retry = {"retry-after": str(RETRY_AFTER)}
+                    return error_response(503, "could not store the events", allow | retry)
             accepted = filed.events - len(batch.rejected)
             self._count(accepted, len(batch.rejected), filed.unexported, filed.duplicates)
             if batch.rejected:

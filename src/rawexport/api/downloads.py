@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import anyio
-import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
@@ -20,10 +19,12 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from rawexport.api.cache import Fresh
+from rawexport.api.errors import error_response
 from rawexport.api.limits import SENDFILE
 from rawexport.blobs import BlobStore, links, media_type
 from rawexport.blobs.s3 import S3BlobStore
 from rawexport.catalog import Catalog
+from rawexport.errors import UserError
 from rawexport.timeutil import DAY_MS, HOUR_MS, BadDate, parse_export_date, parse_utc_stamp
 
 CHUNK = 1024 * 1024  # 64 KiB chunks serve 5x slower (PERF_NOTES)
@@ -53,8 +54,13 @@ class FilePaths(Protocol):
         """The file of key; ValueError when the key would escape the store's root."""
 
 
-class Unsatisfiable(ValueError):
+class Unsatisfiable(UserError, ValueError):
     """A Range header this server will not answer with 206."""
+
+    status = 416
+
+    def public(self) -> str:
+        return "Range Not Satisfiable"
 
 
 def _one_range(spec: str, size: int) -> tuple[int, int] | None:
@@ -177,17 +183,12 @@ class RangeFileResponse(Response):
             pass
 
 
-def _json_error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    body = orjson.dumps({"message": message, "errors": []})
-    return Response(body, status, headers, media_type="application/json")
-
-
 def forbidden() -> Response:
-    return _json_error(403, "Forbidden")
+    return error_response(403, "Forbidden")
 
 
 def not_found() -> Response:
-    return _json_error(404, "Not Found")
+    return error_response(404, "Not Found")
 
 
 class Downloads:
@@ -290,8 +291,8 @@ class Downloads:
             return whole
         try:
             chosen = parse_range(wanted, size)
-        except Unsatisfiable:
-            return _json_error(416, "Range Not Satisfiable", {"content-range": f"bytes */{size}"})
+        except Unsatisfiable as e:
+            return error_response(e.status, e.public(), {"content-range": f"bytes */{size}"})
         if chosen is None:
             return whole
         start, end = chosen

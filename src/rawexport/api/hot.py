@@ -11,8 +11,10 @@ and logged like every other request (api/access.py). Every other request, a HEAD
 same paths included, goes through Starlette to the same cores (`endpoint`), so the two
 ways give the same answers.
 
-An exception in a core propagates to Starlette's outermost middleware, which answers 500
-with the request id (app._server_error), as for any other route.
+An exception in a core gets the answer the app's exception handler would give it
+(api/errors.answer: a UserError its 4xx, a backend outage 503 with Retry-After); any other
+propagates to Starlette's outermost middleware, which answers 500 with the request id
+(app._server_error), as for any other route.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rawexport.api.access import Access
+from rawexport.api.errors import answer
 from rawexport.metrics import Metrics
 
 JSON_TYPE = b"application/json"
@@ -141,7 +144,13 @@ class HotPaths:
         status = 500
         try:
             authorization, client_id = _auth_headers(scope["headers"])
-            reply = await core(params, authorization, client_id, scope["query_string"])
+            try:
+                reply = await core(params, authorization, client_id, scope["query_string"])
+            except Exception as e:
+                known = answer(e, "GET", scope["path"])
+                if known is None:
+                    raise
+                reply = Reply(known.status, known.body, tuple(known.headers.items()))
             status = reply.status
             await send(reply.start_message())
             await send({"type": "http.response.body", "body": reply.body})

@@ -50,6 +50,7 @@ from starlette.responses import Response
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from rawexport.api.connections import Waiting
+from rawexport.api.errors import error_body
 
 log = logging.getLogger("rawexport.limits")
 
@@ -67,16 +68,16 @@ RESERVED_DESCRIPTORS = 1024
 MAX_AUTO_CONNECTIONS = 16384
 
 
-def _canned(status: bytes, message: bytes) -> bytes:
-    body = b'{"message":"%s","errors":[]}' % message
+def _canned(status: bytes, message: str) -> bytes:
+    body = error_body(message)
     return (
         b"HTTP/1.1 %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
         b"connection: close\r\n\r\n%s" % (status, len(body), body)
     )
 
 
-_TOO_LARGE = _canned(b"431 Request Header Fields Too Large", b"Request Header Fields Too Large")
-_TOO_SLOW = _canned(b"408 Request Timeout", b"Request Timeout")
+_TOO_LARGE = _canned(b"431 Request Header Fields Too Large", "Request Header Fields Too Large")
+_TOO_SLOW = _canned(b"408 Request Timeout", "Request Timeout")
 
 # Bytes the kernel may hold unsent for a connection (TCP_NOTSENT_LOWAT): Linux otherwise
 # grows a socket's send buffer to tcp_wmem's 4 MiB, which a client that reads nothing

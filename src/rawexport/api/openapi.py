@@ -287,7 +287,8 @@ def document(base_url: str) -> dict[str, Any]:
             "version": "0.1.0",
             "description": "GrowingIO-compatible raw-data export API. Errors outside the "
             'export envelopes are {"message": ..., "errors": []}: 404 for unknown routes, '
-            "405 for a wrong method.",
+            "405 for a wrong method, 503 with Retry-After while a backend (the catalog "
+            "database, S3) does not answer, 500 (with a requestId) for a bug.",
         },
         "servers": [{"url": base_url}],
         "paths": {

@@ -28,9 +28,11 @@ from botocore.exceptions import (
     NoCredentialsError,
     PartialCredentialsError,
 )
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from rawexport.blobs import BlobInfo, media_type
 from rawexport.blobs.local import check_key
+from rawexport.errors import RawexportError, TransientError
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +45,30 @@ _DENIED = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",
 _NO_BUCKET = {"NoSuchBucket"}
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
 _WRONG_REGION = {"301", "PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocation"}
+# Answers of a store that is overloaded or failing for now (any 5xx counts too).
+_BUSY = {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "Throttling"}
 
 
-class BlobStoreError(Exception):
-    """An S3 call failed; the message says what to fix (credentials, bucket, endpoint)."""
+class BlobStoreError(RawexportError):
+    """An S3 call failed; the message says what to fix (credentials, bucket, endpoint).
+
+    As such it is neither transient nor permanent: wrong credentials, a missing bucket or
+    another region fail until the operator fixes the settings (an export job retries, and
+    ends in ERROR when the same failure repeats; the API answers 500)."""
+
+
+class BlobStoreUnavailable(BlobStoreError, TransientError):
+    """The S3 endpoint cannot be reached, timed out, broke the connection or answered 5xx
+    (SlowDown...): the same call may work later (503 and Retry-After; a job retries)."""
+
+    backend = "the blob store"
+
+
+def unavailable(e: BaseException) -> bool:
+    """Whether a botocore error is an outage of the endpoint rather than a mistake."""
+    if isinstance(e, BotoConnectionError | HTTPClientError):
+        return True  # refused, DNS, connect/read timeouts, connection closed or reset
+    return isinstance(e, ClientError) and (_status(e) >= 500 or _code(e) in _BUSY)
 
 
 def _code(e: ClientError) -> str:
@@ -402,4 +424,5 @@ class _ErrorMapper:
 
     def __exit__(self, typ: object, exc: BaseException | None, tb: object) -> None:
         if isinstance(exc, ClientError | BotoCoreError):
-            raise BlobStoreError(f"{self.action}: {self.store.explain(exc)}") from exc
+            kind = BlobStoreUnavailable if unavailable(exc) else BlobStoreError
+            raise kind(f"{self.action}: {self.store.explain(exc)}") from exc

@@ -6,8 +6,8 @@ catalog database by URL, `jobs` is the job half (leases, revisions, files, links
 public face.
 """
 
-from rawexport.catalog.engine import DatabaseError, make_engine, migrate
-from rawexport.catalog.jobs import CatalogError, FileRow, Job, LeaseLost
+from rawexport.catalog.engine import DatabaseError, catalog_unavailable, make_engine, migrate
+from rawexport.catalog.jobs import CatalogBusy, CatalogError, FileRow, Job, LeaseLost
 from rawexport.catalog.links import Link
 from rawexport.catalog.projects import Catalog, Credential, KeyPair, Project
 from rawexport.types import PENDING, WAITING, JobStatus
@@ -15,6 +15,7 @@ from rawexport.types import PENDING, WAITING, JobStatus
 __all__ = [
     "PENDING",
     "Catalog",
+    "CatalogBusy",
     "CatalogError",
     "Credential",
     "DatabaseError",
@@ -26,6 +27,7 @@ __all__ = [
     "Link",
     "Project",
     "WAITING",
+    "catalog_unavailable",
     "make_engine",
     "migrate",
 ]

@@ -8,7 +8,8 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from rawexport.fsutil import create_private
 
@@ -54,6 +55,16 @@ def make_engine(url: str) -> Engine:
     if not url.startswith("postgresql+psycopg://"):
         raise ValueError(f"catalog_url must be sqlite:/// or postgresql://, not {url!r}")
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def catalog_unavailable(e: BaseException) -> bool:
+    """Whether e says the catalog database cannot be used right now, so the same call may
+    work later: unreachable or restarting (PostgreSQL's OperationalError: refused, reset,
+    shutting down, starting up), a connection lost mid-call, SQLite's lock timeout, no free
+    connection in the pool. A TransientError outage, though SQLAlchemy raises it."""
+    if isinstance(e, OperationalError | InterfaceError | PoolTimeout):
+        return True
+    return isinstance(e, DBAPIError) and e.connection_invalidated
 
 
 def migrate(engine: Engine) -> None:

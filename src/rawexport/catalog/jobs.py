@@ -28,15 +28,24 @@ from rawexport.catalog.tables import (
     export_jobs,
     issued_links,
 )
+from rawexport.errors import RawexportError, TransientError
 from rawexport.types import ExportResult, JobStatus, PartInfo
 
 
-class CatalogError(Exception):
-    """A catalog operation that cannot be done; the message says why."""
+class CatalogError(RawexportError):
+    """A catalog operation that cannot be done; the message says why (the CLI and the
+    console show it as is)."""
+
+
+class CatalogBusy(CatalogError, TransientError):
+    """Writers raced for the same row too many times in a row; try again later."""
+
+    backend = "the catalog"
 
 
 class LeaseLost(CatalogError):
-    """The job's lease expired and another worker may own it now."""
+    """The job's lease expired and another worker may own it now: the attempt stops, and
+    leaves the job to its new owner (neither a retry nor a failure of the job)."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +73,13 @@ class Job:
 
 
 FileRow = PartInfo  # a committed part, as the catalog lists it
+
+
+ERROR_CHARS = 4000  # the most of a failure's message a job keeps
+UNFINISHED = (
+    "stopped after {n} attempts, the last without a result (its worker was killed, for "
+    "instance out of memory, or lost its lease)"
+)
 
 
 def _held(job: Job, owner: str) -> tuple[ColumnElement[bool], ...]:
@@ -195,7 +211,7 @@ class JobStore:
                 return self.job(int(job_id))
             except IntegrityError:
                 continue
-        raise CatalogError("could not allocate a revision number")
+        raise CatalogBusy("could not allocate a revision number")
 
     def job(self, job_id: int) -> Job:
         with self.tx() as c:
@@ -221,11 +237,17 @@ class JobStore:
             rows = c.execute(q.limit(limit)).all()
         return [Job(**r._asdict()) for r in rows]
 
-    def claim(self, owner: str, now: int, lease_ms: int) -> Job | None:
+    def claim(
+        self, owner: str, now: int, lease_ms: int, max_attempts: int | None = None
+    ) -> Job | None:
         """Take the next runnable job (queued, due retry, or lost lease) under a lease.
 
         Fair across projects: the project with the fewest running jobs goes first (then the
         one waiting longest), so one huge project or backfill cannot starve the others.
+
+        max_attempts: a job that has had that many attempts is not taken again but ends in
+        ERROR (see `_lease`): an attempt that dies without recording its failure (its
+        process killed, say out of memory; its lease lost) counts, so such a job ends.
         """
         runnable = _runnable(now, due_only=True)
         with self.tx() as c:
@@ -247,13 +269,19 @@ class JobStore:
             }
         order = sorted(waiting, key=lambda r: (running.get(int(r[0]), 0), int(r[1]), int(r[0])))
         for project_id, _ in order[:8]:
-            job = self._take_next(int(project_id), runnable, owner, now, lease_ms)
+            job = self._take_next(int(project_id), runnable, owner, now, lease_ms, max_attempts)
             if job is not None:
                 return job
         return None
 
     def _take_next(
-        self, project_id: int, runnable: ColumnElement[bool], owner: str, now: int, lease_ms: int
+        self,
+        project_id: int,
+        runnable: ColumnElement[bool],
+        owner: str,
+        now: int,
+        lease_ms: int,
+        max_attempts: int | None,
     ) -> Job | None:
         """Lease the project's next runnable job, in one transaction.
 
@@ -276,22 +304,18 @@ class JobStore:
                 .all()
             )
             for job_id in candidates:
-                job = self._lease(c, job_id, runnable, owner, now, lease_ms)
+                job = self._lease(c, job_id, runnable, owner, now, lease_ms, max_attempts)
                 if job is not None:
                     return job
         return None
 
-    def claim_id(self, job_id: int, owner: str, now: int, lease_ms: int) -> Job | None:
+    def claim_id(
+        self, job_id: int, owner: str, now: int, lease_ms: int, max_attempts: int | None = None
+    ) -> Job | None:
         """Take one given job if it is runnable now, due or not (CLI `export run`)."""
         runnable = _runnable(now, due_only=False)
-        return self._take(job_id, runnable, owner, now, lease_ms)
-
-    def _take(
-        self, job_id: int, runnable: ColumnElement[bool], owner: str, now: int, lease_ms: int
-    ) -> Job | None:
-        """Lease a job if it still matches `runnable` (a conditional update: one winner)."""
-        with self.tx() as c:
-            return self._lease(c, job_id, runnable, owner, now, lease_ms)
+        with self.tx() as c:  # a conditional update: one winner
+            return self._lease(c, job_id, runnable, owner, now, lease_ms, max_attempts)
 
     @staticmethod
     def _lease(
@@ -301,8 +325,34 @@ class JobStore:
         owner: str,
         now: int,
         lease_ms: int,
+        max_attempts: int | None,
     ) -> Job | None:
-        """The claimed job, read in the claim's transaction (so its attempt is this claim's)."""
+        """The claimed job, read in the claim's transaction (so its attempt is this claim's).
+
+        A runnable job that had max_attempts attempts already ends in ERROR instead: a
+        failed attempt records itself (`fail`) and stops retrying at max_attempts, so this
+        is a job whose attempts died unrecorded (the process killed, the lease lost); its
+        error says so, then gives the last failure an attempt did record."""
+        if max_attempts is not None:
+            spent = export_jobs.c.attempts >= max_attempts
+            ended = c.execute(
+                update(export_jobs)
+                .where(export_jobs.c.id == job_id, runnable, spent)
+                .values(
+                    status=JobStatus.ERROR,
+                    error=func.substr(
+                        UNFINISHED.format(n=max_attempts)
+                        + func.coalesce("; the last failure recorded: " + export_jobs.c.error, ""),
+                        1,
+                        ERROR_CHARS,
+                    ),
+                    finished_ms=now,
+                    lease_owner=None,
+                    lease_expires_ms=None,
+                )
+            )
+            if ended.rowcount:
+                return None
         res = c.execute(
             update(export_jobs)
             .where(export_jobs.c.id == job_id, runnable)
@@ -388,7 +438,7 @@ class JobStore:
         status = JobStatus.ERROR if retry_at is None else JobStatus.RETRYING
         values: dict[str, Any] = {
             "status": status,
-            "error": error[:4000],
+            "error": error[:ERROR_CHARS],
             "lease_owner": None,
             "lease_expires_ms": None,
         }

@@ -23,11 +23,12 @@ from rawexport.blobs.s3 import BlobStoreError, S3BlobStore
 from rawexport.blobs.stores import open_blob_store
 from rawexport.catalog import Catalog, DatabaseError
 from rawexport.cli.common import home_option, settings_from, user_errors
+from rawexport.errors import RawexportError
 from rawexport.export import ondask
 from rawexport.settings import Settings
 
 
-class CheckFailed(Exception):
+class CheckFailed(RawexportError):
     """A part of the deployment does not work; the message says what to fix."""
 
 

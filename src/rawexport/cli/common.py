@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import click
 
 from rawexport.catalog import CatalogError, Project
+from rawexport.errors import UserError
 from rawexport.export.actions import OpsError
 from rawexport.node import Services
 from rawexport.settings import Settings, SettingsError, load_settings
@@ -18,7 +19,8 @@ from rawexport.timeutil import BadDate
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-USER_ERRORS = (SettingsError, OpsError, CatalogError, BadDate)
+# A UserError of any stage (a bad setting, date, file, command), or a catalog refusal.
+USER_ERRORS = (UserError, CatalogError)
 
 
 def echo_json(data: Any) -> None:

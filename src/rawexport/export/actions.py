@@ -11,13 +11,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from rawexport.catalog import Catalog, Job, JobStatus, Project
+from rawexport.errors import UserError
 from rawexport.export.scheduler import versions
 from rawexport.export.worker import Exporter, owner_id
 from rawexport.schema import DATA_TYPES, V1_TYPES, types_for
 from rawexport.timeutil import HOUR_MS, beijing_hour_label, hour_floor
 
 
-class OpsError(Exception):
+class OpsError(UserError):
     """A user mistake in an operator command; the message is shown as is."""
 
 

@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 from rawexport.blobs import BlobStore
 from rawexport.blobs.stores import open_blob_store
 from rawexport.catalog import LeaseLost
+from rawexport.errors import RawexportError
 from rawexport.export.csvsql import fields_query, header_line
 from rawexport.export.keys import SCRATCH, export_prefix, manifest_key, part_key
 from rawexport.export.parts import PartWriter, feed, group_stride, write_parts
@@ -429,7 +430,7 @@ class DaskExecutor:
         return ExportResult(hour.prefix, manifest_key(hour.prefix), parts, rows, size)
 
 
-class DaskUnusable(Exception):
+class DaskUnusable(RawexportError):
     """The Dask cluster of dask_address cannot run exports; the message says what to fix."""
 
 

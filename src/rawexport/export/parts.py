@@ -15,6 +15,7 @@ import pyarrow as pa
 from isal import isal_zlib
 
 from rawexport.blobs import BlobStore
+from rawexport.errors import PermanentError
 from rawexport.export.spill import DirectWriter
 from rawexport.types import PartInfo
 
@@ -32,7 +33,7 @@ GROUP_STRIDE = 100
 FLUSH_SLACK = 4096
 
 
-class RowTooLarge(ValueError):
+class RowTooLarge(PermanentError, ValueError):
     """One CSV row cannot fit in a part of part_bytes, even alone after the header."""
 
 

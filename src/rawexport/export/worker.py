@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -12,13 +13,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rawexport.blobs import BlobInfo, BlobStore
-from rawexport.catalog import Catalog, Job, LeaseLost
+from rawexport.catalog import Catalog, Job, LeaseLost, catalog_unavailable
+from rawexport.catalog.jobs import ERROR_CHARS
+from rawexport.errors import PermanentError, TransientError
 from rawexport.export.ondask import DaskExecutor, Hour
-from rawexport.export.parts import RowTooLarge
 from rawexport.export.runner import manifest_bytes, run_export
 from rawexport.fsutil import hide_paths
 from rawexport.metrics import Metrics
@@ -56,7 +59,7 @@ def log_job(job: Job, status: str, level: int = logging.INFO, **fields: object) 
     )
 
 
-class PermanentExportError(Exception):
+class PermanentExportError(PermanentError):
     """A failure that retrying cannot fix; the job ends in ERROR at once."""
 
 
@@ -108,6 +111,34 @@ class FencedBlobs:
 
     def fetch(self, key: str, dest: Path) -> None:
         self.blobs.fetch(key, dest)
+
+
+PERMANENT, TRANSIENT, UNKNOWN = "permanent", "transient", "unknown"
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+def failure_kind(e: BaseException) -> str:
+    """PERMANENT, TRANSIENT or UNKNOWN: the branch of the error tree (rawexport.errors), and
+    for errors of libraries what they mean here. ArrowInvalid: data the export cannot parse
+    or convert (the same bytes fail again); the catalog database unreachable or locked, or a
+    connection that broke or timed out: an outage."""
+    if isinstance(e, PermanentError | pa.ArrowInvalid):
+        return PERMANENT
+    if isinstance(e, TransientError | ConnectionError | TimeoutError) or catalog_unavailable(e):
+        return TRANSIENT
+    return UNKNOWN
+
+
+def same_failure(previous: str | None, e: BaseException, error: str) -> bool:
+    """Whether e, recorded as `error`, fails as the attempt before did (`previous`, its
+    recorded error): the same message but for its numbers (two runs of one failure may
+    count differently), or for running out of memory, the same type whatever the message
+    (DuckDB's names the allocation that tripped the budget: its size, its wording)."""
+    if previous is None:
+        return False
+    if isinstance(e, duckdb.OutOfMemoryException | MemoryError):
+        return previous.startswith(f"{type(e).__name__}:") or previous == type(e).__name__
+    return _NUMBER.sub("#", previous) == _NUMBER.sub("#", error[:ERROR_CHARS])
 
 
 def owner_id() -> str:
@@ -251,15 +282,21 @@ class Exporter:
         )
 
     def _record_failure(self, job: Job, owner: str, e: Exception) -> str:
+        """Record the attempt's failure: retried later (`retrying`) or for good (`error`).
+
+        Its kind decides (failure_kind): permanent ends the job; transient retries until
+        max_attempts; unknown too, unless it repeats the previous attempt's failure (then
+        the next attempt would only fail the same way again: an hour too big for the
+        memory budget fails with DuckDB's out-of-memory error on every attempt)."""
         message = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
         # The job's error is shown to API clients (errorMsg) and project visitors of the
         # console: without the server's paths. The log keeps the whole message.
         shown = hide_paths(message)
-        # ArrowInvalid: data the export cannot parse or convert; the same bytes fail again.
-        permanent = isinstance(e, PermanentExportError | RowTooLarge | pa.ArrowInvalid)
+        kind = failure_kind(e)
+        repeated = kind == UNKNOWN and same_failure(job.error, e, shown)
         now = self.clock()
         retry_at = None
-        if not permanent and job.attempts < self.settings.max_attempts:
+        if kind != PERMANENT and not repeated and job.attempts < self.settings.max_attempts:
             retry_at = now + backoff_ms(
                 job.attempts, self.settings.retry_base_seconds, self.settings.retry_max_seconds
             )
@@ -267,7 +304,15 @@ class Exporter:
             status = self.catalog.fail(job, owner, shown, retry_at=retry_at, now=now)
         except LeaseLost:
             status = "lost"
-        log_job(job, status, level=logging.WARNING, error=message, retry_at_ms=retry_at)
+        log_job(
+            job,
+            status,
+            level=logging.WARNING,
+            error=message,
+            retry_at_ms=retry_at,
+            failure=kind,
+            repeated=repeated,
+        )
         return status
 
     def _keep_lease(
@@ -288,7 +333,8 @@ class Exporter:
 
     def run_one(self, owner: str) -> bool:
         """Claim and run the next runnable job; False when there was none."""
-        job = self.catalog.claim(owner, self.clock(), int(self.settings.lease_seconds * 1000))
+        lease_ms = int(self.settings.lease_seconds * 1000)
+        job = self.catalog.claim(owner, self.clock(), lease_ms, self.settings.max_attempts)
         if job is None:
             return False
         self.execute(job, owner)
@@ -296,8 +342,9 @@ class Exporter:
 
     def run_job_now(self, job_id: int, owner: str) -> str:
         """Claim one given job and run it synchronously (CLI `export run`)."""
+        lease_ms = int(self.settings.lease_seconds * 1000)
         job = self.catalog.claim_id(
-            job_id, owner, self.clock(), int(self.settings.lease_seconds * 1000)
+            job_id, owner, self.clock(), lease_ms, self.settings.max_attempts
         )
         if job is None:
             return self.catalog.job(job_id).status

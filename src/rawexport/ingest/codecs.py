@@ -20,18 +20,16 @@ import cramjam
 import lz4.block
 import numpy as np
 
+from rawexport.errors import UserError
 from rawexport.ingest import lzstring
 from rawexport.ingest._prescan import lz4_size
 
 
-class Refused(Exception):
-    """A request the collectors answer with `status` and the message."""
+class Refused(UserError):
+    """A request the collectors answer with `status`, the message and `errors`."""
 
     def __init__(self, status: int, message: str, errors: list[Any] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.errors = errors or []
+        super().__init__(message, status=status, errors=errors or ())
 
 
 class TooBig(Refused):

@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from rawexport.errors import UserError
 from rawexport.ingest import arrowjson
 from rawexport.ingest import validate as conv
 from rawexport.schema import DATA_TYPES
@@ -25,7 +26,7 @@ _TYPES = "|".join(sorted(DATA_TYPES, key=len, reverse=True))
 _EXPORT_DIR = re.compile(rf"[0-9a-f]{{4}}_[A-Za-z0-9_-]+?_(?P<t>{_TYPES})_v2_\d{{12}}")
 
 
-class BadFile(ValueError):
+class BadFile(UserError, ValueError):
     """A file that cannot be imported; nothing of it is stored."""
 
 

@@ -7,10 +7,13 @@ from typing import Any
 
 import orjson
 
+from rawexport.errors import UserError
 from rawexport.ingest.validate import INT64_MAX, INT64_MIN
 
 
-class Invalid(ValueError):
+class Invalid(UserError, ValueError):
+    """A value an event cannot have: the event is rejected (field and reason are listed)."""
+
     def __init__(self, field: str, reason: str) -> None:
         super().__init__(f"{field}: {reason}")
         self.field = field

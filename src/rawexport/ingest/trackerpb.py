@@ -39,15 +39,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from rawexport.errors import UserError
 from rawexport.ingest import _trackerpb
 
 
-class BadProtobuf(ValueError):
+class BadProtobuf(UserError, ValueError):
     """Bytes that are not a valid message of the expected type."""
 
 
 class TooManyEvents(BadProtobuf):
     """The list holds more events than the batch may (checked while decoding)."""
+
+    status = 413
 
 
 STR, INT, ENUM, MAP, DOUBLE, ITEM = range(6)

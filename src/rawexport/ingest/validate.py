@@ -13,6 +13,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from rawexport.errors import UserError
 from rawexport.schema import DATA_TYPES, ColumnType
 from rawexport.store.events import arrow_schema
 
@@ -70,7 +71,9 @@ class Batch:
         return sum(t.num_rows for t in self.tables.values())
 
 
-class Invalid(ValueError):
+class Invalid(UserError, ValueError):
+    """A value an event cannot have: the event is rejected (field and reason are listed)."""
+
     def __init__(self, field: str, reason: str) -> None:
         super().__init__(f"{field}: {reason}")
         self.field = field

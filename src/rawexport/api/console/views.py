@@ -23,16 +23,16 @@ from rawexport.api.insights import (
     hour_status,
 )
 from rawexport.catalog import Catalog, FileRow, Job, Project
+from rawexport.errors import UserError
 from rawexport.schema import DATA_TYPE_NAMES, V1_TYPE_NAMES
 from rawexport.timeutil import DAY_MS, HOUR_MS, beijing_day_start, hour_floor
 
 
-class Refused(Exception):
+class Refused(UserError):
     """A request the console answers with an error page; str() is the message shown."""
 
     def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+        super().__init__(message, status=status)
 
 
 V1 = "v1"  # the grid's v1 row: every v1 type of the hour, as /insights/{ai}/{hour}.json
