@@ -203,7 +203,7 @@ def test_keys_the_store_refuses_are_403(world: World, monkeypatch: pytest.Monkey
     def refuse(key: str) -> Path:
         raise ValueError(key)
 
-    monkeypatch.setattr(world.blobs, "path", refuse)
+    monkeypatch.setattr(world.blobs, "local_path", refuse)
     r = world.client.get(link)
     assert (r.status_code, r.json()) == (403, FORBIDDEN)
 

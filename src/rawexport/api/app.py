@@ -30,7 +30,7 @@ from rawexport.api.cache import Fresh, Loads, Replies
 from rawexport.api.collect import collector_routes
 from rawexport.api.console import console_routes
 from rawexport.api.docs import docs_routes
-from rawexport.api.downloads import Downloads, FilePaths
+from rawexport.api.downloads import Downloads
 from rawexport.api.errors import error_body, error_response, handle_error
 from rawexport.api.headers import SecurityHeaders, covered, security_headers
 from rawexport.api.hot import Core, HotPaths, Reply, endpoint
@@ -584,7 +584,7 @@ class PublicPath:
 def create_app(
     settings: Settings,
     catalog: Catalog,
-    blobs: BlobStore | FilePaths,
+    blobs: BlobStore,
     *,
     clock: Callable[[], int] = now_ms,
     limiter: RateLimiter | None = None,

@@ -9,7 +9,7 @@ import stat
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import anyio
 from starlette.concurrency import run_in_threadpool
@@ -22,7 +22,6 @@ from rawexport.api.cache import Fresh
 from rawexport.api.errors import error_response
 from rawexport.api.limits import SENDFILE
 from rawexport.blobs import BlobStore, links, media_type
-from rawexport.blobs.s3 import S3BlobStore
 from rawexport.catalog import Catalog
 from rawexport.errors import UserError
 from rawexport.timeutil import DAY_MS, HOUR_MS, BadDate, parse_export_date, parse_utc_stamp
@@ -44,14 +43,6 @@ class KeyConvertor(Convertor[str]):
 
 
 register_url_convertor("exportkey", KeyConvertor())
-
-
-@runtime_checkable
-class FilePaths(Protocol):
-    """The part of the local blob store downloads need."""
-
-    def path(self, key: str) -> Path:
-        """The file of key; ValueError when the key would escape the store's root."""
 
 
 class Unsatisfiable(UserError, ValueError):
@@ -203,7 +194,7 @@ class Downloads:
     def __init__(
         self,
         catalog: Catalog,
-        blobs: BlobStore | FilePaths,
+        blobs: BlobStore,
         secret: str,
         clock: Callable[[], int],
         cache_seconds: float = 0.0,
@@ -260,7 +251,7 @@ class Downloads:
         q = request.query_params
         if not links.verify(self.secret, link_path, q.get("expires"), q.get("sign"), self.clock()):
             return forbidden()
-        if not isinstance(self.blobs, FilePaths) or isinstance(self.blobs, S3BlobStore):
+        if not self.blobs.local:
             return await run_in_threadpool(self._remote, request, link_path, int(q["expires"]))
         found = self._located.get(link_path)  # a hit: no catalog query, no thread
         if found is None:
@@ -300,7 +291,7 @@ class Downloads:
         headers["content-length"] = str(end - start)
         return RangeFileResponse(path, start, end, 206, headers)
 
-    def _locate(self, paths: FilePaths, link_path: str) -> tuple[str, Path, str] | Response:
+    def _locate(self, paths: BlobStore, link_path: str) -> tuple[str, Path, str] | Response:
         """(key, file, md5) of a link path, kept for the next downloads (api/cache.py); or
         the answer when there is none."""
         generation = self.catalog.generation
@@ -309,7 +300,7 @@ class Downloads:
             return not_found()
         key, known_md5 = found
         try:
-            path = paths.path(key)
+            path = paths.local_path(key)
         except ValueError:
             return forbidden()
         try:
@@ -321,16 +312,18 @@ class Downloads:
 
     def _remote(self, request: Request, link_path: str, expires_ms: int) -> Response:
         found = self._resolve(link_path)
-        if found is None or not isinstance(self.blobs, S3BlobStore):
+        if found is None:
             return not_found()
-        return self._from_s3(self.blobs, request, found[0], expires_ms)
+        return self._from_store(request, found[0], expires_ms)
 
-    def _from_s3(self, s3: S3BlobStore, request: Request, key: str, expires_ms: int) -> Response:
+    def _from_store(self, request: Request, key: str, expires_ms: int) -> Response:
+        """A HEAD answered from the object's metadata; a GET redirected to the store."""
+        store = self.blobs
         if request.method == "HEAD":
-            info = s3.stat(key)
+            info = store.stat(key)
             if info is None:
                 return not_found()
-            md5 = s3.md5(key) or ""
+            md5 = store.etag(key) or ""
             headers = {
                 "etag": f'"{md5}"',
                 "x-amz-meta-md5-hash": md5,
@@ -340,5 +333,5 @@ class Downloads:
             }
             return Response(status_code=200, headers=headers)
         seconds = max(1, -(-(expires_ms - self.clock()) // 1000))
-        url = s3.presigned_get(key, seconds)
+        url = store.download_url(key, seconds)
         return Response(status_code=302, headers={"location": url, "cache-control": "no-store"})

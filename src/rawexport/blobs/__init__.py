@@ -15,7 +15,13 @@ class BlobInfo:
 
 
 class BlobStore(Protocol):
-    """Where export parts and manifests live. Keys are `/`-separated, never absolute."""
+    """Where export parts and manifests live. Keys are `/`-separated, never absolute.
+
+    `local` tells how downloads reach the objects: files of this host that the server
+    sends itself (`local_path`), or objects clients fetch from the store by a URL it signs
+    (`download_url`, `etag` for a HEAD)."""
+
+    local: bool
 
     def put(self, key: str, src: Path) -> None:
         """Store the file at src under key, atomically (whole or not at all); src is consumed."""
@@ -34,6 +40,21 @@ class BlobStore(Protocol):
 
     def fetch(self, key: str, dest: Path) -> None:
         """Copy key's bytes into the file dest (FileNotFoundError when key is missing)."""
+
+    def local_path(self, key: str) -> Path:
+        """The file of key on this host (it may not exist); ValueError when the key would
+        escape the store's root, or when the store holds no local files (not `local`)."""
+
+    def download_url(self, key: str, expires_s: int) -> str:
+        """A URL clients may GET key from for expires_s seconds (a store that is not
+        `local`); ValueError for a local store, whose files the server sends itself."""
+
+    def etag(self, key: str) -> str | None:
+        """The md5 the store keeps of key's bytes, when it keeps one."""
+
+    def probe(self) -> str:
+        """Write, read back and delete a probe object; what works, or raise (OSError,
+        BlobStoreError) saying what to fix."""
 
 
 def media_type(key: str) -> str:

@@ -36,12 +36,29 @@ def check_key(key: str) -> str:
 class LocalBlobStore:
     """BlobStore on a directory; every write is atomic and durable (fsync file and dir)."""
 
+    local = True
+
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
 
     def path(self, key: str) -> Path:
         """The file holding key (it may not exist); for serving downloads."""
         return self.root.joinpath(*check_key(key).split("/"))
+
+    local_path = path
+
+    def download_url(self, key: str, expires_s: int) -> str:
+        raise ValueError("a local blob store's files are sent by the server")
+
+    def etag(self, key: str) -> str | None:
+        return None  # the catalog holds each part's md5
+
+    def probe(self) -> str:
+        self.root.mkdir(parents=True, exist_ok=True)
+        probe = self.root / f".rawexport-check-{uuid.uuid4().hex}"
+        probe.write_bytes(b"probe")
+        probe.unlink()
+        return f"directory {self.root}, writable"
 
     def fetch(self, key: str, dest: Path) -> None:
         src = self.path(key)

@@ -332,6 +332,21 @@ class S3BlobStore:
                 raise
         return _chunks(resp["Body"], chunk_size)
 
+    local = False
+
+    def local_path(self, key: str) -> Path:
+        raise ValueError(f"{self!r} holds no local files")
+
+    def download_url(self, key: str, expires_s: int) -> str:
+        return self.presigned_get(key, expires_s)
+
+    def etag(self, key: str) -> str | None:
+        return self.md5(key)
+
+    def probe(self) -> str:
+        self.check()
+        return f"{self!r}: probe object put, read and deleted"
+
     def presigned_get(self, key: str, expires_s: int) -> str:
         """A presigned GET URL of key, valid for expires_s seconds (at most 7 days)."""
         okey = self.object_key(key)

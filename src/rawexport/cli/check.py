@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import json
 import sys
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import click
 
 from rawexport.api.assets import PINNED, WebAssets
-from rawexport.blobs.local import LocalBlobStore
-from rawexport.blobs.s3 import BlobStoreError, S3BlobStore
+from rawexport.blobs.s3 import BlobStoreError
 from rawexport.blobs.stores import open_blob_store
 from rawexport.catalog import Catalog, DatabaseError
 from rawexport.cli.common import home_option, settings_from, user_errors
@@ -45,19 +43,6 @@ def _catalog(settings: Settings) -> str:
         catalog.close()
 
 
-def _writable(path: Path, what: str) -> str:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".rawexport-check-{uuid.uuid4().hex}"
-        probe.write_bytes(b"probe")
-        probe.unlink()
-    except OSError as e:
-        raise CheckFailed(
-            f"{what} {path} is not writable ({e.strerror}); fix its permissions"
-        ) from None
-    return f"directory {path}, writable"
-
-
 def _store(url: str, default_dir: Path, settings: Settings, what: str, setting: str) -> str:
     try:
         store = open_blob_store(
@@ -65,14 +50,15 @@ def _store(url: str, default_dir: Path, settings: Settings, what: str, setting: 
         )
     except ValueError as e:
         raise CheckFailed(f"{e}; fix {setting}") from None
-    if isinstance(store, S3BlobStore):
-        try:
-            store.check()
-        except BlobStoreError as e:
-            raise CheckFailed(str(e)) from None
-        return f"{store!r}: probe object put, read and deleted"
-    assert isinstance(store, LocalBlobStore)
-    return _writable(store.root, what)
+    try:
+        return store.probe()
+    except BlobStoreError as e:
+        raise CheckFailed(str(e)) from None
+    except OSError as e:
+        where = Path(e.filename).parent if e.filename else default_dir
+        raise CheckFailed(
+            f"{what} {where} is not writable ({e.strerror}); fix its permissions"
+        ) from None
 
 
 def _blobs(settings: Settings) -> str:

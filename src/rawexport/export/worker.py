@@ -87,6 +87,7 @@ class FencedBlobs:
 
     def __init__(self, blobs: BlobStore, lost: threading.Event) -> None:
         self.blobs, self.lost = blobs, lost
+        self.local = blobs.local
 
     def _check(self, key: str) -> None:
         if self.lost.is_set():
@@ -111,6 +112,19 @@ class FencedBlobs:
 
     def fetch(self, key: str, dest: Path) -> None:
         self.blobs.fetch(key, dest)
+
+    def local_path(self, key: str) -> Path:
+        return self.blobs.local_path(key)
+
+    def download_url(self, key: str, expires_s: int) -> str:
+        return self.blobs.download_url(key, expires_s)
+
+    def etag(self, key: str) -> str | None:
+        return self.blobs.etag(key)
+
+    def probe(self) -> str:
+        self._check("a probe object")
+        return self.blobs.probe()
 
 
 PERMANENT, TRANSIENT, UNKNOWN = "permanent", "transient", "unknown"

@@ -17,7 +17,6 @@ from starlette.staticfiles import StaticFiles
 
 from rawexport.api.assets import WebAssets
 from rawexport.api.console.routes import HERE, Console
-from rawexport.api.downloads import FilePaths
 from rawexport.api.headers import CSP
 from rawexport.api.ratelimit import RateLimiter
 from rawexport.blobs import BlobStore
@@ -45,7 +44,7 @@ PAGES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
 def console_routes(
     settings: Settings,
     catalog: Catalog,
-    blobs: BlobStore | FilePaths,
+    blobs: BlobStore,
     clock: Callable[[], int],
     limiter: RateLimiter,
     sleep: Callable[[float], Awaitable[None]],

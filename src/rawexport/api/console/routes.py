@@ -34,7 +34,6 @@ from rawexport.api.console.sessions import (
     csrf_ok,
 )
 from rawexport.api.console.views import Refused
-from rawexport.api.downloads import FilePaths
 from rawexport.api.peers import Peers
 from rawexport.api.ratelimit import RateLimiter
 from rawexport.blobs import BlobStore, links
@@ -88,7 +87,7 @@ class Console:
         self,
         settings: Settings,
         catalog: Catalog,
-        blobs: BlobStore | FilePaths,
+        blobs: BlobStore,
         clock: Callable[[], int],
         limiter: RateLimiter,
         sleep: Callable[[float], Awaitable[None]],
@@ -432,10 +431,10 @@ class Console:
 
     def _manifest(self, key: str) -> str:
         """The manifest's JSON, pretty, when the blob store is a local directory."""
-        if not isinstance(self.blobs, FilePaths):
+        if not self.blobs.local:
             return ""
         try:
-            data = json.loads(self.blobs.path(key).read_bytes())
+            data = json.loads(self.blobs.local_path(key).read_bytes())
         except (OSError, ValueError):
             return ""
         return json.dumps(data, indent=2, ensure_ascii=False)
