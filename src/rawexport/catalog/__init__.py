@@ -7,7 +7,8 @@ public face.
 """
 
 from rawexport.catalog.engine import DatabaseError, catalog_unavailable, make_engine, migrate
-from rawexport.catalog.jobs import CatalogBusy, CatalogError, FileRow, Job, LeaseLost
+from rawexport.catalog.files import FileRow
+from rawexport.catalog.jobs import CatalogBusy, CatalogError, Job, LeaseLost
 from rawexport.catalog.links import Link
 from rawexport.catalog.projects import Catalog, Credential, KeyPair, Project
 from rawexport.types import PENDING, WAITING, JobStatus

@@ -5,7 +5,6 @@ Catalog (catalog.py) adds projects and credentials on top; both share one engine
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,10 +25,9 @@ from sqlalchemy.sql.elements import ColumnElement
 from rawexport.catalog.tables import (
     export_files,
     export_jobs,
-    issued_links,
 )
 from rawexport.errors import RawexportError, TransientError
-from rawexport.types import ExportResult, JobStatus, PartInfo
+from rawexport.types import ExportResult, JobStatus
 
 
 class CatalogError(RawexportError):
@@ -70,9 +68,6 @@ class Job:
     created_ms: int
     started_ms: int | None
     finished_ms: int | None
-
-
-FileRow = PartInfo  # a committed part, as the catalog lists it
 
 
 ERROR_CHARS = 4000  # the most of a failure's message a job keeps
@@ -452,22 +447,6 @@ class JobStore:
                 raise LeaseLost(f"job {job.id} is no longer held by {owner}")
         return status
 
-    def files(self, job_id: int) -> list[FileRow]:
-        with self.tx() as c:
-            rows = c.execute(
-                select(export_files)
-                .where(export_files.c.job_id == job_id)
-                .order_by(export_files.c.part)
-            ).all()
-        return [FileRow(r.part, r.key, r.rows, r.bytes, r.md5, r.sha256) for r in rows]
-
-    def part_md5(self, key: str) -> str | None:
-        """The md5 the catalog holds of a committed part's object key, if any."""
-        with self.tx() as c:
-            md5 = c.execute(select(export_files.c.md5).where(export_files.c.key == key).limit(1))
-            value = md5.scalar()
-        return str(value) if value else None
-
     def hour_jobs(
         self, project_id: int, version: str, start_ms: int, end_ms: int
     ) -> dict[tuple[str, int], list[Job]]:
@@ -489,52 +468,3 @@ class JobStore:
             job = Job(**r._asdict())
             out.setdefault((job.data_type, job.hour_ms), []).append(job)
         return out
-
-    def files_of(self, job_ids: Iterable[int]) -> dict[int, list[FileRow]]:
-        ids = list(job_ids)
-        out: dict[int, list[FileRow]] = {i: [] for i in ids}
-        if not ids:
-            return out
-        with self.tx() as c:
-            rows = c.execute(
-                select(export_files)
-                .where(export_files.c.job_id.in_(ids))
-                .order_by(export_files.c.job_id, export_files.c.part)
-            ).all()
-        for r in rows:
-            out[r.job_id].append(FileRow(r.part, r.key, r.rows, r.bytes, r.md5, r.sha256))
-        return out
-
-    # ---- issued links ----------------------------------------------------------------
-
-    def issued(
-        self, project_id: int, scope: str, fingerprint: str, now: int
-    ) -> tuple[Any, int] | None:
-        with self.tx() as c:
-            row = c.execute(
-                select(issued_links.c.links, issued_links.c.expires_ms)
-                .where(
-                    issued_links.c.project_id == project_id,
-                    issued_links.c.scope == scope,
-                    issued_links.c.fingerprint == fingerprint,
-                    issued_links.c.expires_ms > now,
-                )
-                .order_by(issued_links.c.id.desc())
-                .limit(1)
-            ).first()
-        return (json.loads(row[0]), int(row[1])) if row else None
-
-    def save_issued(
-        self, project_id: int, scope: str, fingerprint: str, links: Any, expires_ms: int, now: int
-    ) -> None:
-        with self.tx() as c:
-            c.execute(
-                insert(issued_links).values(
-                    project_id=project_id,
-                    scope=scope,
-                    fingerprint=fingerprint,
-                    links=json.dumps(links, separators=(",", ":")),
-                    expires_ms=expires_ms,
-                    created_ms=now,
-                )
-            )

@@ -24,6 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from rawexport.catalog.engine import make_engine, migrate
+from rawexport.catalog.files import FileStore
 from rawexport.catalog.jobs import CatalogError, JobStore, _pk
 from rawexport.catalog.links import LinkStore
 from rawexport.catalog.sessions import SessionStore, end_token_sessions
@@ -111,7 +112,7 @@ _HARMLESS_WRITES = (
 _WROTE = "rawexport_wrote"
 
 
-class Catalog(JobStore, LinkStore, SessionStore, SweepStore):
+class Catalog(JobStore, FileStore, LinkStore, SessionStore, SweepStore):
     def __init__(self, url: str, *, run_migrations: bool = True) -> None:
         self.url = url
         self.engine = make_engine(url)
