@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from rawexport.api import app as app_module
+from rawexport.api import health as app_module
 from rawexport.catalog import Catalog
 from rawexport.timeutil import DAY_MS, HOUR_MS, beijing_hour_label
 from tests.conftest import CURRENT_HOUR, World

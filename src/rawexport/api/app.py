@@ -5,15 +5,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import math
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlsplit
+from urllib.parse import urlsplit
 
-import orjson
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -21,7 +18,6 @@ from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rawexport.api import auth, openapi
 from rawexport.api.access import RequestMetrics
@@ -31,8 +27,23 @@ from rawexport.api.collect import collector_routes
 from rawexport.api.console import console_routes
 from rawexport.api.docs import docs_routes
 from rawexport.api.downloads import Downloads
-from rawexport.api.errors import error_body, error_response, handle_error
+from rawexport.api.envelopes import (
+    BAD_PARAM,
+    JSON,
+    UNAUTHORIZED,
+    BadParam,
+    error_header,
+    expire_param,
+    export_window,
+    parse_expire,
+    too_many,
+    too_many_attempts,
+    v2_envelope,
+    wants_extras,
+)
+from rawexport.api.errors import error_response, handle_error
 from rawexport.api.headers import SecurityHeaders, covered, security_headers
+from rawexport.api.health import HEALTHY, UNHEALTHY, Health, PublicPath
 from rawexport.api.hot import Core, HotPaths, Reply, endpoint
 from rawexport.api.insights import ERROR, FINISHED, NOT_EXISTS, Answer, Insights
 from rawexport.api.limits import client_gone
@@ -42,148 +53,20 @@ from rawexport.blobs import BlobStore
 from rawexport.blobs.links import SECRET_NAME
 from rawexport.catalog import Catalog, DatabaseError, Project
 from rawexport.catalog.metrics import catalog_metrics
-from rawexport.errors import RawexportError, UserError
+from rawexport.errors import RawexportError
 from rawexport.ingest.group_commit import Ingestor, make_ingestor
 from rawexport.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from rawexport.metrics import Metrics
-from rawexport.schema import DATA_TYPE_NAMES, DATA_TYPES, V1_TYPE_NAMES
+from rawexport.schema import DATA_TYPE_NAMES, V1_TYPE_NAMES
 from rawexport.settings import Settings
 from rawexport.timeutil import (
     BadDate,
     Window,
     now_ms,
-    parse_export_date,
     parse_v1_date,
-    request_time,
 )
 
 log = logging.getLogger("rawexport.api")
-
-DEFAULT_EXPIRE = 5
-HEALTH_SECONDS = 1.0  # the longest /healthz reports a catalog state it has not probed
-MAX_EXPIRE = 10080
-BAD_PARAM = "请求参数不合法，"
-EXPIRE_TOO_LONG = "过期时间应小于7天"
-
-
-class JSON(Response):
-    media_type = "application/json"
-
-    def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
-
-
-UNAUTHORIZED = Reply(401, error_body("Unauthorized"))
-
-
-class BadParam(UserError, ValueError):
-    """A path or query value the export endpoints reject; str() is the errorMsg."""
-
-
-def parse_expire(raw: str | None) -> int:
-    """`expire` minutes: default 5, 1..10080."""
-    if raw is None:
-        return DEFAULT_EXPIRE
-    if raw.isascii() and raw.isdigit():
-        if len(raw) > 6 or int(raw) > MAX_EXPIRE:
-            raise BadParam(EXPIRE_TOO_LONG)
-        if int(raw) >= 1:
-            return int(raw)
-    raise BadParam(BAD_PARAM + raw)
-
-
-@functools.lru_cache(maxsize=4096)  # a pure function of the path; bad ones raise (not kept)
-def _window(export_type: str, raw_date: str, data_type: str | None = None) -> Window:
-    """The request's hours; checks export_type, then data_type, then the date."""
-    if export_type not in ("hour", "day"):
-        raise BadParam(BAD_PARAM + export_type)
-    if data_type is not None and data_type not in DATA_TYPES:
-        raise BadParam(BAD_PARAM + data_type)
-    try:
-        return parse_export_date(export_type, raw_date)
-    except BadDate as e:
-        raise BadParam(BAD_PARAM + str(e)) from None
-
-
-@functools.lru_cache(maxsize=1024)
-def _params(query_string: bytes) -> dict[str, str]:
-    """A query string's parameters, as Starlette's request.query_params.get reads them."""
-    return dict(parse_qsl(query_string.decode("latin-1"), keep_blank_values=True))
-
-
-def _expire_param(query_string: bytes) -> str | None:
-    return _params(query_string).get("expire")
-
-
-def wants_extras(query_string: bytes) -> bool:
-    """`manifest=true` (or 1, yes): the client asks for rawexport's fields besides
-    GrowingIO's (the `manifest` links, and v1's `errorMsg`). Without it an answer has
-    exactly GrowingIO's fields: a client that maps them strictly (Jackson's default fails
-    on an unknown field) reads every answer."""
-    return _params(query_string).get("manifest", "").lower() in ("true", "1", "yes")
-
-
-def error_header(text: str) -> dict[str, str]:
-    """The error text of a v1 answer (whose GrowingIO shape has no field for it), as a
-    percent-encoded UTF-8 header."""
-    return {"x-rawexport-error": quote(text, safe=" ,.:;()/-_'")} if text else {}
-
-
-_minute: list[tuple[int, str]] = [(-1, "")]
-
-
-def _request_time(now: int) -> str:
-    """request_time(now), formatted once a minute."""
-    minute, text = _minute[0]
-    if minute != now // 60_000:
-        minute, text = now // 60_000, request_time(now)
-        _minute[0] = (minute, text)
-    return text
-
-
-def too_many(turn: Turn) -> str:
-    return f"Too Many Requests: over the rate limit, retry after {turn.retry_after} s"
-
-
-def too_many_attempts(turn: Turn) -> Response:
-    return error_response(429, "Too Many Requests", {"retry-after": str(turn.retry_after)})
-
-
-def v2_envelope(
-    answer: Answer,
-    export_type: str,
-    data_type: str | None,
-    label: str,
-    now: int,
-    extras: bool = False,
-) -> dict[str, Any]:
-    """The v2 envelope, GrowingIO's fields in GrowingIO's order; with `extras`, then
-    rawexport's `manifest` (a FINISHED answer's manifest links)."""
-    links: Any = (
-        {t: answer.links.get(t, []) for t in DATA_TYPE_NAMES}
-        if data_type is None
-        else answer.links.get(data_type, [])
-    )
-    body: dict[str, Any] = {
-        "status": answer.status,
-        "downloadLinks": links,
-        "exportType": export_type,
-    }
-    if data_type is not None:
-        body["dataType"] = data_type
-    body |= {
-        "exportDate": label,
-        "exportVersion": "v2",
-        "requestTime": _request_time(now),
-        "errorMsg": answer.error,
-    }
-    if extras and answer.status == FINISHED:
-        body["manifest"] = (
-            {t: answer.manifests.get(t, []) for t in DATA_TYPE_NAMES}
-            if data_type is None
-            else answer.manifests.get(data_type, [])
-        )
-    return body
 
 
 class Api:
@@ -376,9 +259,9 @@ class Api:
         now = self.clock()
         export_type, label = p["export_type"], p["export_date"]
         try:
-            window = _window(export_type, label, data_type)
+            window = export_window(export_type, label, data_type)
             label = window.label
-            expire = parse_expire(_expire_param(query))
+            expire = parse_expire(expire_param(query))
         except BadParam as e:
             answer = Answer(ERROR, {}, str(e))
             return Reply.of(v2_envelope(answer, export_type, data_type, label, now), 400)
@@ -410,7 +293,7 @@ class Api:
                 window = parse_v1_date(p["date"])
             except BadDate as e:
                 raise BadParam(BAD_PARAM + str(e)) from None
-            expire = parse_expire(_expire_param(query))
+            expire = parse_expire(expire_param(query))
         except BadParam as e:
             return self._v1_reply(NOT_EXISTS, [], str(e), extras, 400)
         scope = f"v1/{window.label}"
@@ -508,42 +391,6 @@ class Api:
         return JSON(self.openapi)
 
 
-HEALTHY = Reply.of({"status": "ok"})
-UNHEALTHY = Reply.of({"status": "error", "catalog": "unavailable"}, 503)
-
-
-class Health:
-    """Whether the catalog answers, probed at most once per HEALTH_SECONDS: a load
-    balancer polling /healthz hard costs the catalog one `SELECT 1` a second, not one a
-    request. While a probe runs, other requests get the last result (the first waits)."""
-
-    def __init__(self, catalog: Catalog, clock: Callable[[], float] = time.monotonic) -> None:
-        self.catalog = catalog
-        self.clock = clock
-        self._ok: bool | None = None
-        self._at = -math.inf
-        self._probing = False
-
-    def _probe(self) -> bool:
-        try:
-            self.catalog.ping()
-        except Exception:
-            log.exception("health check: the catalog does not answer")
-            return False
-        return True
-
-    async def catalog_ok(self) -> bool:
-        due = self.clock() - self._at >= HEALTH_SECONDS
-        if (due and not self._probing) or self._ok is None:
-            self._probing = True
-            try:
-                self._ok = await run_in_threadpool(self._probe)
-                self._at = self.clock()
-            finally:
-                self._probing = False
-        return self._ok
-
-
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     return error_response(exc.status_code, exc.detail, exc.headers)
@@ -565,20 +412,6 @@ async def _server_error(request: Request, exc: Exception, prefix: str = "") -> R
     path = request.scope["path"]  # the whole path (the router rewrote root_path on its way)
     headers = security_headers(path, prefix) if covered(path, prefix) else None
     return error_response(500, "Internal Server Error", headers, request_id=request_id)
-
-
-class PublicPath:
-    """Routes requests under the path of `public_url` (a proxy serving rawexport at /export/):
-    `/export/v2/insights/...` and `/export/{key}` reach the same routes as without it."""
-
-    def __init__(self, app: ASGIApp, prefix: str) -> None:
-        self.app, self.prefix = app, prefix
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "")
-        if scope["type"] == "http" and (path == self.prefix or path.startswith(self.prefix + "/")):
-            scope = {**scope, "root_path": scope.get("root_path", "") + self.prefix}
-        await self.app(scope, receive, send)
 
 
 def create_app(
