@@ -33,7 +33,7 @@ from rawexport.api.console.sessions import (
     Sessions,
     csrf_ok,
 )
-from rawexport.api.console.views import Refused
+from rawexport.api.console.views import Refused, fmt_bytes, fmt_duration, fmt_ms
 from rawexport.api.peers import Peers
 from rawexport.api.ratelimit import RateLimiter
 from rawexport.blobs import BlobStore, links
@@ -55,31 +55,6 @@ log = logging.getLogger("rawexport.console")
 HERE = Path(__file__).parent
 FLASH = "rawexport_console_flash"
 LINK_MINUTES = 5  # download buttons: links signed at the click, short-lived
-
-
-def _fmt_ms(ms: int | None) -> str:
-    return "" if ms is None else beijing(ms).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "–"
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-def _fmt_bytes(n: int | None) -> str:
-    if n is None:
-        return ""
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
 
 
 class Console:
@@ -119,9 +94,9 @@ class Console:
             undefined=jinja2.StrictUndefined,
         )
         self.env.filters.update(
-            when=_fmt_ms,
-            duration=_fmt_duration,
-            size=_fmt_bytes,
+            when=fmt_ms,
+            duration=fmt_duration,
+            size=fmt_bytes,
             hour=beijing_hour_label,
             hh=lambda ms: beijing(ms).strftime("%H"),
             num=lambda n: "" if n is None else f"{n:,}",

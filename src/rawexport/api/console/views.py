@@ -25,7 +25,7 @@ from rawexport.api.insights import (
 from rawexport.catalog import Catalog, FileRow, Job, Project
 from rawexport.errors import UserError
 from rawexport.schema import DATA_TYPE_NAMES, V1_TYPE_NAMES
-from rawexport.timeutil import DAY_MS, HOUR_MS, beijing_day_start, hour_floor
+from rawexport.timeutil import DAY_MS, HOUR_MS, beijing, beijing_day_start, hour_floor
 
 
 class Refused(UserError):
@@ -218,3 +218,32 @@ def owned_key(catalog: Catalog, project: Project, kind: str, hour: int, key: str
     if any(j.manifest_key == key for j in jobs):
         return True
     return any(f.key == key for fs in catalog.files_of(j.id for j in jobs).values() for f in fs)
+
+
+# ---- template filters ----------------------------------------------------------------
+
+
+def fmt_ms(ms: int | None) -> str:
+    """A time (epoch ms) as Beijing time, as the console shows it."""
+    return "" if ms is None else beijing(ms).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def fmt_bytes(n: int | None) -> str:
+    if n is None:
+        return ""
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
