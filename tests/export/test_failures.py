@@ -28,16 +28,9 @@ from rawexport.ingest.generate import generate
 from rawexport.node import Services, open_services
 from rawexport.settings import Settings
 from rawexport.timeutil import HOUR_MS
+from tests.conftest import Clock
 
 T0 = 1_735_689_600_000  # 2025-01-01 00:00 UTC
-
-
-class Clock:
-    def __init__(self, now: int) -> None:
-        self.now = now
-
-    def __call__(self) -> int:
-        return self.now
 
 
 @pytest.fixture

@@ -30,17 +30,10 @@ from rawexport.ingest.generate import generate
 from rawexport.node import Services, open_services
 from rawexport.settings import Settings
 from rawexport.timeutil import DAY_MS, HOUR_MS, beijing_hour_label
+from tests.conftest import Clock
 from tests.store_util import local
 
 T0 = 1_735_689_600_000  # 2025-01-01 08:00 Beijing
-
-
-class Clock:
-    def __init__(self, now: int) -> None:
-        self.now = now
-
-    def __call__(self) -> int:
-        return self.now
 
 
 @pytest.fixture

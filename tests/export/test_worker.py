@@ -26,19 +26,11 @@ from rawexport.node import Services, open_services
 from rawexport.settings import Settings
 from rawexport.store import LocalEventStore
 from rawexport.timeutil import HOUR_MS, hour_floor, now_ms
-from tests.conftest import local_path
+from tests.conftest import Clock, local_path
 from tests.fsync_util import Recorder
 from tests.store_util import local
 
 T0 = 1_735_689_600_000  # 2025-01-01 00:00 UTC = 08:00 Beijing
-
-
-class Clock:
-    def __init__(self, now: int) -> None:
-        self.now = now
-
-    def __call__(self) -> int:
-        return self.now
 
 
 @pytest.fixture
