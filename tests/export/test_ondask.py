@@ -14,10 +14,10 @@ from distributed import Client, LocalCluster
 
 from rawexport.catalog import LeaseLost
 from rawexport.cli.services import open_services
+from rawexport.demo.generate import generate
 from rawexport.export import ondask
 from rawexport.export.ondask import DaskExecutor, Hour, plan_slices
 from rawexport.export.worker import Exporter
-from rawexport.ingest.generate import generate
 from rawexport.settings import Settings
 from rawexport.timeutil import HOUR_MS, hour_floor, now_ms
 from rawexport.types import ExportResult

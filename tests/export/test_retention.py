@@ -24,10 +24,10 @@ from rawexport.blobs.local import LocalBlobStore
 from rawexport.catalog.tables import export_jobs, issued_links
 from rawexport.cli import main
 from rawexport.cli.services import Services, open_services
+from rawexport.demo.generate import generate
 from rawexport.export.actions import export_now, reexport
 from rawexport.export.keys import export_prefix
 from rawexport.export.retention import SweepReport, sweep
-from rawexport.ingest.generate import generate
 from rawexport.settings import Settings
 from rawexport.timeutil import DAY_MS, HOUR_MS, beijing_hour_label
 from tests.store_util import local

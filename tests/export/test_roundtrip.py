@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from rawexport.cli.services import Services, open_services
+from rawexport.demo.generate import generate
 from rawexport.export.actions import export_now
-from rawexport.ingest.generate import generate
 from rawexport.schema import DATA_TYPE_NAMES, DATA_TYPES
 from rawexport.settings import Settings
 from rawexport.timeutil import HOUR_MS

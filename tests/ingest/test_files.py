@@ -15,8 +15,8 @@ from click.testing import CliRunner
 
 from rawexport.cli.ingest import ingest
 from rawexport.cli.services import Services, open_services
+from rawexport.demo.generate import generate
 from rawexport.export.actions import export_now
-from rawexport.ingest.generate import generate
 from rawexport.settings import Settings
 from rawexport.timeutil import HOUR_MS, now_ms
 from tests.conftest import local_path

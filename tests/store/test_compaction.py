@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from rawexport.cli.services import open_services
+from rawexport.demo.generate import generate
 from rawexport.export.actions import export_now
-from rawexport.ingest.generate import generate
 from rawexport.settings import Settings
 from rawexport.store.compaction import compact_all, compact_hour, recover_hour
 from rawexport.store.events import EventStore

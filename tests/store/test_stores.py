@@ -12,8 +12,8 @@ import pytest
 
 from rawexport.blobs.s3 import S3BlobStore
 from rawexport.cli.services import open_services
+from rawexport.demo.generate import generate
 from rawexport.export.actions import export_now
-from rawexport.ingest.generate import generate
 from rawexport.settings import Settings
 from rawexport.store import objects
 from rawexport.store.compaction import compact_all, compact_hour

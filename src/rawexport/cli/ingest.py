@@ -11,8 +11,8 @@ import click
 
 from rawexport.cli.common import echo_json, home_option, need_project, settings_from, user_errors
 from rawexport.cli.services import open_services
+from rawexport.demo.generate import generate as gen
 from rawexport.ingest.files import BadFile, load_file
-from rawexport.ingest.generate import generate as gen
 from rawexport.ingest.group_commit import commit
 from rawexport.schema import DATA_TYPE_NAMES, DATA_TYPES
 from rawexport.settings import SettingsError, load_settings
