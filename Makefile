@@ -1,11 +1,12 @@
-# Two commands: `make run` (demo on 127.0.0.1:8080) and `make test`.
+# Two commands: `make run` (demo on 127.0.0.1:8080) and `make test`; `make check` for the
+# edit-test loop.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 JS_STAMP := $(VENV)/js/.installed-stamp
 
-.PHONY: install system-deps node-deps js-deps bench-deps run test lint bench clean
+.PHONY: install system-deps node-deps js-deps bench-deps run test check lint bench clean
 
 $(STAMP): pyproject.toml setup.py $(wildcard src/rawexport/export/_csvline*.[ch]) src/rawexport/ingest/_lzstring.c src/rawexport/ingest/_trackerpb.c src/rawexport/ingest/_prescan.c
 	$(PYTHON) -m venv $(VENV)
@@ -58,8 +59,15 @@ lint: install
 
 # Tests run in a random order (pytest-randomly); the seed is printed first, and
 # `make test SEED=N` runs that order again.
+SEED_CMD = seed=$${SEED:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}; echo "random order seed: $$seed (make $@ SEED=$$seed repeats it)"
 test: lint system-deps js-deps
-	@seed=$${SEED:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}; echo "random order seed: $$seed (make test SEED=$$seed repeats it)"; $(BIN)/pytest -q -p randomly --randomly-seed=$$seed
+	@$(SEED_CMD); $(BIN)/pytest -q -p randomly --randomly-seed=$$seed
+
+# The edit-test loop: lint, types, import layers and the tests that start no server (no
+# rawexport process, uvicorn, moto, PostgreSQL, Dask or browser) and are no long
+# robustness sweep (fuzzing, bombs): tests/conftest.py marks those `server` and `slow`.
+check: lint js-deps
+	@$(SEED_CMD); $(BIN)/pytest -q -p randomly --randomly-seed=$$seed -m "not server and not slow"
 
 # wrk drives the HTTP benches (bench/api.py, bench/collect.py); without it they fall back to
 # a slower Python client.

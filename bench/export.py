@@ -52,7 +52,7 @@ def peak_rss_mib() -> float:
 
 
 def ensure_data(root: Path, rows: int) -> list[Path]:
-    from rawexport.ingest.generate import generate
+    from rawexport.demo.generate import generate
     from rawexport.store import LocalEventStore
 
     store = LocalEventStore(root / "events")

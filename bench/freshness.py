@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import orjson
 
-from rawexport.ingest.generate import rows, split_counts
+from rawexport.demo.generate import rows, split_counts
 from rawexport.schema import DATA_TYPE_NAMES
 from rawexport.timeutil import HOUR_MS, beijing_hour_label
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import inspect
 import math
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import CodeType
 from typing import Any
 
 import pytest
@@ -217,3 +219,85 @@ def make_world(tmp_path: Path) -> Iterator[Callable[..., World]]:
 @pytest.fixture
 def world(make_world: Callable[..., World]) -> World:
     return make_world()
+
+
+# `make check` runs the tests that start no server and are no long sweep
+# (`pytest -m "not server and not slow"`); `make test` runs them all. A test starts a
+# server when it is an e2e test (real rawexport processes), asks for a fixture that starts
+# one, runs on a server backend's parameter, or calls a server starter: in its own code, in
+# a fixture's, or in a helper of the tests they call.
+SERVER_FIXTURES = frozenset({"moto_s3", "postgres"})
+SERVER_PARAMS = frozenset({"postgresql", "s3"})
+SERVER_STARTERS = frozenset(
+    {
+        "Server",  # tests.e2e_util.Server (`rawexport serve`), uvicorn.Server
+        "serve_in_thread",
+        "MotoServer",
+        "PostgresCluster",
+        "DaskCluster",
+        "LocalCluster",
+        "sync_playwright",
+    }
+)
+
+
+def _calls_a_starter(code: CodeType, scope: dict[str, Any], seen: set[CodeType]) -> bool:
+    if code in seen:
+        return False
+    seen.add(code)
+    if SERVER_STARTERS.intersection(code.co_names):
+        return True
+    for const in code.co_consts:
+        if isinstance(const, CodeType) and _calls_a_starter(const, scope, seen):
+            return True
+    for name in code.co_names:
+        target = scope.get(name)
+        if not getattr(target, "__module__", "").startswith("tests"):
+            continue
+        if inspect.isfunction(target) and _starts_a_server(target, seen):
+            return True
+        if inspect.isclass(target):
+            for member in vars(target).values():
+                if inspect.isfunction(member) and _starts_a_server(member, seen):
+                    return True
+    return False
+
+
+def _starts_a_server(func: Callable[..., Any], seen: set[CodeType]) -> bool:
+    func = inspect.unwrap(func)
+    return _calls_a_starter(func.__code__, func.__globals__, seen)
+
+
+def starts_a_server(item: pytest.Item) -> bool:
+    fixtures = getattr(item, "fixturenames", ())
+    if item.get_closest_marker("e2e") or SERVER_FIXTURES.intersection(fixtures):
+        return True
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and SERVER_PARAMS.intersection(map(str, callspec.params.values())):
+        return True
+    seen: set[CodeType] = set()
+    funcs = [getattr(item, "function", None)]
+    info = getattr(item, "_fixtureinfo", None)
+    for defs in info.name2fixturedefs.values() if info else ():
+        funcs += [d.func for d in defs if d.func.__module__.startswith("tests")]
+    return any(callable(f) and _starts_a_server(f, seen) for f in funcs)
+
+
+# The robustness sweeps (fuzzing, decompression bombs): about half the time of the tests
+# that start no server, for inputs the edit-test loop rarely changes.
+SLOW_MODULES = frozenset(
+    {
+        "tests/api/test_openapi_fuzz.py",
+        "tests/ingest/test_sdk_fuzz.py",
+        "tests/security/test_fuzz_inputs.py",
+        "tests/security/test_parse_bombs.py",
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if starts_a_server(item):
+            item.add_marker(pytest.mark.server)
+        if item.nodeid.partition("::")[0] in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)

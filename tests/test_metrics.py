@@ -16,8 +16,8 @@ with warnings.catch_warnings():
 
 from rawexport.api.app import create_app
 from rawexport.api.ratelimit import RateLimiter
+from rawexport.demo.generate import generate
 from rawexport.export.actions import export_now
-from rawexport.ingest.generate import generate
 from rawexport.node import open_services
 from rawexport.settings import Settings
 from rawexport.timeutil import HOUR_MS, beijing_hour_label

@@ -453,8 +453,6 @@ V1_TYPES: dict[str, V1Type] = {
 }
 V1_TYPE_NAMES: tuple[str, ...] = tuple(V1_TYPES)
 
-EXPORT_VERSIONS = ("v2", "v1")
-
 
 def export_columns(version: str, name: str) -> tuple[str, ...]:
     """The header of an export file of (version, type)."""

@@ -20,8 +20,8 @@ from rawexport.api.app import create_app
 from rawexport.blobs.s3 import S3BlobStore
 from rawexport.client.client import ExportClient
 from rawexport.client.pull import pull
+from rawexport.demo.generate import generate
 from rawexport.export.actions import export_now
-from rawexport.ingest.generate import generate
 from rawexport.node import Services, open_services
 from rawexport.settings import Settings
 from rawexport.timeutil import DAY_MS, HOUR_MS, beijing_hour_label, hour_floor, now_ms

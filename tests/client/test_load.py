@@ -15,8 +15,8 @@ import pytest
 
 from rawexport.client.load import HOUR_COLUMN, to_duckdb, to_parquet
 from rawexport.client.pull import hour_dir
+from rawexport.demo.generate import generate
 from rawexport.export.actions import export_now
-from rawexport.ingest.generate import generate
 from rawexport.node import open_services
 from rawexport.schema import DATA_TYPE_NAMES, DATA_TYPES
 from rawexport.settings import Settings

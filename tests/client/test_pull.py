@@ -19,8 +19,8 @@ from rawexport.api.app import create_app
 from rawexport.cli.pull import pull as pull_command
 from rawexport.client.client import DownloadError, Export, ExportClient
 from rawexport.client.pull import Puller, PullOptions, key_of, parse_key, pull, verify
+from rawexport.demo.generate import generate
 from rawexport.export.actions import export_now
-from rawexport.ingest.generate import generate
 from rawexport.node import Services, open_services
 from rawexport.settings import Settings
 from rawexport.timeutil import DAY_MS, HOUR_MS, beijing_hour_label, hour_floor, now_ms

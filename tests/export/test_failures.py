@@ -14,6 +14,7 @@ from sqlalchemy.exc import OperationalError
 
 from rawexport.blobs.s3 import BlobStoreError, BlobStoreUnavailable
 from rawexport.catalog import CatalogBusy, LeaseLost
+from rawexport.demo.generate import generate
 from rawexport.errors import PermanentError, TransientError
 from rawexport.export import worker
 from rawexport.export.parts import RowTooLarge
@@ -24,7 +25,6 @@ from rawexport.export.worker import (
     PermanentExportError,
     failure_kind,
 )
-from rawexport.ingest.generate import generate
 from rawexport.node import Services, open_services
 from rawexport.settings import Settings
 from rawexport.timeutil import HOUR_MS

@@ -13,10 +13,10 @@ import pytest
 from distributed import Client, LocalCluster
 
 from rawexport.catalog import LeaseLost
+from rawexport.demo.generate import generate
 from rawexport.export import ondask
 from rawexport.export.ondask import DaskExecutor, Hour, plan_slices
 from rawexport.export.worker import Exporter
-from rawexport.ingest.generate import generate
 from rawexport.node import open_services
 from rawexport.settings import Settings
 from rawexport.timeutil import HOUR_MS, hour_floor, now_ms
@@ -140,7 +140,7 @@ class ClaimedAgainAfterTheTasks(DaskExecutor):
 
 def test_a_stale_attempt_reaching_commit_on_dask_is_refused(tmp_path: Path, cluster: str) -> None:
     """The same owner's older attempt reaches its commit after the job was claimed again:
-    only the attempt count tells them apart (DESIGN decision 9). The stale commit is
+    only the attempt count tells them apart (docs/design.md, decision 9). The stale commit is
     refused; the newer attempt's parts, under its own keys, are what the job commits."""
     settings = Settings(
         home=tmp_path,

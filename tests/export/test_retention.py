@@ -23,10 +23,10 @@ from rawexport.api.app import create_app
 from rawexport.blobs.local import LocalBlobStore
 from rawexport.catalog.tables import export_jobs, issued_links
 from rawexport.cli import main
+from rawexport.demo.generate import generate
 from rawexport.export.actions import export_now, reexport
 from rawexport.export.keys import export_prefix
 from rawexport.export.retention import SweepReport, sweep
-from rawexport.ingest.generate import generate
 from rawexport.node import Services, open_services
 from rawexport.settings import Settings
 from rawexport.timeutil import DAY_MS, HOUR_MS, beijing_hour_label

@@ -389,10 +389,10 @@ def test_integer_key_ranges(tmp_path: Path) -> None:
 
 
 def test_rebatch_cuts_fixed_chunks() -> None:
-    from rawexport.export.runner import _rebatch
+    from rawexport.export.rangesort import rebatch
 
     arrays = [pa.array([f"{i}\n" for i in range(a, b)]) for a, b in ((0, 3), (3, 3), (3, 11))]
-    out = list(_rebatch(arrays, 4))
+    out = list(rebatch(arrays, 4))
     assert [len(x) for x in out] == [4, 4, 3]
     assert [v for x in out for v in x.to_pylist()] == [f"{i}\n" for i in range(11)]
 

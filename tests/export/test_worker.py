@@ -17,11 +17,11 @@ from sqlalchemy import event
 
 from rawexport.blobs.local import LocalBlobStore
 from rawexport.blobs.s3 import BlobStoreUnavailable
+from rawexport.demo.generate import generate
 from rawexport.export.actions import export_now
 from rawexport.export.retention import sweep
 from rawexport.export.scheduler import plan_due
 from rawexport.export.worker import Exporter, backoff_ms
-from rawexport.ingest.generate import generate
 from rawexport.node import Services, open_services
 from rawexport.settings import Settings
 from rawexport.store import LocalEventStore

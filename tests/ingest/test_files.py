@@ -14,8 +14,8 @@ import pytest
 from click.testing import CliRunner
 
 from rawexport.cli.ingest import ingest
+from rawexport.demo.generate import generate
 from rawexport.export.actions import export_now
-from rawexport.ingest.generate import generate
 from rawexport.node import Services, open_services
 from rawexport.settings import Settings
 from rawexport.timeutil import HOUR_MS, now_ms

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rawexport.ingest.generate import generate
+from rawexport.demo.generate import generate
 from rawexport.metrics import Metrics
 from rawexport.settings import Settings
 from rawexport.store import LocalEventStore, compaction

@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from rawexport.blobs.s3 import S3BlobStore
+from rawexport.demo.generate import generate
 from rawexport.export.actions import export_now
-from rawexport.ingest.generate import generate
 from rawexport.node import open_services
 from rawexport.settings import Settings
 from rawexport.store import EventStore, LocalEventStore, S3EventStore, open_event_store

@@ -1,4 +1,4 @@
-"""Signed, expiring download links (DESIGN decision 7), shaped to parse with real clients.
+"""Signed, expiring download links (docs/design.md, decision 7), shaped to parse with real clients.
 
 An object key is `{4hex}_{ai}_{type}[_v2]_{UTC yyyyMMddHHmm}/part-…`. Clients written for
 GrowingIO's S3 links find the type and date by position: Java's `splitLink` searches for

@@ -35,10 +35,6 @@ def engine_url(url: str) -> str:
     return url
 
 
-def is_postgres(engine: Engine) -> bool:
-    return engine.dialect.name == "postgresql"
-
-
 def make_engine(url: str) -> Engine:
     """An engine for a catalog URL: SQLite (WAL, full sync, a 30 s busy wait) or PostgreSQL."""
     url = engine_url(url)

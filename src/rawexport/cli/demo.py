@@ -13,10 +13,10 @@ import click
 
 from rawexport.cli.common import home_option, settings_from, user_errors
 from rawexport.cli.serve import run_server
+from rawexport.demo.generate import generate
 from rawexport.export.actions import drain_parallel
 from rawexport.export.scheduler import plan_due
 from rawexport.fsutil import write_private
-from rawexport.ingest.generate import generate
 from rawexport.node import Services, open_services
 from rawexport.timeutil import DAY_MS, HOUR_MS, beijing, beijing_day_start, hour_floor, now_ms
 

@@ -10,8 +10,8 @@ from typing import Any
 import click
 
 from rawexport.cli.common import echo_json, home_option, need_project, settings_from, user_errors
+from rawexport.demo.generate import generate as gen
 from rawexport.ingest.files import BadFile, load_file
-from rawexport.ingest.generate import generate as gen
 from rawexport.ingest.group_commit import commit
 from rawexport.node import open_services
 from rawexport.schema import DATA_TYPE_NAMES, DATA_TYPES

@@ -2,7 +2,7 @@
 
 A revision's prefix and manifest key are pure functions of (project, type, hour, revision);
 a part's key also of the attempt that wrote it, so an attempt that lost its lease can never
-overwrite a part of the attempt that committed (DESIGN decision 9).
+overwrite a part of the attempt that committed (docs/design.md, decision 9).
 """
 
 from __future__ import annotations

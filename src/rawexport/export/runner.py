@@ -76,9 +76,6 @@ def parse_size(text: str) -> int:
     return int(float(m.group(1)) * _UNITS[(m.group(2) or "b").lower()])
 
 
-_rebatch = rebatch
-
-
 def _connect(work: Path, duck_bytes: int, threads: int) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(":memory:")
     con.execute(f"SET memory_limit = {literal(f'{duck_bytes}B')}")

@@ -189,7 +189,7 @@ class Exporter:
     def execute(self, job: Job, owner: str) -> str:
         """Run a job this owner has claimed; returns its new status.
 
-        Fencing (DESIGN decision 9): the attempt writes its parts under keys of its own
+        Fencing (docs/design.md, decision 9): the attempt writes its parts under keys of its own
         (the job's attempt count is in their uuid), and commits them, with the manifest, only
         if it still holds the lease. An attempt that lost it leaves orphans at most, which
         the sweeper deletes; it can never change a byte of what another attempt committed.

@@ -200,9 +200,6 @@ class Payload:
     protobuf: bool
 
 
-LZ_UINT8_START = bytes.fromhex("3686f044")  # lz-Uint8Array of `[{"eventType"`
-
-
 def decode(
     headers: Mapping[str, str], query: Mapping[str, str], body: bytes, limit: int
 ) -> Payload:

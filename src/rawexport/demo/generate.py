@@ -11,8 +11,8 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rawexport.ingest import samples
-from rawexport.ingest.samples import I64, U64
+from rawexport.demo import samples
+from rawexport.demo.samples import I64, U64
 from rawexport.schema import DATA_TYPE_NAMES
 from rawexport.store import EventStore
 from rawexport.store.events import arrow_schema

@@ -9,8 +9,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from rawexport.ingest import generate as gen
-from rawexport.ingest.generate import generate, rows, split_counts
+from rawexport.demo import generate as gen
+from rawexport.demo.generate import generate, rows, split_counts
 from rawexport.schema import DATA_TYPE_NAMES, DATA_TYPES
 from rawexport.store import LocalEventStore
 from rawexport.timeutil import HOUR_MS
