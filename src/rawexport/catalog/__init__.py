@@ -1,9 +1,12 @@
 """The catalog: projects, credentials, export jobs, revisions, files and issued links.
 
 `tables` holds the SQLAlchemy Core tables (evolved by `migrations/`), `engine` opens a
-catalog database by URL, `jobs` is the job half (leases, revisions, files, links) and
-`projects` the face that adds projects and credentials. The names below are the package's
-public face.
+catalog database by URL (and says which of its errors are outages), `jobs` keeps export
+jobs (revisions, leases, commits), `files` their committed parts and the links issued for
+them, `sweeping` the sweeper's queries, `links` and `sessions` the collectors' links and the
+console's sessions, and `projects` is the face (`Catalog`) that adds projects and
+credentials. Only this package touches SQL (an import-linter contract). The names below
+are the package's public face.
 """
 
 from rawexport.catalog.engine import DatabaseError, catalog_unavailable, make_engine, migrate
