@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -12,6 +11,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rawexport.demo import samples
+from rawexport.demo.arrays import (
+    below,
+    hex_text,
+    int_text,
+    join,
+    keep,
+    key_of,
+    mix,
+    uuid_text,
+)
 from rawexport.demo.samples import I64, U64
 from rawexport.schema import DATA_TYPE_NAMES
 from rawexport.store import EventStore
@@ -59,89 +68,6 @@ def split_counts(total: int, data_types: Sequence[str]) -> dict[str, int]:
     return dict(zip(data_types, counts, strict=True))
 
 
-# ---- vectorised hashing: every value is a pure function of (seed, ai, hour, name, row) -----
-
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_M2 = np.uint64(0x94D049BB133111EB)
-# The two hex digits of each byte value as one uint16, so one gather makes both.
-_HEX_PAIRS = np.frombuffer(b"".join(f"{b:02x}".encode() for b in range(256)), np.uint16)
-_HEX_PAIRS_UPPER = np.frombuffer(b"".join(f"{b:02X}".encode() for b in range(256)), np.uint16)
-_UUID_VARIANT = np.frombuffer(b"89ab", np.uint8)
-
-
-def _key(*parts: object) -> int:
-    return int.from_bytes(hashlib.blake2b(repr(parts).encode(), digest_size=8).digest(), "little")
-
-
-def _mix(key: int, idx: U64) -> U64:
-    """splitmix64 of idx under key: rows never depend on how they were chunked."""
-    z: U64 = idx * _GOLDEN
-    z += np.uint64(key)
-    t = np.right_shift(z, np.uint64(30))
-    z ^= t
-    z *= _M1
-    z ^= np.right_shift(z, np.uint64(27), out=t)
-    z *= _M2
-    z ^= np.right_shift(z, np.uint64(31), out=t)
-    return z
-
-
-def _below(h: U64, n: int) -> I64:
-    """h mapped onto [0, n) by its high 32 bits (Lemire's multiply-shift: no division)."""
-    if n > 2**32:
-        return (h % np.uint64(n)).view(np.int64)
-    r = np.right_shift(h, np.uint64(32))
-    r *= np.uint64(n)
-    r >>= np.uint64(32)
-    return r.view(np.int64)
-
-
-def _fixed_width(chars: npt.NDArray[np.uint8]) -> pa.Array:
-    """A string array from an (n, width) matrix of ASCII codes, without a Python loop."""
-    n, width = chars.shape
-    offsets = np.arange(0, (n + 1) * width, width, dtype=np.int32)
-    data = np.ascontiguousarray(chars)
-    return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
-
-
-def _hex_chars(hashes: Sequence[U64], width: int, upper: bool = False) -> npt.NDArray[np.uint8]:
-    """(n, width) hex digits of the hashes' bytes; width <= 16 per hash."""
-    words = np.stack(hashes, axis=1) if len(hashes) > 1 else hashes[0][:, None]
-    pairs = (_HEX_PAIRS_UPPER if upper else _HEX_PAIRS)[words.view(np.uint8)[:, : (width + 1) // 2]]
-    chars: npt.NDArray[np.uint8] = pairs.view(np.uint8)[:, :width]
-    return chars
-
-
-def _hex(width: int, *hashes: U64) -> pa.Array:
-    return _fixed_width(_hex_chars(hashes, width))
-
-
-def _uuid(a: U64, b: U64, upper: bool = False) -> pa.Array:
-    """A version-4 UUID string made of the bits of a and b."""
-    hexes = _hex_chars((a, b), 32, upper)
-    out = np.empty((len(a), 36), dtype=np.uint8)
-    for dst, src, n in ((0, 0, 8), (9, 8, 4), (14, 12, 4), (19, 16, 4), (24, 20, 12)):
-        out[:, dst : dst + n] = hexes[:, src : src + n]
-    out[:, [8, 13, 18, 23]] = ord("-")
-    out[:, 14] = ord("4")
-    out[:, 19] = _UUID_VARIANT[a & np.uint64(3)]
-    return _fixed_width(out)
-
-
-def _join(*parts: pa.Array | str, sep: str = "") -> pa.Array:
-    return pc.binary_join_element_wise(*parts, sep)
-
-
-def _str(values: I64) -> pa.Array:
-    return pc.cast(pa.array(values), pa.string())
-
-
-def _keep(mask: Bools, values: pa.Array) -> pa.Array:
-    """values where mask holds, null elsewhere."""
-    return pc.if_else(pa.array(mask), values, None)
-
-
 # ---- value pools: a good share carry what the CSV dialect must escape -----------------------
 
 
@@ -158,17 +84,17 @@ class _Hour:
         self.devices = max(refs["ads_track_click"], refs["ads_track_activation"])
 
     def h(self, name: str, idx: U64, project: bool = False) -> U64:
-        return _mix(_key(*(self._project if project else self._hour), name), idx)
+        return mix(key_of(*(self._project if project else self._hour), name), idx)
 
     def ints(self, name: str, idx: U64, lo: int, hi: int) -> I64:
-        return lo + _below(self.h(name, idx), hi - lo)
+        return lo + below(self.h(name, idx), hi - lo)
 
     def chance(self, name: str, idx: U64, p: float) -> Bools:
         return self.h(name, idx) >> np.uint64(11) < np.uint64(p * 2**53)
 
     def pick(self, pool: pa.Array, name: str, idx: U64, null_p: float = 0.0) -> pa.Array:
         h = self.h(name, idx)
-        choice = _below(h, len(pool))
+        choice = below(h, len(pool))
         if not null_p:
             return pool.take(pa.array(choice))
         nulls = h & np.uint64(0xFFFFFF) < np.uint64(null_p * 2**24)
@@ -181,7 +107,7 @@ class _Hour:
         return send - self.ints(name + ".lag", idx, 1, 3_000)
 
     def ref(self, name: str, idx: U64, n: int) -> U64:
-        return _below(self.h(name, idx), n).view(np.uint64)
+        return below(self.h(name, idx), n).view(np.uint64)
 
     # visits (one visitor per visit)
     def platform(self, v: U64) -> I64:
@@ -190,28 +116,28 @@ class _Hour:
         return found
 
     def visitor(self, v: U64) -> pa.Array:
-        return _uuid(self.h("visit.user.a", v), self.h("visit.user.b", v))
+        return uuid_text(self.h("visit.user.a", v), self.h("visit.user.b", v))
 
     def session(self, v: U64) -> pa.Array:
-        return _uuid(self.h("visit.session.a", v), self.h("visit.session.b", v))
+        return uuid_text(self.h("visit.session.a", v), self.h("visit.session.b", v))
 
     def visit_id(self, v: U64) -> pa.Array:
-        return _hex(16, self.h("visit.id", v))
+        return hex_text(16, self.h("visit.id", v))
 
     def domain(self, v: U64, platform: I64) -> pa.Array:
         return samples.DOMAINS.take(platform, self.h("visit.domain", v))
 
     def login(self, v: U64) -> pa.Array:
-        number = _str(self.ints("visit.login.n", v, 1, 10_000_000))
-        login = _join(self.pick(samples.LOGIN_PREFIXES, "visit.login.prefix", v), number)
-        return _keep(self.chance("visit.login", v, 0.4), login)
+        number = int_text(self.ints("visit.login.n", v, 1, 10_000_000))
+        login = join(self.pick(samples.LOGIN_PREFIXES, "visit.login.prefix", v), number)
+        return keep(self.chance("visit.login", v, 0.4), login)
 
     # pages (every visit has at least one: page v belongs to visit v)
     def page_visit(self, j: U64) -> U64:
         return np.where(j < self.visits, j, self.ref("page.visit", j, self.visits))
 
     def page_id(self, j: U64) -> pa.Array:
-        return _hex(20, self.h("page.id.a", j), self.h("page.id.b", j))
+        return hex_text(20, self.h("page.id.a", j), self.h("page.id.b", j))
 
     def page_path(self, j: U64, platform: I64) -> pa.Array:
         return samples.PAGE_PATHS.take(platform, self.h("page.path", j))
@@ -231,9 +157,9 @@ class _Hour:
         mobile = self.platform(self.page_visit(self.action_page(a))) != WEB
         kind = pc.if_else(pa.array(mobile), "ma", "wa")
         n = a.astype(np.int64)
-        number = _str(self.ints("action.id", a, 1_000_000_000, 10_000_000_000))
-        tail = _str(self.ints("action.id.tail", a, 0, 4))
-        return _join(kind, _str(n % 100), _str(n // 100), number, tail, sep=":")
+        number = int_text(self.ints("action.id", a, 1_000_000_000, 10_000_000_000))
+        tail = int_text(self.ints("action.id.tail", a, 0, 4))
+        return join(kind, int_text(n % 100), int_text(n // 100), number, tail, sep=":")
 
     # ads: devices and tracking links
     def device_platform(self, d: U64) -> I64:
@@ -242,25 +168,27 @@ class _Hour:
     def device_ids(self, d: U64) -> Columns:
         ios = self.device_platform(d) == IOS
         android = ~ios
-        imei = _str(self.ints("device.imei", d, 860_000_000_000_000, 870_000_000_000_000))
+        imei = int_text(self.ints("device.imei", d, 860_000_000_000_000, 870_000_000_000_000))
         return {
-            "idfa": _keep(ios, _uuid(self.h("device.idfa.a", d), self.h("device.idfa.b", d), True)),
-            "imei": _keep(android & self.chance("device.has_imei", d, 0.6), imei),
-            "androidId": _keep(android, _hex(16, self.h("device.android", d))),
-            "OAID": _keep(
-                android & self.chance("device.has_oaid", d, 0.5),
-                _uuid(self.h("device.oaid.a", d), self.h("device.oaid.b", d)),
+            "idfa": keep(
+                ios, uuid_text(self.h("device.idfa.a", d), self.h("device.idfa.b", d), True)
             ),
-            "uuid": _uuid(self.h("device.uuid.a", d), self.h("device.uuid.b", d)),
+            "imei": keep(android & self.chance("device.has_imei", d, 0.6), imei),
+            "androidId": keep(android, hex_text(16, self.h("device.android", d))),
+            "OAID": keep(
+                android & self.chance("device.has_oaid", d, 0.5),
+                uuid_text(self.h("device.oaid.a", d), self.h("device.oaid.b", d)),
+            ),
+            "uuid": uuid_text(self.h("device.uuid.a", d), self.h("device.uuid.b", d)),
         }
 
     def link_columns(self, name: str, idx: U64) -> Columns:
         link = self.ref(name + ".link", idx, _LINKS)
         campaign, channel = link % np.uint64(6), link % np.uint64(4)
         return {
-            "linkId": _hex(10, self.h("link.id", link, project=True)),
-            "campaignId": _hex(12, self.h("campaign.id", campaign, project=True)),
-            "channelId": _hex(8, self.h("channel.id", channel, project=True)),
+            "linkId": hex_text(10, self.h("link.id", link, project=True)),
+            "campaignId": hex_text(12, self.h("campaign.id", campaign, project=True)),
+            "channelId": hex_text(8, self.h("channel.id", channel, project=True)),
             "linkName": samples.LINK_NAMES.take(
                 pa.array(link % np.uint64(len(samples.LINK_NAMES)))
             ),
@@ -271,8 +199,8 @@ class _Hour:
 
 
 def _ip(hr: _Hour, name: str, idx: U64) -> pa.Array:
-    octets = [_str(hr.ints(f"{name}.ip{k}", idx, 1, 255)) for k in range(4)]
-    return _join(*octets, sep=".")
+    octets = [int_text(hr.ints(f"{name}.ip{k}", idx, 1, 255)) for k in range(4)]
+    return join(*octets, sep=".")
 
 
 def _visit(hr: _Hour, v: U64) -> Columns:
@@ -309,13 +237,13 @@ def _visit(hr: _Hour, v: U64) -> Columns:
         "deviceBrand": samples.BRANDS.take(platform, device),
         "deviceModel": samples.MODELS.take(platform, device),
         "deviceType": samples.DEVICE_TYPES.take(platform, hr.h("visit.device_type", v)),
-        "deviceOrientation": _keep(mobile, hr.pick(samples.ORIENTATIONS, "visit.orient", v)),
+        "deviceOrientation": keep(mobile, hr.pick(samples.ORIENTATIONS, "visit.orient", v)),
         "latitude": pa.array(lat, mask=~located),
         "longitude": pa.array(lng, mask=~located),
         "vstRequestId": hr.visit_id(v),
-        "idfa": _keep(ios, _uuid(hr.h("visit.idfa.a", v), hr.h("visit.idfa.b", v), True)),
-        "androidId": _keep(android, _hex(16, hr.h("visit.android", v))),
-        "IMEI": _keep(android, _str(hr.ints("visit.imei", v, 10**14, 10**15))),
+        "idfa": keep(ios, uuid_text(hr.h("visit.idfa.a", v), hr.h("visit.idfa.b", v), True)),
+        "androidId": keep(android, hex_text(16, hr.h("visit.android", v))),
+        "IMEI": keep(android, int_text(hr.ints("visit.imei", v, 10**14, 10**15))),
     }
 
 
@@ -377,7 +305,7 @@ def _action_tag(hr: _Hour, t: U64) -> Columns:
     return {
         "sendTime": pa.array(hr.send_time("action_tag", t)),
         "actionRequestId": hr.action_id(hr.ref("action_tag.action", t, hr.actions)),
-        "ruleId": _hex(8, hr.h("rule.id", rule, project=True)),
+        "ruleId": hex_text(8, hr.h("rule.id", rule, project=True)),
     }
 
 
@@ -386,12 +314,8 @@ def _page_event(hr: _Hour, name: str, e: U64) -> tuple[Columns, U64, U64, I64]:
     j = hr.ref(name + ".page", e, hr.pages)
     v = hr.page_visit(j)
     platform = hr.platform(v)
-    send = hr.send_time(name, e)
     cols = {
-        "visitUserId": hr.visitor(v),
-        "sessionId": hr.session(v),
-        "time": pa.array(hr.client_time(name, e, send)),
-        "sendTime": pa.array(send),
+        **_of_visit(hr, name, e, v),
         "pageTime": pa.array(hr.page_time(j)),
         "domain": hr.domain(v, platform),
         "page": hr.page_path(j, platform),
@@ -418,16 +342,20 @@ def _pvar(hr: _Hour, e: U64) -> Columns:
     return {**cols, "pageVariable": hr.pick(samples.PAGE_VARIABLES, "pvar.vars", e, null_p=0.05)}
 
 
-def _visit_event(hr: _Hour, name: str, e: U64) -> tuple[Columns, U64]:
-    v = hr.ref(name + ".visit", e, hr.visits)
+def _of_visit(hr: _Hour, name: str, e: U64, v: U64) -> Columns:
+    """The columns every event of visit v has: who, which session, when (sent and made)."""
     send = hr.send_time(name, e)
-    cols = {
+    return {
         "visitUserId": hr.visitor(v),
         "sessionId": hr.session(v),
         "time": pa.array(hr.client_time(name, e, send)),
         "sendTime": pa.array(send),
     }
-    return cols, v
+
+
+def _visit_event(hr: _Hour, name: str, e: U64) -> tuple[Columns, U64]:
+    v = hr.ref(name + ".visit", e, hr.visits)
+    return _of_visit(hr, name, e, v), v
 
 
 def _evar(hr: _Hour, e: U64) -> Columns:
@@ -475,7 +403,7 @@ def _click(hr: _Hour, e: U64) -> Columns:
     return {
         **cols,
         "eventTime": pa.array(hr.client_time("ads_track_click", e, send)),
-        "clickUrl": _join("https://datayi.cn/r", cols["linkId"], query),
+        "clickUrl": join("https://datayi.cn/r", cols["linkId"], query),
     }
 
 
