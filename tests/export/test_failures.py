@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 from rawexport.blobs.s3 import BlobStoreError, BlobStoreUnavailable
-from rawexport.catalog import CatalogBusy, LeaseLost
+from rawexport.catalog import CatalogBusy, Job, LeaseLost
 from rawexport.demo.generate import generate
 from rawexport.errors import PermanentError, TransientError
 from rawexport.export import worker
@@ -126,11 +126,7 @@ def test_out_of_memory_in_other_words_is_the_same_failure(
     def run_export(**kwargs: Any) -> Any:
         raise duckdb.OutOfMemoryException(next(said))
 
-    monkeypatch.setattr(worker, "run_export", run_export)
-    p = services.catalog.create_project("a", export_since_ms=T0, v1_enabled=False)
-    generate(services.store, p.ai, T0, 1, 50, data_types=["page"], seed=1)
-    services.catalog.plan(p.id, "v2", ["page"], [T0], T0 + HOUR_MS)
-    (job,) = services.catalog.jobs(p.id)
+    job = one_job(services, monkeypatch, run_export)
     assert run_until_done(services, job.id) == 2
     job = services.catalog.job(job.id)
     assert job.status == "error"
@@ -139,17 +135,25 @@ def test_out_of_memory_in_other_words_is_the_same_failure(
     )
 
 
+def one_job(
+    services: Services, monkeypatch: pytest.MonkeyPatch, run_export: Callable[..., Any]
+) -> Job:
+    """A page hour's v2 job, planned; its attempts run `run_export`."""
+    monkeypatch.setattr(worker, "run_export", run_export)
+    p = services.catalog.create_project("a", export_since_ms=T0, v1_enabled=False)
+    generate(services.store, p.ai, T0, 1, 50, data_types=["page"], seed=1)
+    services.catalog.plan(p.id, "v2", ["page"], [T0], T0 + HOUR_MS)
+    (job,) = services.catalog.jobs(p.id)
+    return job
+
+
 def test_an_outage_that_repeats_is_retried_until_max_attempts(
     services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def run_export(**kwargs: Any) -> Any:
         raise BlobStoreUnavailable("upload of x: cannot reach the S3 endpoint")
 
-    monkeypatch.setattr(worker, "run_export", run_export)
-    p = services.catalog.create_project("a", export_since_ms=T0, v1_enabled=False)
-    generate(services.store, p.ai, T0, 1, 50, data_types=["page"], seed=1)
-    services.catalog.plan(p.id, "v2", ["page"], [T0], T0 + HOUR_MS)
-    (job,) = services.catalog.jobs(p.id)
+    job = one_job(services, monkeypatch, run_export)
     assert run_until_done(services, job.id) == 5
     assert services.catalog.job(job.id).status == "error"
 
