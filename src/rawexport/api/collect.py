@@ -213,7 +213,9 @@ class Collectors:
         self.ingestor = ingestor
         self.metrics = metrics
         self.gate = Gate(catalog, settings.collect_require_key, settings.cache_seconds)
-        self.sessions = joins.Sessions(store=catalog)
+        self.sessions = joins.Sessions(
+            store=catalog, on_error=None if metrics is None else metrics.failed("sdk-links")
+        )
         self.mapper = sdk.Mapper(self.sessions, settings.login_user_attributes)
         self.decoders = Decoders(
             settings.max_body_bytes,

@@ -25,6 +25,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -34,6 +35,7 @@ from rawexport.periodic import Periodic
 
 log = logging.getLogger("rawexport.collect")
 
+PENDING_LINKS = 1_000_000  # links a node keeps for the catalog while it cannot write them
 LOGIN_LINK_MS = 4 * 3600 * 1000  # GrowingIO links a server event to a login seen this recently
 
 
@@ -165,15 +167,18 @@ class Logins(_Bounded):
 class Shared:
     """The links every node sees: new ones written to the catalog by a thread every
     `flush_seconds` (one transaction for all), looked up there when a node has none;
-    links older than `keep_ms` are deleted as they go."""
+    links older than `keep_ms` are deleted as they go. A write that fails keeps its links
+    for the next pass (the loop backs off, and `on_error` counts the failure)."""
 
     def __init__(
         self,
         store: LinkStore,
         flush_seconds: float = 0.1,
         keep_ms: int = 48 * 3600 * 1000,
+        on_error: Callable[[], None] | None = None,
     ) -> None:
         self.store = store
+        self.on_error = on_error
         self.flush_seconds = flush_seconds
         self.keep_ms = keep_ms
         self._pending: list[Link] = []
@@ -185,10 +190,16 @@ class Shared:
 
     def queue(self, link: Link) -> None:
         with self._lock:
-            if len(self._pending) < 1_000_000:  # an unreachable catalog bounds the backlog
+            if len(self._pending) < PENDING_LINKS:  # an unreachable catalog bounds the backlog
                 self._pending.append(link)
             if self._loop is None:
-                self._loop = Periodic("sdk-links", self.flush, self.flush_seconds, first_wait=True)
+                self._loop = Periodic(
+                    "sdk-links",
+                    self.flush,
+                    self.flush_seconds,
+                    first_wait=True,
+                    on_error=self.on_error,
+                )
                 self._loop.start()
 
     def latest(self, ai: str, kind: str, key: str, at_most: int | None) -> Link | None:
@@ -220,11 +231,13 @@ class Shared:
         now = int(time.time() * 1000)
         try:
             self.store.add_links(links, now)
-            if time.monotonic() - self._swept > 600:
-                self._swept = time.monotonic()
-                self.store.delete_links_before(now - self.keep_ms)
         except Exception:
-            log.exception("could not write %d links to the catalog", len(links))
+            with self._lock:  # kept for the next pass, within the backlog's bound
+                self._pending = (links + self._pending)[:PENDING_LINKS]
+            raise
+        if time.monotonic() - self._swept > 600:
+            self._swept = time.monotonic()
+            self.store.delete_links_before(now - self.keep_ms)
 
 
 class Resent(_Bounded):
@@ -278,8 +291,13 @@ class Sessions:
     """The node's linking state, shared by every collector route; with a catalog, the
     pages and login users are shared with the other nodes."""
 
-    def __init__(self, size: int = 100_000, store: LinkStore | None = None) -> None:
-        self.shared = Shared(store) if store is not None else None
+    def __init__(
+        self,
+        size: int = 100_000,
+        store: LinkStore | None = None,
+        on_error: Callable[[], None] | None = None,
+    ) -> None:
+        self.shared = Shared(store, on_error=on_error) if store is not None else None
         self.pages = Pages(size, self.shared)
         self.logins = Logins(size, self.shared)
         self.resent = Resent(size * 2)
