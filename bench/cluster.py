@@ -1,7 +1,7 @@
 """Cluster benchmark: one 5 M-row hour exported in-process and on Dask (1 and 2 workers).
 
 For each storage (local directory, S3 on moto's server) the same hour is exported
-(a) by run_export in a child process, (b) on a Dask cluster of 1 worker, (c) of 2 workers
+(a) in a child process (the pipeline run here), (b) on a Dask cluster of 1 worker, (c) of 2 workers
 (`dask scheduler` and `dask worker --nthreads 1` processes, started and stopped here). Every
 run must give the same parts (sha256): the ratios compare equal work. The Dask runs also
 record each task's compute time, from which a simple model predicts N machines.
@@ -42,7 +42,7 @@ def settings_for(root: Path, blobs_url: str, endpoint: str, dask: str = "") -> A
 def in_process(root: Path, blobs_url: str, endpoint: str) -> dict[str, Any]:
     """(a), in this (child) process: the export a single `serve` runs."""
     from rawexport.blobs.stores import open_blob_store
-    from rawexport.export.runner import run_export
+    from rawexport.export.pipeline import Attempt, run_here
     from rawexport.store import LocalEventStore
 
     s = settings_for(root, blobs_url, endpoint)
@@ -51,44 +51,29 @@ def in_process(root: Path, blobs_url: str, endpoint: str) -> dict[str, Any]:
         s.blobs_url, s.exports_dir, endpoint_url=s.s3_endpoint_url, region=s.s3_region
     )
     t = time.perf_counter()
-    res = run_export(
-        files=files,
-        blobs=blobs,
-        ai=AI,
-        version="v2",
-        name=DATA_TYPE,
-        hour_ms=HOUR_MS,
-        revision=1,
-        attempt=1,
-        part_bytes=s.part_bytes,
-        compress_level=s.compress_level,
-        tmp_dir=s.tmp_dir,
-        memory_limit=s.duckdb_memory_limit,
-        threads=s.duckdb_threads,
-    )
+    res = run_here(Attempt.of(s, AI, "v2", DATA_TYPE, HOUR_MS, 1, 1), files, blobs, s.tmp_dir)
     seconds = time.perf_counter() - t
     return {"seconds": seconds, "rows": res.rows, "parts": [p.sha256 for p in res.files]}
 
 
 def on_dask(root: Path, blobs_url: str, endpoint: str, address: str) -> dict[str, Any]:
-    """(b)/(c): the same export through DaskExecutor, with each task's compute time."""
+    """(b)/(c): the same export on Dask (the pipeline's DaskRunner), with each task's
+    compute time."""
     from distributed import get_task_stream
 
-    from rawexport.export.ondask import DaskExecutor, Hour
+    from rawexport.export.ondask import DaskRunner
+    from rawexport.export.pipeline import Attempt, run_attempt
     from rawexport.store import LocalEventStore
 
     s = settings_for(root, blobs_url, endpoint, address)
     files = LocalEventStore(root / "events").hour_files(AI, DATA_TYPE, HOUR_MS)
-    executor = DaskExecutor(s)
+    executor = DaskRunner(s)
     try:
         client = executor.client()
         with get_task_stream(client=client) as stream:
             t = time.perf_counter()
-            res = executor.run(
-                files=files,
-                hour=Hour(AI, "v2", DATA_TYPE, HOUR_MS, 1, 1),
-                lost=threading.Event(),
-            )
+            attempt = Attempt.of(s, AI, "v2", DATA_TYPE, HOUR_MS, 1, 1)
+            res = run_attempt(attempt, files, executor, threading.Event())
             seconds = time.perf_counter() - t
         tasks: dict[str, list[float]] = {}
         for rec in stream.data:

@@ -1,4 +1,4 @@
-"""Export benchmark: rawexport run_export vs DuckDB COPY (gzip and plain) on one hour of rows.
+"""Export benchmark: the export pipeline run here vs DuckDB COPY (gzip and plain), one hour.
 
 Each pipeline runs in its own subprocess, so peak RSS (VmHWM) is per pipeline. Time ratios
 are speedups (reference seconds / rawexport seconds); the RSS ratio is the share of 1 GiB.
@@ -92,25 +92,11 @@ def child(pipeline: str, root: Path, files: list[Path]) -> dict[str, Any]:
     s = Settings()
     if pipeline == "rawexport":
         from rawexport.blobs.local import LocalBlobStore
-        from rawexport.export.runner import run_export
+        from rawexport.export.pipeline import Attempt, run_here
 
         blobs = LocalBlobStore(out / "blobs")
         t = time.perf_counter()
-        res = run_export(
-            files=files,
-            blobs=blobs,
-            ai=AI,
-            version="v2",
-            name=DATA_TYPE,
-            hour_ms=HOUR_MS,
-            revision=0,
-            attempt=1,
-            part_bytes=s.part_bytes,
-            compress_level=s.compress_level,
-            tmp_dir=out / "tmp",
-            memory_limit=s.duckdb_memory_limit,
-            threads=s.duckdb_threads,
-        )
+        res = run_here(Attempt.of(s, AI, "v2", DATA_TYPE, HOUR_MS, 0, 1), files, blobs, out / "tmp")
         seconds = time.perf_counter() - t
         rss = peak_rss_mib()
         parts = [blobs.path(p.key) for p in res.files]

@@ -10,6 +10,9 @@ its branch says what to do with it.
 - PermanentError: the same input fails again (a stored file that is not Parquet, a row
   larger than a part): an export job ends in ERROR at once.
 
+LeaseLost is on no branch either, on purpose: an export attempt whose job's lease expired
+stops and leaves the job to its new owner (neither a retry nor a failure of the job).
+
 Errors on no branch (a bug, a library's error nobody classified) are unknown: the API answers
 500 with a request id; an export job retries them, and ends in ERROR when the same failure
 comes back on its next attempt. Classes that are also ValueErrors stay so: callers catch them
@@ -68,3 +71,8 @@ class PermanentError(RawexportError):
 def unavailable(backend: str) -> str:
     """The public message of an outage of `backend`."""
     return f"Service Unavailable: {backend} does not answer; retry later"
+
+
+class LeaseLost(RawexportError):
+    """The job's lease expired and another worker may own it now: the attempt stops, and
+    leaves the job to its new owner (neither a retry nor a failure of the job)."""

@@ -16,7 +16,7 @@ from rawexport.blobs.stores import open_blob_store
 from rawexport.catalog import Catalog
 from rawexport.catalog.leader import Leadership
 from rawexport.catalog.metrics import catalog_metrics
-from rawexport.export.ondask import DaskExecutor
+from rawexport.export.ondask import DaskRunner
 from rawexport.export.retention import Sweeper
 from rawexport.export.scheduler import Scheduler
 from rawexport.export.worker import Exporter, WorkerPool
@@ -55,7 +55,7 @@ def open_services(settings: Settings) -> Services:
         region=settings.s3_region,
     )
     metrics = catalog_metrics(catalog)
-    dask = DaskExecutor(settings) if settings.dask_address else None
+    dask = DaskRunner(settings) if settings.dask_address else None
     exporter = Exporter(settings, catalog, store, blobs, metrics=metrics, dask=dask)
     return Services(settings, catalog, store, blobs, exporter, metrics)
 

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rawexport.export.csvsql import columns, fields_query, header_line, source_type
-from rawexport.export.runner import sorted_lines
+from rawexport.export.reading import sorted_lines
 from rawexport.schema import DATA_TYPES, V1_TYPES
 from tests.parquet_util import write_parquet
 

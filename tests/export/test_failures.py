@@ -123,10 +123,10 @@ def test_out_of_memory_in_other_words_is_the_same_failure(
         ]
     )
 
-    def run_export(**kwargs: Any) -> Any:
+    def run_attempt(*args: Any) -> Any:
         raise duckdb.OutOfMemoryException(next(said))
 
-    job = one_job(services, monkeypatch, run_export)
+    job = one_job(services, monkeypatch, run_attempt)
     assert run_until_done(services, job.id) == 2
     job = services.catalog.job(job.id)
     assert job.status == "error"
@@ -136,10 +136,10 @@ def test_out_of_memory_in_other_words_is_the_same_failure(
 
 
 def one_job(
-    services: Services, monkeypatch: pytest.MonkeyPatch, run_export: Callable[..., Any]
+    services: Services, monkeypatch: pytest.MonkeyPatch, run_attempt: Callable[..., Any]
 ) -> Job:
-    """A page hour's v2 job, planned; its attempts run `run_export`."""
-    monkeypatch.setattr(worker, "run_export", run_export)
+    """A page hour's v2 job, planned; its attempts run `run_attempt`."""
+    monkeypatch.setattr(worker, "run_attempt", run_attempt)
     p = services.catalog.create_project("a", export_since_ms=T0, v1_enabled=False)
     generate(services.store, p.ai, T0, 1, 50, data_types=["page"], seed=1)
     services.catalog.plan(p.id, "v2", ["page"], [T0], T0 + HOUR_MS)
@@ -150,10 +150,10 @@ def one_job(
 def test_an_outage_that_repeats_is_retried_until_max_attempts(
     services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def run_export(**kwargs: Any) -> Any:
+    def run_attempt(*args: Any) -> Any:
         raise BlobStoreUnavailable("upload of x: cannot reach the S3 endpoint")
 
-    job = one_job(services, monkeypatch, run_export)
+    job = one_job(services, monkeypatch, run_attempt)
     assert run_until_done(services, job.id) == 5
     assert services.catalog.job(job.id).status == "error"
 

@@ -6,16 +6,20 @@ import hashlib
 import json
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from distributed import Client, LocalCluster
 
 from rawexport.catalog import LeaseLost
 from rawexport.demo.generate import generate
-from rawexport.export import ondask
-from rawexport.export.ondask import DaskExecutor, Hour, plan_slices
+from rawexport.export.ondask import DaskRunner
+from rawexport.export.pipeline import Attempt, run_attempt
+from rawexport.export.plan import Slice, plan_slices
 from rawexport.export.worker import Exporter
 from rawexport.node import open_services
 from rawexport.settings import Settings
@@ -24,6 +28,8 @@ from rawexport.types import ExportResult
 from tests.conftest import Clock, local_path
 from tests.export.test_runner import AI, HOUR, group_firsts, page_rows, ranged_export
 from tests.parquet_util import write_parquet
+
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +56,10 @@ def settings_for(root: Path, address: str) -> Settings:
     )
 
 
+def page_attempt(settings: Settings, range_bytes: int | None = None) -> Attempt:
+    return replace(Attempt.of(settings, AI, "v2", "page", HOUR, 1, 1), range_bytes=range_bytes)
+
+
 def digest(res: ExportResult) -> list[tuple[int, int, str]]:
     return [(p.part, p.rows, p.sha256) for p in res.files]
 
@@ -65,15 +75,13 @@ def hour_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 def test_dask_export_is_byte_identical_to_one_process(
     tmp_path: Path, cluster: str, hour_files: list[Path], range_bytes: int, monkeypatch: Any
 ) -> None:
-    monkeypatch.setattr(ondask, "SLICE_ROWS", 4_000)  # several split tasks per file
     here = ranged_export(tmp_path / "here", hour_files, "page", range_bytes)
     settings = settings_for(tmp_path / "dask", cluster)
-    executor = DaskExecutor(settings)
+    executor = DaskRunner(settings)
+    executor.slice_rows = 4_000  # several split tasks per file
     try:
-        hour = Hour(AI, "v2", "page", HOUR, 1, 1)
-        there = executor.run(
-            files=hour_files, hour=hour, lost=threading.Event(), range_bytes=range_bytes
-        )
+        at = page_attempt(settings, range_bytes)
+        there = run_attempt(at, hour_files, executor, threading.Event())
     finally:
         executor.close()
     assert digest(there) == digest(here)
@@ -90,16 +98,18 @@ def test_dask_export_is_byte_identical_to_one_process(
 def test_slices_cut_row_groups(hour_files: list[Path]) -> None:
     slices = plan_slices("v2", hour_files, slice_rows=1)
     assert all(s.row_groups is not None for s in slices)
-    assert plan_slices("v1", hour_files, slice_rows=1) == [ondask.Slice(str(f)) for f in hour_files]
+    assert plan_slices("v1", hour_files, slice_rows=1) == [Slice((str(f),)) for f in hour_files]
+    assert plan_slices("v2", hour_files, None) == [Slice(tuple(map(str, hour_files)))]
 
 
 def test_lost_lease_stops_the_wait(tmp_path: Path, cluster: str, hour_files: list[Path]) -> None:
     lost = threading.Event()
     lost.set()
-    executor = DaskExecutor(settings_for(tmp_path, cluster))
+    settings = settings_for(tmp_path, cluster)
+    executor = DaskRunner(settings)
     try:
         with pytest.raises(LeaseLost):
-            executor.run(files=hour_files, hour=Hour(AI, "v2", "page", HOUR, 1, 1), lost=lost)
+            run_attempt(page_attempt(settings), hour_files, executor, lost)
     finally:
         executor.close()
 
@@ -107,35 +117,48 @@ def test_lost_lease_stops_the_wait(tmp_path: Path, cluster: str, hour_files: lis
 def test_a_task_error_reaches_the_coordinator(tmp_path: Path, cluster: str) -> None:
     bad = tmp_path / "bad.parquet"
     bad.write_bytes(b"PAR1 not parquet")
-    executor = DaskExecutor(settings_for(tmp_path, cluster))
+    settings = settings_for(tmp_path, cluster)
+    executor = DaskRunner(settings)
     try:
         with pytest.raises(Exception, match="(?i)parquet|magic|size"):
-            executor.run(
-                files=[bad], hour=Hour(AI, "v2", "page", HOUR, 1, 1), lost=threading.Event()
-            )
+            run_attempt(page_attempt(settings), [bad], executor, threading.Event())
     finally:
         executor.close()
     with Client(cluster, set_as_default=False) as client:  # type: ignore[no-untyped-call]
         assert client.run_on_scheduler(lambda: True)  # the cluster is still up
 
 
-class ClaimedAgainAfterTheTasks(DaskExecutor):
+class Recording(Executor):
+    """An executor that notes the attempt number of each task it is given."""
+
+    def __init__(self, pool: Executor, attempts: list[int]) -> None:
+        self.pool, self.attempts = pool, attempts
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        self.attempts.append(args[1].attempt)  # fn(where, attempt, ...)
+        return self.pool.submit(fn, *args, **kwargs)
+
+
+class ClaimedAgainAfterTheTasks(DaskRunner):
     """The cluster runs an attempt's tasks; then, before its coordinator commits, once:
     `claim_again` (the attempt's lease ran out and the job was claimed again). Records the
-    Hour of each run."""
+    attempt number of each task."""
 
     def __init__(self, settings: Settings, claim_again: Callable[[], None]) -> None:
         super().__init__(settings)
         self.claim_again: Callable[[], None] | None = claim_again
-        self.hours: list[Hour] = []
+        self.attempts: list[int] = []
 
-    def run(self, **kwargs: Any) -> ExportResult:
-        result = super().run(**kwargs)
-        self.hours.append(kwargs["hour"])
+    def executor(self) -> AbstractContextManager[Executor]:
+        return self._then_claim_again()
+
+    @contextmanager
+    def _then_claim_again(self) -> Iterator[Executor]:
+        with super().executor() as pool:
+            yield Recording(pool, self.attempts)
         if self.claim_again is not None:
             claim_again, self.claim_again = self.claim_again, None
             claim_again()
-        return result
 
 
 def test_a_stale_attempt_reaching_commit_on_dask_is_refused(tmp_path: Path, cluster: str) -> None:
@@ -176,13 +199,16 @@ def test_a_stale_attempt_reaching_commit_on_dask_is_refused(tmp_path: Path, clus
         job = services.catalog.job(stale.id)
         assert job.status == "running" and services.catalog.files(job.id) == []
         assert exporter.execute(current, "w") == "finished"
-        assert [h.attempt for h in dask.hours] == [1, 2]
+        assert dask.attempts == [1, 2]  # one whole-hour task each
 
         job = services.catalog.job(stale.id)
         assert (job.status, job.attempts, job.rows) == ("finished", 2, 3000)
         committed = services.catalog.files(job.id)
         assert committed and job.manifest_key is not None
-        by_attempt = {a: Hour(p.ai, "v2", "page", hour, job.revision, a).part_key for a in (1, 2)}
+        by_attempt = {
+            a: Attempt.of(settings, p.ai, "v2", "page", hour, job.revision, a).part_key
+            for a in (1, 2)
+        }
         assert [f.key for f in committed] == [by_attempt[2](f.part) for f in committed]
         for f in committed:  # the stale attempt's parts exist, under keys of their own
             assert services.blobs.stat(by_attempt[1](f.part)) is not None

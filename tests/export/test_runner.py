@@ -1,4 +1,4 @@
-"""run_export end to end: Parquet hour in, gzip CSV parts out; the manifest they make."""
+"""An attempt run here end to end: Parquet hour in, gzip CSV parts out; the manifest they make."""
 
 from __future__ import annotations
 
@@ -16,8 +16,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from rawexport.blobs.local import LocalBlobStore
+from rawexport.export.manifest import manifest_bytes
 from rawexport.export.parts import GROUP_STRIDE
-from rawexport.export.runner import manifest_bytes, parse_size, run_export
+from rawexport.export.pipeline import Attempt, run_here
+from rawexport.export.plan import parse_size
 from rawexport.schema import DATA_TYPES, V1_TYPES
 from rawexport.timeutil import parse_hour_arg
 from rawexport.types import ExportResult
@@ -49,21 +51,8 @@ def export(
     part_bytes: int = 64 << 20,
     store: LocalBlobStore | None = None,
 ) -> ExportResult:
-    return run_export(
-        files=files,
-        blobs=store or LocalBlobStore(tmp_path / "blobs"),
-        ai=AI,
-        version=version,
-        name=name,
-        hour_ms=HOUR,
-        revision=1,
-        attempt=1,
-        part_bytes=part_bytes,
-        compress_level=1,
-        tmp_dir=tmp_path / "tmp",
-        memory_limit="256MB",
-        threads=2,
-    )
+    at = Attempt(AI, version, name, HOUR, 1, 1, part_bytes, 1, "256MB", 2)
+    return run_here(at, files, store or LocalBlobStore(tmp_path / "blobs"), tmp_path / "tmp")
 
 
 def manifest(res: ExportResult, name: str, created_ms: int = 1) -> bytes:
@@ -295,22 +284,8 @@ def test_parse_size() -> None:
 
 def ranged_export(root: Path, files: list[Path], name: str, range_bytes: int) -> ExportResult:
     """A v2 export into root/blobs with 64 KiB parts, sorted range_bytes at a time."""
-    return run_export(
-        files=files,
-        blobs=LocalBlobStore(root / "blobs"),
-        ai=AI,
-        version="v2",
-        name=name,
-        hour_ms=HOUR,
-        revision=1,
-        attempt=1,
-        part_bytes=65536,
-        compress_level=1,
-        tmp_dir=root / "tmp",
-        memory_limit="256MB",
-        threads=2,
-        range_bytes=range_bytes,
-    )
+    at = Attempt(AI, "v2", name, HOUR, 1, 1, 65536, 1, "256MB", 2, range_bytes)
+    return run_here(at, files, LocalBlobStore(root / "blobs"), root / "tmp")
 
 
 def group_firsts(res: ExportResult) -> list[int]:
@@ -349,7 +324,7 @@ def test_key_ranges_give_the_order_of_one_sort(
         groups.append(len(out))
         return out
 
-    monkeypatch.setattr("rawexport.export.runner.plan_groups", counting_plan)
+    monkeypatch.setattr("rawexport.export.pipeline.plan_groups", counting_plan)
 
     def run(name: str, files: list[Path], range_bytes: int) -> ExportResult:
         return ranged_export(tmp_path / name, files, "page", range_bytes)
@@ -440,22 +415,8 @@ def test_a_range_group_may_need_more_parts_than_the_smallest_stride(
     f = [write_parquet(tmp_path / "a.parquet", "page", page_rows(20_000, seed=12))]
 
     def export(name: str, range_bytes: int) -> ExportResult:
-        return run_export(
-            files=f,
-            blobs=LocalBlobStore(tmp_path / name / "blobs"),
-            ai=AI,
-            version="v2",
-            name="page",
-            hour_ms=HOUR,
-            revision=1,
-            attempt=1,
-            part_bytes=8192,
-            compress_level=1,
-            tmp_dir=tmp_path / name / "tmp",
-            memory_limit="256MB",
-            threads=2,
-            range_bytes=range_bytes,
-        )
+        at = Attempt(AI, "v2", "page", HOUR, 1, 1, 8192, 1, "256MB", 2, range_bytes)
+        return run_here(at, f, LocalBlobStore(tmp_path / name / "blobs"), tmp_path / name / "tmp")
 
     ranged, whole = export("ranged", 1_500_000), export("whole", 1 << 40)
     firsts = group_firsts(ranged)

@@ -1,4 +1,4 @@
-"""Export jobs end to end in-process: store -> runner -> catalog, retries, leases."""
+"""Export jobs end to end in-process: store -> pipeline -> catalog, retries, leases."""
 
 from __future__ import annotations
 

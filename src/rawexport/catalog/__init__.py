@@ -11,9 +11,10 @@ are the package's public face.
 
 from rawexport.catalog.engine import DatabaseError, catalog_unavailable, make_engine, migrate
 from rawexport.catalog.files import FileRow
-from rawexport.catalog.jobs import CatalogBusy, CatalogError, Job, LeaseLost
+from rawexport.catalog.jobs import CatalogBusy, CatalogError, Job
 from rawexport.catalog.links import Link
 from rawexport.catalog.projects import Catalog, Credential, KeyPair, Project
+from rawexport.errors import LeaseLost
 from rawexport.types import PENDING, WAITING, JobStatus
 
 __all__ = [

@@ -26,7 +26,7 @@ from rawexport.catalog.tables import (
     export_files,
     export_jobs,
 )
-from rawexport.errors import RawexportError, TransientError
+from rawexport.errors import LeaseLost, RawexportError, TransientError
 from rawexport.types import ExportResult, JobStatus
 
 
@@ -39,11 +39,6 @@ class CatalogBusy(CatalogError, TransientError):
     """Writers raced for the same row too many times in a row; try again later."""
 
     backend = "the catalog"
-
-
-class LeaseLost(CatalogError):
-    """The job's lease expired and another worker may own it now: the attempt stops, and
-    leaves the job to its new owner (neither a retry nor a failure of the job)."""
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,10 +176,6 @@ class RangeFiles:
     def abort(self) -> None:
         self._finish()  # the files are removed with the work directory
 
-    def files(self) -> list[Path]:
-        """The non-empty range files, in export order."""
-        return [self.paths[i] for i in sorted(self.writers)]
-
     def range_files(self) -> dict[int, Path]:
         """{range: its spill file} of the non-empty ranges."""
         return {i: self.paths[i] for i in sorted(self.writers)}
@@ -298,34 +294,23 @@ def plan_groups(line_bytes: Mapping[int, int], group_bytes: int) -> list[list[in
     return groups
 
 
-def sorted_group_lines(
-    con: duckdb.DuckDBPyConnection, batches: list[pa.RecordBatch], keys: list[str], group: int
-) -> Iterator[tuple[int, pa.Array]]:
-    """(group, lines) in export order, BATCH_ROWS lines at a time (a PartWriter's input)."""
-    for chunk in rebatch(sort_group(con, batches, keys), BATCH_ROWS):
-        yield group, chunk
-
-
 def sorted_groups(
     con: duckdb.DuckDBPyConnection,
-    range_files: Mapping[int, Path],
-    groups: list[list[int]],
-    schema: pa.Schema,
+    groups: Sequence[int],
+    read: Callable[[int], list[pa.RecordBatch]],
     keys: list[str],
 ) -> Iterator[tuple[int, pa.Array]]:
-    """Sorted lines of each group of range files, read and sorted a group at a time.
+    """(group, lines) of each range group in export order, BATCH_ROWS lines at a time (a
+    PartWriter's input); read(g) gives group g's keyed batches.
 
     Ranges are disjoint and in key order, so sorting each group alone gives the order of
     one global sort. The next group is read while this one is sorted.
     """
-
-    def read(i: int) -> list[pa.RecordBatch]:
-        return read_spills([range_files[r] for r in groups[i]], schema)
-
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rawexport-spill") as pool:
-        ahead = pool.submit(read, 0) if groups else None
-        for i in range(len(groups)):
+        ahead = pool.submit(read, groups[0]) if groups else None
+        for i, g in enumerate(groups):
             assert ahead is not None
             batches = ahead.result()
-            ahead = pool.submit(read, i + 1) if i + 1 < len(groups) else None
-            yield from sorted_group_lines(con, batches, keys, i)
+            ahead = pool.submit(read, groups[i + 1]) if i + 1 < len(groups) else None
+            for chunk in rebatch(sort_group(con, batches, keys), BATCH_ROWS):
+                yield g, chunk

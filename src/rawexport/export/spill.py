@@ -1,6 +1,6 @@
 """Spill files of record batches, written and read around the page cache (O_DIRECT).
 
-A big export spills its lines once (range files, see runner) and reads them back once. On
+A big export spills its lines once (range files, see pipeline) and reads them back once. On
 these machines the page cache is the slow path: each fresh cache page costs a fault in the
 host, so buffered writes ran at ~0.4 GB/s of kernel CPU (7 GB: 16 s of CPU) where O_DIRECT
 writes took 1.3 s of CPU for the same bytes, and buffered reads of uncached data 14 s

@@ -17,12 +17,13 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rawexport.blobs import BlobInfo, BlobStore
+from rawexport.blobs import BlobStore
 from rawexport.catalog import Catalog, Job, LeaseLost, catalog_unavailable
 from rawexport.catalog.jobs import ERROR_CHARS
 from rawexport.errors import PermanentError, TransientError
-from rawexport.export.ondask import DaskExecutor, Hour
-from rawexport.export.runner import manifest_bytes, run_export
+from rawexport.export.manifest import manifest_bytes
+from rawexport.export.ondask import DaskRunner
+from rawexport.export.pipeline import Attempt, LocalRunner, LocalWorkspace, Runner, run_attempt
 from rawexport.fsutil import hide_paths
 from rawexport.metrics import Metrics
 from rawexport.periodic import Periodic
@@ -81,52 +82,6 @@ def check_readable(files: list[Path]) -> None:
             ) from None
 
 
-class FencedBlobs:
-    """The blob store as one attempt writes to it: once the attempt's lease is known to be
-    lost, every further write raises LeaseLost (it would only make orphans)."""
-
-    def __init__(self, blobs: BlobStore, lost: threading.Event) -> None:
-        self.blobs, self.lost = blobs, lost
-        self.local = blobs.local
-
-    def _check(self, key: str) -> None:
-        if self.lost.is_set():
-            raise LeaseLost(f"lease lost before writing {key}")
-
-    def put(self, key: str, src: Path) -> None:
-        self._check(key)
-        self.blobs.put(key, src)
-
-    def put_bytes(self, key: str, data: bytes) -> None:
-        self._check(key)
-        self.blobs.put_bytes(key, data)
-
-    def stat(self, key: str) -> BlobInfo | None:
-        return self.blobs.stat(key)
-
-    def delete(self, key: str) -> None:
-        self.blobs.delete(key)
-
-    def list(self, prefix: str) -> list[BlobInfo]:
-        return self.blobs.list(prefix)
-
-    def fetch(self, key: str, dest: Path) -> None:
-        self.blobs.fetch(key, dest)
-
-    def local_path(self, key: str) -> Path:
-        return self.blobs.local_path(key)
-
-    def download_url(self, key: str, expires_s: int) -> str:
-        return self.blobs.download_url(key, expires_s)
-
-    def etag(self, key: str) -> str | None:
-        return self.blobs.etag(key)
-
-    def probe(self) -> str:
-        self._check("a probe object")
-        return self.blobs.probe()
-
-
 PERMANENT, TRANSIENT, UNKNOWN = "permanent", "transient", "unknown"
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 
@@ -174,8 +129,15 @@ class Exporter:
     blobs: BlobStore
     clock: Callable[[], int] = now_ms
     metrics: Metrics | None = None
-    # Set: jobs run on this Dask cluster (their lease and commit stay here).
-    dask: DaskExecutor | None = None
+    # Set: jobs' tasks run on this Dask cluster (their lease and commit stay here).
+    dask: DaskRunner | None = None
+
+    def __post_init__(self) -> None:
+        self.runner: Runner = (
+            self.dask
+            if self.dask is not None
+            else LocalRunner(LocalWorkspace(self.blobs, self.settings.tmp_dir))
+        )
 
     def source_type(self, job: Job) -> str:
         if job.version == "v2":
@@ -274,26 +236,13 @@ class Exporter:
         lost: threading.Event,
         keys: list[str] | None = None,
     ) -> ExportResult:
-        """Write the attempt's parts: on the Dask cluster if there is one, else here. keys:
-        the files' objects in the event store, which Dask workers read themselves."""
-        if self.dask is not None:
-            hour = Hour(ai, job.version, job.data_type, job.hour_ms, job.revision, job.attempts)
-            return self.dask.run(files=files, hour=hour, lost=lost, keys=keys)
-        return run_export(
-            files=files,
-            blobs=FencedBlobs(self.blobs, lost),
-            ai=ai,
-            version=job.version,
-            name=job.data_type,
-            hour_ms=job.hour_ms,
-            revision=job.revision,
-            attempt=job.attempts,
-            part_bytes=self.settings.part_bytes,
-            compress_level=self.settings.compress_level,
-            tmp_dir=self.settings.tmp_dir,
-            memory_limit=self.settings.duckdb_memory_limit,
-            threads=self.settings.duckdb_threads,
+        """Write the attempt's parts with the node's runner (on the Dask cluster if there is
+        one, else here). keys: the files' objects in the event store, which Dask workers
+        read themselves."""
+        at = Attempt.of(
+            self.settings, ai, job.version, job.data_type, job.hour_ms, job.revision, job.attempts
         )
+        return run_attempt(at, files, self.runner, lost, keys)
 
     def _record_failure(self, job: Job, owner: str, e: Exception) -> str:
         """Record the attempt's failure: retried later (`retrying`) or for good (`error`).
