@@ -7,16 +7,32 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from distributed import Client
+from distributed import Client, LocalCluster
 
 from tests.e2e_util import free_port
 
 DASK = str(Path(sys.executable).with_name("dask"))
+
+
+@contextmanager
+def threads_cluster(workers: int = 2) -> Iterator[str]:
+    """The address of a Dask cluster of single-threaded workers in this process, on loopback
+    (the e2e cluster test runs processes: DaskCluster)."""
+    with LocalCluster(  # type: ignore[no-untyped-call]
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=False,
+        protocol="tcp",
+        host="127.0.0.1",
+        dashboard_address=None,
+    ) as c:
+        yield str(c.scheduler_address)
 
 
 class DaskCluster:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from distributed import Client, LocalCluster
+from distributed import Client
 
 from rawexport.catalog import LeaseLost
 from rawexport.demo.generate import generate
@@ -26,6 +26,7 @@ from rawexport.settings import Settings
 from rawexport.timeutil import HOUR_MS, hour_floor, now_ms
 from rawexport.types import ExportResult
 from tests.conftest import Clock, local_path
+from tests.dask_util import threads_cluster
 from tests.export.test_runner import AI, HOUR, group_firsts, page_rows, ranged_export
 from tests.parquet_util import write_parquet
 
@@ -35,15 +36,8 @@ T = TypeVar("T")
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[str]:
     """Two single-threaded workers in this process (the e2e cluster test runs processes)."""
-    with LocalCluster(  # type: ignore[no-untyped-call]
-        n_workers=2,
-        threads_per_worker=1,
-        processes=False,
-        protocol="tcp",
-        host="127.0.0.1",
-        dashboard_address=None,
-    ) as c:
-        yield str(c.scheduler_address)
+    with threads_cluster() as address:
+        yield address
 
 
 def settings_for(root: Path, address: str) -> Settings:

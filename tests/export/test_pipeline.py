@@ -12,7 +12,8 @@ import pytest
 from rawexport.blobs.local import LocalBlobStore
 from rawexport.errors import LeaseLost
 from rawexport.export import pipeline
-from rawexport.export.pipeline import Attempt, LocalRunner, LocalWorkspace, run_attempt
+from rawexport.export.pipeline import Attempt, run_attempt
+from rawexport.export.runners import LocalRunner, LocalWorkspace
 from rawexport.types import ExportResult
 from tests.export.test_runner import AI, HOUR, group_firsts, page_rows, ranged_export
 from tests.parquet_util import write_parquet

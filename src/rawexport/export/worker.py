@@ -23,7 +23,8 @@ from rawexport.catalog.jobs import ERROR_CHARS
 from rawexport.errors import PermanentError, TransientError
 from rawexport.export.manifest import manifest_bytes
 from rawexport.export.ondask import DaskRunner
-from rawexport.export.pipeline import Attempt, LocalRunner, LocalWorkspace, Runner, run_attempt
+from rawexport.export.pipeline import Attempt, run_attempt
+from rawexport.export.runners import LocalRunner, LocalWorkspace, Runner
 from rawexport.fsutil import hide_paths
 from rawexport.metrics import Metrics
 from rawexport.periodic import Periodic
