@@ -1,8 +1,8 @@
 """One node of rawexport, assembled: its services (catalog, event store, blob store,
-exporter, metrics), its background loops (scheduler, compactor, retention sweeper, export
-workers) and its ASGI app. `rawexport serve` runs a Node's app under uvicorn, `demo` the
-same, and the tests assemble what they need through the same two entry points
-(`open_services`, `Node`), so what runs is what is tested.
+exporter, deliverer, metrics), its background loops (scheduler, compactor, retention
+sweeper, export workers, delivery) and its ASGI app. `rawexport serve` runs a Node's app
+under uvicorn, `demo` the same, and the tests assemble what they need through the same two
+entry points (`open_services`, `Node`), so what runs is what is tested.
 """
 
 from __future__ import annotations
@@ -16,11 +16,13 @@ from rawexport.blobs.stores import open_blob_store
 from rawexport.catalog import Catalog
 from rawexport.catalog.leader import Leadership
 from rawexport.catalog.metrics import catalog_metrics
+from rawexport.export.delivery import Deliverer, DeliveryLoops
 from rawexport.export.ondask import DaskRunner
 from rawexport.export.retention import Sweeper
 from rawexport.export.scheduler import Scheduler
 from rawexport.export.worker import Exporter, WorkerPool
 from rawexport.metrics import Metrics
+from rawexport.secretbox import SecretBox, open_box
 from rawexport.settings import Settings
 from rawexport.store import EventStore, open_event_store
 from rawexport.store.compaction import Compactor
@@ -36,6 +38,8 @@ class Services:
     blobs: BlobStore
     exporter: Exporter
     metrics: Metrics
+    box: SecretBox  # seals destination credentials and webhook secrets
+    deliverer: Deliverer
 
     def close(self) -> None:
         if self.exporter.dask is not None:
@@ -57,7 +61,9 @@ def open_services(settings: Settings) -> Services:
     metrics = catalog_metrics(catalog)
     dask = DaskRunner(settings) if settings.dask_address else None
     exporter = Exporter(settings, catalog, store, blobs, metrics=metrics, dask=dask)
-    return Services(settings, catalog, store, blobs, exporter, metrics)
+    box = open_box(settings.secrets_key, settings.home)
+    deliverer = Deliverer(settings, catalog, blobs, box, exporter.runner)
+    return Services(settings, catalog, store, blobs, exporter, metrics, box, deliverer)
 
 
 class Loop(Protocol):
@@ -97,6 +103,7 @@ class Node:
                 metrics=metrics,
             ),
             WorkerPool(services.exporter, settings.workers),
+            DeliveryLoops(services.deliverer, settings),
         ]
         app = create_app(settings, catalog, services.blobs, metrics=metrics)
         return cls(services, app, loops)

@@ -117,11 +117,26 @@ class Settings:
         "", "operator sign-in of the console (>= 16 characters); empty: no operator", secret=True
     )
     console_session_hours: float = _f(12.0, "hours a console sign-in lasts")
+    secrets_key: str = _f(
+        "",
+        "key sealing destination credentials and webhook secrets at rest (>= 16 characters; "
+        "every node of a cluster needs the same); empty: HOME/secrets.key, made on first use",
+        secret=True,
+    )
+    delivery_workers: int = _f(1, "deliveries to destinations run at the same time by `serve`")
+    delivery_pause_after: int = _f(
+        5, "failed deliveries in a row that pause a destination (it says why)"
+    )
+    delivery_interval: float = _f(2.0, "seconds between two passes of the delivery planner")
     web_assets: str = _f(
         "", "npm packages the console and /docs serve (default: PREFIX/js/node_modules, `make`'s)"
     )
 
     def __post_init__(self) -> None:
+        if self.secrets_key and len(self.secrets_key) < 16:
+            raise SettingsError("secrets_key must have at least 16 characters")
+        if self.delivery_workers < 0 or self.delivery_pause_after < 1:
+            raise SettingsError("delivery_workers must be >= 0 and delivery_pause_after >= 1")
         if self.part_bytes < 65536:
             raise SettingsError(f"part_bytes must be >= 65536, got {self.part_bytes}")
         if self.rate_limit <= 0 or self.rate_burst < 1:

@@ -12,7 +12,7 @@ import base64
 import hashlib
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -92,7 +92,7 @@ def _chunks(body: Any, size: int) -> Iterator[bytes]:
 
 
 class S3BlobStore:
-    """BlobStore on an S3 bucket under a key prefix; credentials from boto3's default chain."""
+    """BlobStore on an S3 bucket under a key prefix; credentials given, or boto3's chain."""
 
     def __init__(
         self,
@@ -108,6 +108,7 @@ class S3BlobStore:
         read_timeout: float = 60,
         addressing_style: str | None = None,
         list_page_size: int = 1000,
+        credentials: Mapping[str, str] | None = None,
     ) -> None:
         if not bucket:
             raise ValueError("S3 blob store needs a bucket")
@@ -138,7 +139,14 @@ class S3BlobStore:
             )
         except TypeError:  # older botocore: no default checksums, nothing to turn off
             config = Config(**options)
-        session = boto3.session.Session()
+        # credentials: access_key_id, secret_access_key (and session_token) of this store
+        # alone (a customer's bucket); None: boto3's default chain.
+        keys = credentials or {}
+        session = boto3.session.Session(
+            aws_access_key_id=keys.get("access_key_id") or None,
+            aws_secret_access_key=keys.get("secret_access_key") or None,
+            aws_session_token=keys.get("session_token") or None,
+        )
         self.client: Any = session.client(
             "s3", endpoint_url=endpoint_url, region_name=region, config=config
         )

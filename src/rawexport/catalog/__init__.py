@@ -9,6 +9,14 @@ credentials. Only this package touches SQL (an import-linter contract). The name
 are the package's public face.
 """
 
+from rawexport.catalog.deliveries import (
+    ACTIVE,
+    PAUSED,
+    Delivery,
+    DeliveryStatus,
+    Destination,
+    DestinationError,
+)
 from rawexport.catalog.engine import DatabaseError, catalog_unavailable, make_engine, migrate
 from rawexport.catalog.files import FileRow
 from rawexport.catalog.jobs import CatalogBusy, CatalogError, Job
@@ -18,7 +26,13 @@ from rawexport.errors import LeaseLost
 from rawexport.types import PENDING, WAITING, JobStatus
 
 __all__ = [
+    "ACTIVE",
+    "PAUSED",
     "PENDING",
+    "Delivery",
+    "DeliveryStatus",
+    "Destination",
+    "DestinationError",
     "Catalog",
     "CatalogBusy",
     "CatalogError",

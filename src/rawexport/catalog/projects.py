@@ -23,6 +23,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
+from rawexport.catalog.deliveries import DeliveryStore
 from rawexport.catalog.engine import make_engine, migrate
 from rawexport.catalog.files import FileStore
 from rawexport.catalog.jobs import CatalogError, JobStore, _pk
@@ -112,7 +113,7 @@ _HARMLESS_WRITES = (
 _WROTE = "rawexport_wrote"
 
 
-class Catalog(JobStore, FileStore, LinkStore, SessionStore, SweepStore):
+class Catalog(JobStore, FileStore, LinkStore, SessionStore, SweepStore, DeliveryStore):
     def __init__(self, url: str, *, run_migrations: bool = True) -> None:
         self.url = url
         self.engine = make_engine(url)

@@ -164,3 +164,107 @@ console_sessions = Table(
     Index("ix_console_sessions_expires", "expires_ms"),
     Index("ix_console_sessions_token", "token_id"),
 )
+
+# Push delivery (export/delivery.py): where a project's finished hours are copied to.
+# credentials: sealed with the settings' secrets key (secretbox.py), never shown again.
+destinations = Table(
+    "destinations",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("project_id", Integer, ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("kind", String(8), nullable=False),
+    Column("format", String(8), nullable=False),
+    Column("key_template", String(300), nullable=False),
+    Column("config", Text, nullable=False),
+    Column("credentials", Text, nullable=True),
+    Column("start_hour_ms", BigInteger, nullable=False),
+    Column("state", String(8), nullable=False),
+    Column("paused_reason", Text, nullable=True),
+    Column("failures", Integer, nullable=False, default=0),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+    UniqueConstraint("project_id", "name"),
+)
+
+# One row per (destination, export revision): delivered at least once, under keys of the
+# revision, claimed under a lease like an export job.
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column(
+        "destination_id",
+        Integer,
+        ForeignKey("destinations.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("job_id", Integer, ForeignKey("export_jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_ms", BigInteger, nullable=False),
+    Column("lease_owner", String(64), nullable=True),
+    Column("lease_expires_ms", BigInteger, nullable=True),
+    Column("location", String(500), nullable=True),
+    Column("files", Integer, nullable=True),
+    Column("rows", BigInteger, nullable=True),
+    Column("bytes", BigInteger, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("superseded_by", Integer, nullable=True),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("started_ms", BigInteger, nullable=True),
+    Column("delivered_ms", BigInteger, nullable=True),
+    UniqueConstraint("destination_id", "job_id"),
+    Index("ix_deliveries_status", "status", "next_attempt_ms"),
+)
+
+# Webhooks (export/webhooks.py): signed POSTs of a project's events (Standard Webhooks).
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("project_id", Integer, ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
+    Column("url", String(2000), nullable=False),
+    Column("secret", Text, nullable=False),
+    Column("events", Text, nullable=False),
+    Column("lag_seconds", Integer, nullable=True),
+    Column("created_ms", BigInteger, nullable=False),
+)
+
+# Each event sent to a webhook (dedupe_key: one message per event, however often planned)
+# and each attempt at sending it.
+webhook_messages = Table(
+    "webhook_messages",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("webhook_id", Integer, ForeignKey("webhooks.id", ondelete="CASCADE"), nullable=False),
+    Column("msg_id", String(40), nullable=False),
+    Column("event", String(32), nullable=False),
+    Column("dedupe_key", String(200), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_ms", BigInteger, nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("delivered_ms", BigInteger, nullable=True),
+    UniqueConstraint("webhook_id", "dedupe_key"),
+    Index("ix_webhook_messages_status", "status", "next_attempt_ms"),
+)
+
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column(
+        "message_id",
+        Integer,
+        ForeignKey("webhook_messages.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("attempt", Integer, nullable=False),
+    Column("at_ms", BigInteger, nullable=False),
+    Column("status_code", Integer, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("duration_ms", Integer, nullable=False),
+    Index("ix_webhook_attempts_message", "message_id"),
+)

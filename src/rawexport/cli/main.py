@@ -8,6 +8,7 @@ import click
 
 from rawexport.cli.check import check
 from rawexport.cli.common import home_option
+from rawexport.cli.delivery import deliveries, destination
 from rawexport.cli.demo import demo
 from rawexport.cli.export import export, sweep
 from rawexport.cli.ingest import generate, ingest
@@ -38,3 +39,5 @@ main.add_command(jobs)
 main.add_command(sweep)
 main.add_command(pull)
 main.add_command(check)
+main.add_command(destination)
+main.add_command(deliveries)

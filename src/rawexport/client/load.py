@@ -9,11 +9,9 @@ from typing import Any
 
 import duckdb
 
-from rawexport.schema import DATA_TYPES, Column
+from rawexport.export.csvsql import MAP_TYPE, SQL_TYPES, column_types, read_parts, typed_columns
 
 HOUR_COLUMN = "_export_hour"  # Beijing yyyyMMddHH of the export file a row came from
-_SQL_TYPES = {"string": "VARCHAR", "bigint": "BIGINT", "double": "DOUBLE", "map": "VARCHAR"}
-MAP_TYPE = "MAP(VARCHAR, VARCHAR)"
 
 
 def _ident(name: str) -> str:
@@ -24,17 +22,10 @@ def _lit(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _select(c: Column) -> str:
-    # The CSV holds map columns as compact JSON objects; GrowingIO's type is map<string,string>.
-    if c.type == "map":
-        return f"CAST(CAST({_ident(c.name)} AS JSON) AS {MAP_TYPE}) AS {_ident(c.name)}"
-    return _ident(c.name)
-
-
 def _table_sql(data_type: str) -> str:
     cols = [
-        f"{_ident(c.name)} {MAP_TYPE if c.type == 'map' else _SQL_TYPES[c.type]}"
-        for c in DATA_TYPES[data_type].columns
+        f"{_ident(c)} {MAP_TYPE if t == 'map' else SQL_TYPES[t]}"
+        for c, t in column_types("v2", data_type)
     ]
     return ", ".join([*cols, f"{HOUR_COLUMN} VARCHAR"])
 
@@ -45,17 +36,11 @@ def stage(con: duckdb.DuckDBPyConnection, data_type: str, files: Sequence[Path])
     con.execute(f"CREATE OR REPLACE TEMP TABLE {name} ({_table_sql(data_type)})")
     if not files:
         return name
-    t = DATA_TYPES[data_type]
-    columns = (
-        "{" + ", ".join(f"{_lit(c.name)}: {_lit(_SQL_TYPES[c.type])}" for c in t.columns) + "}"
-    )
-    paths = "[" + ", ".join(_lit(Path(f).as_posix()) for f in files) + "]"
     # Files sit at {to}/{type}/{yyyyMMdd}/{HH}/part-NNNNN.csv.gz (pull's layout).
     hour = r"regexp_replace(filename, '^.*/(\d{8})/(\d{2})/[^/]*$', '\1\2')"
     con.execute(
-        f"INSERT INTO {name} SELECT {', '.join(_select(c) for c in t.columns)}, {hour} "
-        f"FROM read_csv({paths}, header=true, delim=',', quote='\"', escape='\\', "
-        f"columns={columns}, auto_detect=false, filename=true, allow_quoted_nulls=false)"
+        f"INSERT INTO {name} SELECT {typed_columns('v2', data_type)}, {hour} "
+        f"FROM {read_parts('v2', data_type, files, filename=True)}"
     )
     return name
 

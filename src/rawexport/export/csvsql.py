@@ -100,3 +100,41 @@ def key_sample_query(version: str, name: str, files: Sequence[Path | str], every
         f"FROM read_parquet({paths}, union_by_name = true)) "
         f"WHERE k IS NOT NULL AND h % {int(every)} = 0 ORDER BY k"
     )
+
+
+# The parts read back typed (`rawexport pull --parquet`, Parquet delivery): text, numbers,
+# and maps (compact JSON objects in the CSV) as GrowingIO's map<string,string>.
+SQL_TYPES = {"string": "VARCHAR", "bigint": "BIGINT", "double": "DOUBLE", "map": "VARCHAR"}
+MAP_TYPE = "MAP(VARCHAR, VARCHAR)"
+
+
+def column_types(version: str, name: str) -> list[tuple[str, ColumnType]]:
+    """(column, type) of an export's CSV, in order."""
+    return [(c, t) for c, _, t in _plan(version, name)[1]]
+
+
+def typed_columns(version: str, name: str) -> str:
+    """The SELECT list giving an export's CSV columns their types (maps as MAP_TYPE)."""
+    out = []
+    for c, t in column_types(version, name):
+        if t == "map":
+            out.append(f"CAST(CAST({ident(c)} AS JSON) AS {MAP_TYPE}) AS {ident(c)}")
+        else:
+            out.append(ident(c))
+    return ", ".join(out)
+
+
+def read_parts(
+    version: str, name: str, files: Sequence[Path | str], *, filename: bool = False
+) -> str:
+    """`read_csv(...)` of export parts in the export's dialect, every column as it is typed
+    before typed_columns (filename: add each row's file as `filename`)."""
+    spec = ", ".join(
+        f"{literal(c)}: {literal(SQL_TYPES[t])}" for c, t in column_types(version, name)
+    )
+    paths = "[" + ", ".join(literal(Path(f).as_posix()) for f in files) + "]"
+    return (
+        f"read_csv({paths}, header=true, delim=',', quote='\"', escape='\\', "
+        f"columns={{{spec}}}, auto_detect=false, filename={str(filename).lower()}, "
+        "allow_quoted_nulls=false)"
+    )

@@ -21,6 +21,7 @@ from rawexport.blobs import BlobStore
 from rawexport.catalog import Catalog, Job, LeaseLost, catalog_unavailable
 from rawexport.catalog.jobs import ERROR_CHARS
 from rawexport.errors import PermanentError, TransientError
+from rawexport.export.lease import LeaseKeeper
 from rawexport.export.manifest import manifest_bytes
 from rawexport.export.ondask import DaskRunner
 from rawexport.export.pipeline import Attempt, run_attempt
@@ -158,11 +159,16 @@ class Exporter:
         the sweeper deletes; it can never change a byte of what another attempt committed.
         """
         lease_ms = int(self.settings.lease_seconds * 1000)
-        stop, lost = threading.Event(), threading.Event()
-        keeper = threading.Thread(
-            target=self._keep_lease, args=(job, owner, lease_ms, stop, lost), daemon=True
+        keeper = LeaseKeeper(
+            lambda: self.catalog.renew_lease(job, owner, self.clock(), lease_ms),
+            lease_ms,
+            f"job {job.id}",
         )
-        keeper.start()
+        with keeper:
+            return self._execute(job, owner, keeper)
+
+    def _execute(self, job: Job, owner: str, keeper: LeaseKeeper) -> str:
+        lost = keeper.lost
         started = time.monotonic()
         log_job(job, JobStatus.RUNNING, owner=owner)
         try:
@@ -183,7 +189,7 @@ class Exporter:
             with self.store.open_hour(project.ai, source, job.hour_ms) as files:
                 check_readable(paths(files))
                 result = self._run(job, project.ai, paths(files), lost, keys(files))
-            stop.set()
+            keeper.stop()
             done = self.clock()
             manifest = manifest_bytes(
                 result,
@@ -225,9 +231,6 @@ class Exporter:
             if self.metrics is not None:
                 self.metrics.job_failed(status, time.monotonic() - started)
             return status
-        finally:
-            stop.set()
-            keeper.join()
 
     def _run(
         self,
@@ -278,22 +281,6 @@ class Exporter:
             repeated=repeated,
         )
         return status
-
-    def _keep_lease(
-        self,
-        job: Job,
-        owner: str,
-        lease_ms: int,
-        stop: threading.Event,
-        lost: threading.Event,
-    ) -> None:
-        while not stop.wait(max(0.5, lease_ms / 3000)):
-            try:
-                if not self.catalog.renew_lease(job, owner, self.clock(), lease_ms):
-                    lost.set()
-                    return
-            except Exception:  # a failed renewal is retried on the next tick
-                log.exception("lease renewal of job %s failed", job.id)
 
     def run_one(self, owner: str) -> bool:
         """Claim and run the next runnable job; False when there was none."""
