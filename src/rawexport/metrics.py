@@ -60,6 +60,18 @@ class Metrics:
             ["thread"],
             registry=r,
         )
+        self.deliveries = Counter(
+            "rawexport_delivery_attempts",
+            "Attempts at delivering an hour to a destination, by outcome",
+            ["outcome"],
+            registry=r,
+        )
+        self.webhook_attempts = Counter(
+            "rawexport_webhook_attempts",
+            "Attempts at sending a webhook message, by outcome (sent: a 2xx; failed: none)",
+            ["outcome"],
+            registry=r,
+        )
         self.rate_delayed = Counter(
             "rawexport_rate_delayed",
             "Requests delayed until the rate limit allowed them",

@@ -20,6 +20,7 @@ from rawexport.export.delivery import Deliverer, DeliveryLoops
 from rawexport.export.ondask import DaskRunner
 from rawexport.export.retention import Sweeper
 from rawexport.export.scheduler import Scheduler
+from rawexport.export.webhooks import Notifier, WebhookLoops
 from rawexport.export.worker import Exporter, WorkerPool
 from rawexport.metrics import Metrics
 from rawexport.secretbox import SecretBox, open_box
@@ -40,8 +41,10 @@ class Services:
     metrics: Metrics
     box: SecretBox  # seals destination credentials and webhook secrets
     deliverer: Deliverer
+    notifier: Notifier
 
     def close(self) -> None:
+        self.notifier.close()
         if self.exporter.dask is not None:
             self.exporter.dask.close()
         self.catalog.close()
@@ -62,8 +65,9 @@ def open_services(settings: Settings) -> Services:
     dask = DaskRunner(settings) if settings.dask_address else None
     exporter = Exporter(settings, catalog, store, blobs, metrics=metrics, dask=dask)
     box = open_box(settings.secrets_key, settings.home)
-    deliverer = Deliverer(settings, catalog, blobs, box, exporter.runner)
-    return Services(settings, catalog, store, blobs, exporter, metrics, box, deliverer)
+    deliverer = Deliverer(settings, catalog, blobs, box, exporter.runner, metrics=metrics)
+    notifier = Notifier(catalog, box, metrics=metrics)
+    return Services(settings, catalog, store, blobs, exporter, metrics, box, deliverer, notifier)
 
 
 class Loop(Protocol):
@@ -104,6 +108,7 @@ class Node:
             ),
             WorkerPool(services.exporter, settings.workers),
             DeliveryLoops(services.deliverer, settings),
+            WebhookLoops(services.notifier, settings),
         ]
         app = create_app(settings, catalog, services.blobs, metrics=metrics)
         return cls(services, app, loops)

@@ -301,3 +301,18 @@ def test_credentials_are_sealed_at_rest(services: Services, tmp_path: Path) -> N
 def test_bad_key_templates_are_refused(template: str, versions: list[str], says: str) -> None:
     with pytest.raises(DestinationError, match=says.replace("{", r"\{").replace("}", r"\}")):
         check_template(template, versions)
+
+
+def test_metrics_count_deliveries_by_status_and_lag(services: Services, tmp_path: Path) -> None:
+    ai = exported(services)
+    add(services, ai, "nfs", kind="dir", location=str(tmp_path / "nfs"), credentials=None)
+    services.deliverer.plan()
+    text = services.metrics.render().decode()
+    assert f'rawexport_deliveries{{status="queued"}} {HOURS * len(TYPES)}.0' in text
+    assert f'rawexport_delivery_lag_seconds{{destination="{ai}/nfs"}}' in text
+    services.deliverer.drain("d")
+    text = services.metrics.render().decode()
+    assert f'rawexport_deliveries{{status="delivered"}} {HOURS * len(TYPES)}.0' in text
+    assert f'rawexport_delivery_lag_seconds{{destination="{ai}/nfs"}} 0.0' in text
+    done = f'rawexport_delivery_attempts_total{{outcome="delivered"}} {HOURS * len(TYPES)}.0'
+    assert done in text

@@ -9,12 +9,11 @@ times in a row is paused with the last failure as its reason.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, exists, func, insert, or_, select, update
+from sqlalchemy import and_, exists, func, insert, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
@@ -145,11 +144,6 @@ class DeliveryStore:
 
     engine: Engine
 
-    @contextmanager
-    def _dtx(self) -> Iterator[Connection]:
-        with self.engine.begin() as conn:
-            yield conn
-
     # ---- destinations ----------------------------------------------------------------
 
     def create_destination(
@@ -166,7 +160,7 @@ class DeliveryStore:
         now: int,
     ) -> Destination:
         try:
-            with self._dtx() as c:
+            with self.engine.begin() as c:
                 c.execute(
                     insert(destinations).values(
                         project_id=project_id,
@@ -190,7 +184,7 @@ class DeliveryStore:
         return found
 
     def destination(self, project_id: int, name: str) -> Destination | None:
-        with self._dtx() as c:
+        with self.engine.begin() as c:
             row = c.execute(
                 select(destinations).where(
                     destinations.c.project_id == project_id, destinations.c.name == name
@@ -199,7 +193,7 @@ class DeliveryStore:
         return None if row is None else _destination(row)
 
     def destination_by_id(self, destination_id: int) -> Destination | None:
-        with self._dtx() as c:
+        with self.engine.begin() as c:
             row = c.execute(select(destinations).where(destinations.c.id == destination_id)).first()
         return None if row is None else _destination(row)
 
@@ -207,11 +201,11 @@ class DeliveryStore:
         q = select(destinations).order_by(destinations.c.project_id, destinations.c.name)
         if project_id is not None:
             q = q.where(destinations.c.project_id == project_id)
-        with self._dtx() as c:
+        with self.engine.begin() as c:
             return [_destination(r) for r in c.execute(q)]
 
     def pause_destination(self, destination_id: int, reason: str, now: int) -> None:
-        with self._dtx() as c:
+        with self.engine.begin() as c:
             c.execute(
                 update(destinations)
                 .where(destinations.c.id == destination_id)
@@ -220,7 +214,7 @@ class DeliveryStore:
 
     def resume_destination(self, destination_id: int, now: int) -> None:
         """Active again, its failure count cleared and its waiting retries due now."""
-        with self._dtx() as c:
+        with self.engine.begin() as c:
             c.execute(
                 update(destinations)
                 .where(destinations.c.id == destination_id)
@@ -236,7 +230,7 @@ class DeliveryStore:
             )
 
     def delete_destination(self, destination_id: int) -> None:
-        with self._dtx() as c:
+        with self.engine.begin() as c:
             c.execute(deliveries.delete().where(deliveries.c.destination_id == destination_id))
             c.execute(destinations.delete().where(destinations.c.id == destination_id))
 
@@ -271,7 +265,7 @@ class DeliveryStore:
             ]
             if dest.data_types is not None:
                 where.append(export_jobs.c.data_type.in_(dest.data_types))
-            with self._dtx() as c:
+            with self.engine.begin() as c:
                 jobs = [int(r[0]) for r in c.execute(select(export_jobs.c.id).where(*where))]
                 if not jobs:
                     continue
@@ -296,7 +290,7 @@ class DeliveryStore:
         return queued
 
     def delivery(self, delivery_id: int) -> Delivery | None:
-        with self._dtx() as c:
+        with self.engine.begin() as c:
             row = c.execute(_with_job().where(deliveries.c.id == delivery_id)).first()
         return None if row is None else Delivery(**row._mapping)
 
@@ -319,7 +313,7 @@ class DeliveryStore:
             q = q.where(deliveries.c.status == status)
         if hour_ms is not None:
             q = q.where(export_jobs.c.hour_ms == hour_ms)
-        with self._dtx() as c:
+        with self.engine.begin() as c:
             return [Delivery(**r._mapping) for r in c.execute(q)]
 
     def claim_delivery(self, owner: str, now: int, lease_ms: int) -> Delivery | None:
@@ -338,7 +332,7 @@ class DeliveryStore:
         active = exists().where(
             destinations.c.id == deliveries.c.destination_id, destinations.c.state == ACTIVE
         )
-        with self._dtx() as c:
+        with self.engine.begin() as c:
             candidates = [
                 (int(r[0]), int(r[1]))
                 for r in c.execute(
@@ -367,7 +361,7 @@ class DeliveryStore:
         return None
 
     def renew_delivery(self, d: Delivery, owner: str, now: int, lease_ms: int) -> bool:
-        with self._dtx() as c:
+        with self.engine.begin() as c:
             res = c.execute(
                 update(deliveries).where(*_held(d, owner)).values(lease_expires_ms=now + lease_ms)
             )
@@ -375,7 +369,7 @@ class DeliveryStore:
 
     def delivered_before(self, d: Delivery) -> list[Delivery]:
         """The destination's delivered older revisions of d's hour (to mark superseded)."""
-        with self._dtx() as c:
+        with self.engine.begin() as c:
             rows = c.execute(
                 _with_job().where(
                     deliveries.c.destination_id == d.destination_id,
@@ -403,7 +397,7 @@ class DeliveryStore:
     ) -> None:
         """Record d delivered (LeaseLost if this attempt no longer holds it), the deliveries
         in superseded marked so, and the destination's failure count cleared."""
-        with self._dtx() as c:
+        with self.engine.begin() as c:
             res = c.execute(
                 update(deliveries)
                 .where(*_held(d, owner))
@@ -438,7 +432,7 @@ class DeliveryStore:
     ) -> bool:
         """Record a failed attempt (retried at retry_at); True when it paused the
         destination (its pause_after-th failure in a row)."""
-        with self._dtx() as c:
+        with self.engine.begin() as c:
             res = c.execute(
                 update(deliveries)
                 .where(*_held(d, owner))
@@ -470,7 +464,7 @@ class DeliveryStore:
 
     def delivery_summary(self, destination_id: int) -> DeliverySummary:
         """What a destination's page and `destination list` show."""
-        with self._dtx() as c:
+        with self.engine.begin() as c:
             counts = {
                 str(status): int(n)
                 for status, n in c.execute(
@@ -501,7 +495,7 @@ class DeliveryStore:
 
     def supersede_delivery(self, d: Delivery, owner: str, now: int) -> None:
         """d is not delivered: a newer revision of its hour is (or will be) instead."""
-        with self._dtx() as c:
+        with self.engine.begin() as c:
             res = c.execute(
                 update(deliveries)
                 .where(*_held(d, owner))
@@ -519,7 +513,7 @@ class DeliveryStore:
     def redeliver(self, delivery_ids: Sequence[int], now: int) -> int:
         """Queue deliveries again (delivered or waiting ones); returns how many. A running
         one is left to its attempt; a superseded one stays so (its hour has a newer one)."""
-        with self._dtx() as c:
+        with self.engine.begin() as c:
             res = c.execute(
                 update(deliveries)
                 .where(

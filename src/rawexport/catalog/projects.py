@@ -37,6 +37,7 @@ from rawexport.catalog.tables import (
     meta,
     projects,
 )
+from rawexport.catalog.webhooks import WebhookStore
 from rawexport.timeutil import DAY_MS, now_ms
 
 ALNUM = string.ascii_letters + string.digits
@@ -113,7 +114,9 @@ _HARMLESS_WRITES = (
 _WROTE = "rawexport_wrote"
 
 
-class Catalog(JobStore, FileStore, LinkStore, SessionStore, SweepStore, DeliveryStore):
+class Catalog(
+    JobStore, FileStore, LinkStore, SessionStore, SweepStore, DeliveryStore, WebhookStore
+):
     def __init__(self, url: str, *, run_migrations: bool = True) -> None:
         self.url = url
         self.engine = make_engine(url)

@@ -16,6 +16,7 @@ from rawexport.cli.jobs import jobs
 from rawexport.cli.projects import key, project, token
 from rawexport.cli.pull import pull
 from rawexport.cli.serve import serve
+from rawexport.cli.webhooks import webhook
 
 
 @click.group()
@@ -41,3 +42,4 @@ main.add_command(pull)
 main.add_command(check)
 main.add_command(destination)
 main.add_command(deliveries)
+main.add_command(webhook)

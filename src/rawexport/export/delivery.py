@@ -36,6 +36,7 @@ from rawexport.export.reading import connect
 from rawexport.export.runners import Runner, Where
 from rawexport.export.worker import backoff_ms, owner_id
 from rawexport.fsutil import hide_paths
+from rawexport.metrics import Metrics
 from rawexport.periodic import Periodic
 from rawexport.secretbox import SecretBox
 from rawexport.settings import Settings
@@ -186,6 +187,7 @@ class Deliverer:
     box: SecretBox
     runner: Runner
     clock: Callable[[], int] = now_ms
+    metrics: Metrics | None = None
 
     def plan(self) -> int:
         return self.catalog.plan_deliveries(self.clock())
@@ -216,12 +218,15 @@ class Deliverer:
         )
         with keeper:
             try:
-                return self._execute(d, owner, keeper)
+                outcome = self._execute(d, owner, keeper)
             except LeaseLost:
                 log.warning("delivery %s lost its lease", d.id)
-                return LOST
+                outcome = LOST
             except Exception as e:  # recorded on the delivery, never kills the loop
-                return self._record_failure(d, owner, e)
+                outcome = self._record_failure(d, owner, e)
+        if self.metrics is not None:
+            self.metrics.deliveries.labels(outcome).inc()
+        return outcome
 
     def _newer_revision(self, d: Delivery) -> bool:
         by_hour = self.catalog.hour_jobs(d.project_id, d.version, d.hour_ms, d.hour_ms + 1)
