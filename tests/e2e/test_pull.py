@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -70,6 +71,21 @@ def day_page_exported(stack: Stack, tmp_path: Path) -> None:
         args = ["--type", "day", "--data-type", "page", "--date", DAY, "--to", str(tmp_path)]
         summary_of(stack.pull_cli("day", *args, "--wait", "300"))
         stack.day_page_done = True
+
+
+def exports_settled(stack: Stack, timeout: float = 300) -> None:
+    """Wait until every planned export job has ended (finished or error): a test that kills
+    the server must not kill an export attempt, which MAX_ATTEMPTS=1 ends in ERROR (and
+    the tests pulling that hour then fail, whatever order they run in)."""
+    deadline = time.monotonic() + timeout
+    jobs: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        jobs = run_cli(["jobs", "list", "--limit", "100000"], stack.env)
+        if jobs and all(j["status"] in ("finished", "error") for j in jobs):
+            return
+        time.sleep(0.5)
+    pending = [j for j in jobs if j["status"] not in ("finished", "error")]
+    raise AssertionError(f"{len(pending)} export jobs still pending after {timeout} s")
 
 
 def make_project(env: dict[str, str], name: str, since: str) -> dict[str, str]:
@@ -207,6 +223,7 @@ def test_429_is_honoured(stack: Stack, tmp_path: Path) -> None:
 def test_server_killed_mid_download_then_pull_resumes_with_range(
     stack: Stack, tmp_path: Path
 ) -> None:
+    exports_settled(stack)  # the kill below must interrupt a download, not an export
     p = stack.projects["big"]
     client = ExportClient(stack.base, p["ai"], p["token"])
     killed: list[int] = []

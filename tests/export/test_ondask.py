@@ -214,3 +214,59 @@ def test_a_stale_attempt_reaching_commit_on_dask_is_refused(tmp_path: Path, clus
     finally:
         dask.close()
         services.close()
+
+
+def test_a_delivery_runs_its_parts_on_dask(tmp_path: Path, cluster: str) -> None:
+    """A delivery is a step of the same pipeline: with dask_address set its part tasks
+    (here: Parquet conversions) run on the cluster's workers, and the hour arrives whole."""
+    from distributed import Client, get_task_stream
+
+    from rawexport.export.destinations import destination_config
+
+    settings = Settings(
+        home=tmp_path / "home",
+        dask_address=cluster,
+        part_bytes=65536,
+        grace_seconds=0,
+        duckdb_memory_limit="256MB",
+    )
+    services = open_services(settings)
+    try:
+        now = now_ms()
+        hour = hour_floor(now) - 3 * HOUR_MS
+        p = services.catalog.create_project("a", export_since_ms=hour, v1_enabled=False)
+        generate(services.store, p.ai, hour, 1, 20_000, data_types=["page"], seed=4)
+        services.catalog.plan(p.id, "v2", ["page"], [hour], now)
+        assert services.exporter.drain("w") == 1
+        template, config = destination_config(
+            name="lake",
+            kind="dir",
+            location=str(tmp_path / "lake"),
+            format="parquet",
+            template="{data_type}/{revision}/",
+            versions=["v2"],
+            data_types=None,
+        )
+        services.catalog.create_destination(
+            p.id,
+            "lake",
+            kind="dir",
+            format="parquet",
+            key_template=template,
+            config=config,
+            credentials=None,
+            start_hour_ms=hour,
+            now=now,
+        )
+        with Client(cluster, set_as_default=False) as client:  # type: ignore[no-untyped-call]
+            with get_task_stream(client=client) as stream:
+                assert services.deliverer.drain("d") == 1
+            ran = [str(t["key"]).split("-")[0] for t in stream.data]
+        [job] = services.catalog.jobs(p.id)
+        parts = services.catalog.files(job.id)
+        assert ran.count("deliver_part_task") == len(parts) > 1
+        manifest = json.loads((tmp_path / "lake" / "page" / "1" / "_manifest.json").read_text())
+        assert manifest["rows"] == job.rows and len(manifest["files"]) == len(parts)
+        assert (tmp_path / "lake" / "page" / "1" / "_SUCCESS").exists()
+    finally:
+        services.close()

@@ -46,6 +46,7 @@ from rawexport.export.plan import (
     plan_bounds,
     plan_slices,
     range_bytes_of,
+    range_count,
 )
 from rawexport.export.rangesort import (
     BATCH_ROWS,
@@ -281,11 +282,14 @@ def gather(futures: Sequence[Future[T]], lost: threading.Event) -> list[T]:
 
 
 def _plan(ws: Workspace, at: Attempt, files: Sequence[Path]) -> list[str | int]:
+    count = range_count(files, at.sort_bytes)
+    if not count:
+        return []  # one sort: no sample, so no DuckDB to open
     work = _work_dir(ws)
     try:
         con = connect(work, duckdb_bytes_of(at.memory_limit), at.threads)
         try:
-            return plan_bounds(con, at.version, at.name, files, at.sort_bytes)
+            return plan_bounds(con, at.version, at.name, files, count)
         finally:
             con.close()
     finally:

@@ -65,24 +65,32 @@ def _estimated_csv_bytes(files: Sequence[Path]) -> int:
     return total * CSV_PER_PLAIN_BYTE
 
 
+def range_count(files: Sequence[Path], range_bytes: int) -> int:
+    """How many key ranges an hour's lines are planned in: 0 when they fit one sort.
+
+    Over-split: the size estimate (from Parquet metadata) is rough, and small neighbours
+    are sorted together (plan_groups).
+    """
+    est = _estimated_csv_bytes(files)
+    if est <= range_bytes:
+        return 0
+    return int(min(MAX_RANGES, -(-est * RANGE_SPLIT // range_bytes)))
+
+
 def plan_bounds(
     con: duckdb.DuckDBPyConnection,
     version: str,
     name: str,
     files: Sequence[Path],
-    range_bytes: int,
+    count: int,
 ) -> list[str | int]:
-    """Bounds of the first sort key splitting an hour too big to sort at once ([] if not).
+    """Bounds of the first sort key splitting an hour into about count ranges ([] if its
+    keys cannot be split).
 
-    A pure function of the hour's rows (not of how they lie in files): the size estimate
-    and row count come from Parquet metadata and the sample takes the rows whose key hash
-    falls in a fixed residue class, so a cluster and one machine plan the same ranges.
+    A pure function of the hour's rows (not of how they lie in files): the row count comes
+    from Parquet metadata and the sample takes the rows whose key hash falls in a fixed
+    residue class, so a cluster and one machine plan the same ranges.
     """
-    est = _estimated_csv_bytes(files)
-    if est <= range_bytes:
-        return []
-    # Over-split: the estimate is rough, and small neighbours are sorted together.
-    count = min(MAX_RANGES, -(-est * RANGE_SPLIT // range_bytes))
     rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
     every = max(1, rows // (count * SAMPLE_PER_RANGE))
     query = key_sample_query(version, name, list(files), every)
