@@ -20,6 +20,7 @@ from rawexport.catalog.tables import metadata
 from rawexport.timeutil import beijing_hour_label
 from tests.conftest import World
 from tests.console.test_console import ADMIN, PAST, csrf_of, op, sign_in  # noqa: F401
+from tests.console.test_console_delivery import delivered
 
 # Values of each path parameter of a POST route; a new parameter fails here until it is
 # given values, a new action name or POST route is covered without a change.
@@ -46,7 +47,14 @@ def form_for(w: World, path: str) -> dict[str, str]:
     if path == "/signin":
         return {"token": ADMIN}
     [token] = [c for c in w.catalog.credentials(w.project.id) if c.kind == "token"]
+    delivery: dict[str, str] = {}
+    if path.endswith(("/redeliver", "/pause", "/resume")):
+        dest, d = delivered(w, w.settings.home / "landing")
+        if path.endswith("/resume"):
+            w.catalog.pause_destination(dest.id, "paused by the tests", w.clock.now)
+        delivery = {"delivery": str(d.id), "destination": dest.name}
     return {
+        **delivery,
         "hour": beijing_hour_label(PAST),
         "data_type": "page",
         "from": beijing_hour_label(PAST),

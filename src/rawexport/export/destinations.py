@@ -169,10 +169,11 @@ def destination_config(
     return check_template(template, versions), config
 
 
-def describe(dest: Destination, catalog: Catalog) -> dict[str, Any]:
-    """A destination as `destination list` and the console show it (never its credentials)."""
+def describe(dest: Destination, catalog: Catalog, now: int | None = None) -> dict[str, Any]:
+    """A destination as `destination list` and the console show it (never its credentials);
+    its lag is counted to `now` (default: the time now)."""
     summary = catalog.delivery_summary(dest.id)
-    now = now_ms()
+    now = now_ms() if now is None else now
     return {
         "name": dest.name,
         "kind": dest.kind,

@@ -35,6 +35,7 @@ PAGES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("/signout", "signout", ("POST",)),
     ("/p/{ai}", "project_page", ("GET",)),
     ("/p/{ai}/grid", "grid_fragment", ("GET",)),
+    ("/p/{ai}/destinations", "destinations_page", ("GET",)),
     ("/p/{ai}/hour/{hour}/{kind}", "hour_page", ("GET",)),
     ("/p/{ai}/file/{hour}/{kind}", "file", ("GET",)),
     ("/p/{ai}/{action}", "action", ("POST",)),  # action: one of actions.ACTIONS

@@ -1,6 +1,7 @@
 """The console's operator actions: rerun, backfill, export on/off, retention, new API
-token or key pair (shown once), revoke. Each runs the code the CLI runs and is logged as a
-JSON line; `Console.action` checks the session, its CSRF token and its turn first.
+token or key pair (shown once), revoke, and push delivery's redeliver, pause and resume
+(delivery.py). Each runs the code the CLI runs and is logged as a JSON line;
+`Console.action` checks the session, its CSRF token and its turn first.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from rawexport.api.console import delivery
 from rawexport.api.console.sessions import Session
 from rawexport.api.console.views import Refused
 from rawexport.catalog import Project
@@ -23,7 +25,7 @@ if TYPE_CHECKING:
     from rawexport.api.console.routes import Console
 
 log = logging.getLogger("rawexport.console")
-ACTIONS = ("rerun", "backfill", "export", "retention", "token", "key", "revoke")
+ACTIONS = ("rerun", "backfill", "export", "retention", "token", "key", "revoke", *delivery.ACTIONS)
 
 
 def act(
@@ -38,6 +40,10 @@ def act(
     back = form.get("back", "")
     if not back.startswith(f"/p/{ai}") or "//" in back or "\\" in back:
         back = f"/p/{ai}"
+    if name in delivery.ACTIONS:
+        said, done = delivery.act(c, name, project, form)
+        log_action(name, session, project, done)
+        return c.redirect(back, said)
     data_type = form.get("data_type") or None
     if data_type is not None and data_type not in DATA_TYPE_NAMES:
         raise Refused(400, f"Unknown data type {data_type!r}.")

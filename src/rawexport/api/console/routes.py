@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from rawexport.api.auth import token_rate_key
-from rawexport.api.console import actions, charts, views
+from rawexport.api.console import actions, charts, delivery, views
 from rawexport.api.console.actions import ACTIONS
 from rawexport.api.console.forms import read_form
 from rawexport.api.console.sessions import (
@@ -363,7 +363,15 @@ class Console:
                 next_day=beijing(day + DAY_MS).strftime("%Y%m%d"),
                 credentials=creds,
                 commands=self._commands(project, context["day"], None),
+                destinations=delivery.project_destinations(self.catalog, project),
             )
+
+        return await self._guarded(request, work)
+
+    async def destinations_page(self, request: Request) -> Response:
+        def work(session: Session, _: dict[str, str]) -> Response:
+            project = self._project(session, request.path_params["ai"])
+            return delivery.page(self, request, session, project)
 
         return await self._guarded(request, work)
 
@@ -400,6 +408,7 @@ class Console:
                 },
                 commands=self._commands(project, beijing(hour).strftime("%Y%m%d"), (kind, hour)),
                 closed=hour + HOUR_MS <= self.clock(),
+                deliveries=delivery.hour_deliveries(self.catalog, project, kind, hour),
             )
 
         return await self._guarded(request, work)
