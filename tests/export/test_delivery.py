@@ -316,3 +316,29 @@ def test_metrics_count_deliveries_by_status_and_lag(services: Services, tmp_path
     assert f'rawexport_delivery_lag_seconds{{destination="{ai}/nfs"}} 0.0' in text
     done = f'rawexport_delivery_attempts_total{{outcome="delivered"}} {HOURS * len(TYPES)}.0'
     assert done in text
+
+
+def test_parquet_keeps_the_rows_of_a_big_part_in_their_order(tmp_path: Path) -> None:
+    """A part big enough for DuckDB to read in parallel (150,000 page rows): the Parquet
+    file has its rows in the part's order (sorted by visitUserId, sessionId, sendTime),
+    which DuckDB keeps only when told to."""
+    from rawexport.export.delivery import to_parquet
+    from rawexport.export.pipeline import Attempt, run_here
+    from rawexport.store import LocalEventStore
+
+    store = LocalEventStore(tmp_path / "events")
+    generate(store, "0123456789abcdef", T0, 1, 150_000, data_types=["page"], seed=8)
+    files = store.hour_files("0123456789abcdef", "page", T0)
+    at = Attempt("0123456789abcdef", "v2", "page", T0, 1, 1, 64 << 20, 1, "1GB", 2)
+    res = run_here(at, files, LocalBlobStore(tmp_path / "blobs"), tmp_path / "tmp")
+    [part] = res.files
+    src = tmp_path / "blobs" / part.key
+    out = tmp_path / "part.parquet"
+    assert to_parquet("v2", "page", src, out, tmp_path, "1GB") == part.rows == 150_000
+    with duckdb.connect() as con:
+        typed = typed_columns("v2", "page")
+        want = con.execute(f"SELECT {typed} FROM {read_parts('v2', 'page', [src])}").fetchall()
+        got = con.execute(f"SELECT * FROM read_parquet('{out}')").fetchall()
+        groups = con.execute(f"SELECT count(*) FROM parquet_metadata('{out}')").fetchone()
+    assert got == want
+    assert groups is not None and groups[0] > 1  # several row groups (x columns)
