@@ -71,7 +71,7 @@ def services(tmp_path: Path) -> Iterator[Services]:
             delivery_pause_after=3,
         )
     )
-    clock = Clock(T0 + (HOURS + 1) * HOUR_MS)
+    clock = Clock(T0 + 25 * HOUR_MS)
     s.exporter.clock = clock
     s.deliverer.clock = clock
     try:
@@ -80,11 +80,11 @@ def services(tmp_path: Path) -> Iterator[Services]:
         s.close()
 
 
-def exported(services: Services) -> str:
-    """A project with HOURS finished hours of TYPES (v2); its ai."""
+def exported(services: Services, hours_: int = HOURS, events: int = 3000) -> str:
+    """A project with hours_ finished hours of TYPES (v2); its ai."""
     p = services.catalog.create_project("shop", export_since_ms=T0, v1_enabled=False)
-    generate(services.store, p.ai, T0, HOURS, 3000, data_types=TYPES, seed=3)
-    hours = [T0 + i * HOUR_MS for i in range(HOURS)]
+    generate(services.store, p.ai, T0, hours_, events, data_types=TYPES, seed=3)
+    hours = [T0 + i * HOUR_MS for i in range(hours_)]
     services.catalog.plan(p.id, "v2", TYPES, hours, services.exporter.clock())
     services.exporter.drain("w")
     return p.ai
@@ -141,7 +141,7 @@ def test_a_day_is_delivered_as_csv_and_as_parquet_with_the_same_rows(
     services: Services, bucket: tuple[str, Any], tmp_path: Path
 ) -> None:
     endpoint, client = bucket
-    ai = exported(services)
+    ai = exported(services, 24, 400)  # a day
     add(services, ai, "csv", location="s3://landing/csv", endpoint=endpoint)
     add(
         services,
@@ -153,7 +153,7 @@ def test_a_day_is_delivered_as_csv_and_as_parquet_with_the_same_rows(
         endpoint=endpoint,
     )
     ran = services.deliverer.drain("d")
-    assert ran == 2 * HOURS * len(TYPES)
+    assert ran == 2 * 24 * len(TYPES)
     delivered = services.catalog.deliveries(status="delivered")
     assert len(delivered) == ran
     csv_objects = objects(client, "csv/")
