@@ -72,7 +72,7 @@ def test_dask_export_is_byte_identical_to_one_process(
     here = ranged_export(tmp_path / "here", hour_files, "page", range_bytes)
     settings = settings_for(tmp_path / "dask", cluster)
     executor = DaskRunner(settings)
-    executor.slice_rows = 4_000  # several split tasks per file
+    executor.slice_size = 4_000  # several split tasks per file
     try:
         at = page_attempt(settings, range_bytes)
         there = run_attempt(at, hour_files, executor, threading.Event())
@@ -94,6 +94,9 @@ def test_slices_cut_row_groups(hour_files: list[Path]) -> None:
     assert all(s.row_groups is not None for s in slices)
     assert plan_slices("v1", hour_files, slice_rows=1) == [Slice((str(f),)) for f in hour_files]
     assert plan_slices("v2", hour_files, None) == [Slice(tuple(map(str, hour_files)))]
+    both = [Slice(tuple(map(str, hour_files)))]  # small files are packed into one slice
+    assert plan_slices("v2", hour_files, 30_000) == both == plan_slices("v1", hour_files, 30_000)
+    assert plan_slices("v2", hour_files, 20_000) == [Slice((str(f),)) for f in hour_files]
 
 
 def test_lost_lease_stops_the_wait(tmp_path: Path, cluster: str, hour_files: list[Path]) -> None:

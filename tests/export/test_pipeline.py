@@ -57,7 +57,7 @@ def test_how_an_attempt_is_cut_into_tasks_does_not_change_a_byte(
     per group (as on Dask): the same parts, under the same keys."""
     at = page_attempt()
     default = run_attempt(at, hour_files, runner_in(tmp_path / "a"), threading.Event())
-    cut = runner_in(tmp_path / "b", slice_rows=2_000, groups_per_task=1)
+    cut = runner_in(tmp_path / "b", slice_size=2_000, group_size=1)
     fine = run_attempt(at, hour_files, cut, threading.Event())
     assert len(group_firsts(default)) > 2
     assert digest(fine) == digest(default)
@@ -86,7 +86,7 @@ def test_a_lost_lease_ends_the_attempt_and_cancels_the_tasks_not_started(
 
     monkeypatch.setattr(pipeline, "split_task", split_task)
     monkeypatch.setattr(pipeline, "POLL_SECONDS", 0.05)
-    runner = runner_in(tmp_path, slice_rows=8_000)
+    runner = runner_in(tmp_path, slice_size=8_000)
     started = time.monotonic()
     with pytest.raises(LeaseLost):
         run_attempt(page_attempt(), hour_files, runner, lost)

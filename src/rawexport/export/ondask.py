@@ -15,6 +15,8 @@ linked before the coordinator's commit, which needs the lease.
 
 from __future__ import annotations
 
+import errno
+import os
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor
@@ -29,8 +31,10 @@ from rawexport.errors import RawexportError
 from rawexport.export.keys import SCRATCH
 from rawexport.settings import Settings
 
-# Rows of input one split task reads (whole row groups; v1 reads whole files).
-SLICE_ROWS = 1_000_000
+# Tasks of each kind per worker thread of the cluster, and the fewest rows a split task
+# reads (whole row groups; v1 reads whole files).
+TASKS_PER_THREAD = 2
+MIN_SLICE_ROWS = 250_000
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,18 @@ class StoreWorkspace:
         return out
 
     def put_scratch(self, key: str, src: Path) -> None:
+        """Keep src as scratch: on a local blob store (one host or a shared file system) a
+        rename, without the fsyncs of a durable put (scratch outlives no crash: a killed
+        attempt is run again from its event files); elsewhere an upload."""
+        if self.blobs.local:
+            dest = self.blobs.local_path(key)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.replace(src, dest)
+                return
+            except OSError as e:
+                if e.errno != errno.EXDEV:
+                    raise
         self.blobs.put(key, src)
 
     def fetch_scratch(self, key: str, dest: Path) -> None:
@@ -113,18 +129,33 @@ class StoreWorkspace:
 
 class DaskRunner:
     """Runs export attempts' tasks on the Dask cluster at `address` (one client per
-    process): one split task per slice of SLICE_ROWS rows, one group task per group."""
+    process). An hour's work is cut into TASKS_PER_THREAD split tasks and as many group
+    tasks per worker thread of the cluster: enough to balance the load, few enough that a
+    task's own costs (a DuckDB, its files) stay small and that a group task still reads
+    its next group while it sorts one, as in one process."""
 
-    groups_per_task: int | None = 1
     fetches_inputs = True
 
     def __init__(self, settings: Settings, address: str | None = None) -> None:
         self.settings = settings
         self.address = address or settings.dask_address
         self.where = Place.of(settings)
-        self.slice_rows: int | None = SLICE_ROWS
+        self.slice_size: int | None = None  # rows per split task; None: by the cluster
         self._client: Any = None
         self._lock = threading.Lock()
+
+    def _threads(self) -> int:
+        workers = self.client().scheduler_info().get("workers", {})
+        return max(1, sum(int(w.get("nthreads", 1)) for w in workers.values()))
+
+    def slice_rows(self, rows: int) -> int | None:
+        if self.slice_size is not None:
+            return self.slice_size
+        tasks = TASKS_PER_THREAD * self._threads()
+        return max(MIN_SLICE_ROWS, -(-rows // tasks))
+
+    def groups_per_task(self, groups: int) -> int | None:
+        return max(1, -(-groups // (TASKS_PER_THREAD * self._threads())))
 
     def client(self) -> Any:
         from distributed import Client

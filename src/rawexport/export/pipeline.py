@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from rawexport.blobs import BlobStore
 from rawexport.errors import LeaseLost
@@ -342,9 +343,10 @@ def _ranged(
     lost: threading.Event,
     name_of: Callable[[str], str],
 ) -> list[PartInfo]:
+    rows = sum(pq.read_metadata(f).num_rows for f in files)
     slices = [
         Slice(tuple(map(name_of, s.names)), s.row_groups)
-        for s in plan_slices(at.version, files, runner.slice_rows)
+        for s in plan_slices(at.version, files, runner.slice_rows(rows))
     ]
     splits = gather(
         [pool.submit(split_task, runner.where, at, i, s, bounds) for i, s in enumerate(slices)],
@@ -379,7 +381,7 @@ def _ranged(
     work = [(g, [k for r in members for k in scratch[r]]) for g, members in enumerate(groups)]
     tasks = [
         pool.submit(group_task, runner.where, at, chunk, schema, stride)
-        for chunk in _chunks(work, runner.groups_per_task)
+        for chunk in _chunks(work, runner.groups_per_task(len(work)))
     ]
     return [p for parts in gather(tasks, lost) for p in parts]
 

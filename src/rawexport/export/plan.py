@@ -118,15 +118,22 @@ class Slice:
 
 
 def plan_slices(version: str, files: Sequence[Path], slice_rows: int | None) -> list[Slice]:
-    """The hour's input cut into slices of about slice_rows rows (v1: whole files), or one
-    slice of every file when slice_rows is None."""
+    """The hour's input cut into slices of about slice_rows rows, or one slice of every
+    file when slice_rows is None. Small files are packed together; a v2 file bigger than
+    a slice is cut by its row groups (v1 reads whole files)."""
     if slice_rows is None:
         return [Slice(tuple(map(str, files)))] if files else []
     out: list[Slice] = []
+    packed: list[str] = []
+    packed_rows = 0
     for f in files:
         meta = pq.read_metadata(f)
         if version != "v2" or meta.num_rows <= slice_rows:
-            out.append(Slice((str(f),)))
+            if packed and packed_rows + meta.num_rows > slice_rows:
+                out.append(Slice(tuple(packed)))
+                packed, packed_rows = [], 0
+            packed.append(str(f))
+            packed_rows += meta.num_rows
             continue
         group: list[int] = []
         rows = 0
@@ -138,4 +145,6 @@ def plan_slices(version: str, files: Sequence[Path], slice_rows: int | None) -> 
                 group, rows = [], 0
         if group:
             out.append(Slice((str(f),), tuple(group)))
+    if packed:
+        out.append(Slice(tuple(packed)))
     return out

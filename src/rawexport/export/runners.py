@@ -57,14 +57,13 @@ class Runner(Protocol):
     @property
     def where(self) -> Where: ...
 
-    @property
-    def slice_rows(self) -> int | None:
-        """Rows of input per split task; None: the whole hour in one."""
+    def slice_rows(self, rows: int) -> int | None:
+        """Rows of input per split task of an hour of `rows` rows; None: all in one."""
         ...
 
-    @property
-    def groups_per_task(self) -> int | None:
-        """Range groups per group task; None: every group in one (read ahead, in order)."""
+    def groups_per_task(self, groups: int) -> int | None:
+        """Range groups per group task, of `groups`; None: every group in one task (which
+        reads the next group while it sorts this one)."""
         ...
 
     @property
@@ -124,9 +123,15 @@ class LocalRunner:
     every group, reading the next group while it sorts this one."""
 
     where: LocalWorkspace
-    slice_rows: int | None = None
-    groups_per_task: int | None = None
+    slice_size: int | None = None  # rows per split task (tests cut finer)
+    group_size: int | None = None  # groups per group task
     fetches_inputs: bool = field(default=False, init=False)
+
+    def slice_rows(self, rows: int) -> int | None:
+        return self.slice_size
+
+    def groups_per_task(self, groups: int) -> int | None:
+        return self.group_size
 
     def executor(self) -> AbstractContextManager[Executor]:
         # Leaving it waits for a task still running (after a lost lease): its scratch and
