@@ -39,7 +39,7 @@ def main() -> None:
     os.environ.update(FAKE_AWS_ENV)
 
     from rawexport.export.delivery import DeliveryLoops
-    from rawexport.export.destinations import destination_config
+    from rawexport.export.destinations import add_destination
     from rawexport.node import open_services
     from rawexport.settings import Settings
 
@@ -56,25 +56,18 @@ def main() -> None:
                 "bench", ai=AI, export_since_ms=HOUR_MS, v1_enabled=False
             )
             for fmt in ("csv", "parquet"):
-                template, config = destination_config(
-                    name=fmt,
+                add_destination(
+                    services.catalog,
+                    services.box,
+                    p.id,
+                    fmt,
                     kind="s3",
                     location=f"s3://landing/{fmt}",
                     format=fmt,
                     template="{data_type}/{revision}/",
-                    versions=["v2"],
                     data_types=[DATA_TYPE],
                     endpoint_url=moto.endpoint_url,
                     region="us-east-1",
-                )
-                services.catalog.create_destination(
-                    p.id,
-                    fmt,
-                    kind="s3",
-                    format=fmt,
-                    key_template=template,
-                    config=config,
-                    credentials=None,
                     start_hour_ms=HOUR_MS,
                     now=HOUR_MS,
                 )

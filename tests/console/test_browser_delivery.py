@@ -15,7 +15,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from rawexport.catalog import Destination
 from rawexport.demo.generate import generate
-from rawexport.export.destinations import destination_config
+from rawexport.export.destinations import add_destination
 from rawexport.node import Services, open_services
 from rawexport.settings import Settings
 from rawexport.timeutil import HOUR_MS, hour_floor, now_ms
@@ -36,23 +36,14 @@ class Push:
 
 
 def add(services: Services, project_id: int, name: str, location: str, start: int) -> Destination:
-    template, config = destination_config(
-        name=name,
-        kind="dir",
-        location=location,
-        format="csv",
-        template="default",
-        versions=["v2"],
-        data_types=["page"],
-    )
-    return services.catalog.create_destination(
+    return add_destination(
+        services.catalog,
+        services.box,
         project_id,
         name,
         kind="dir",
-        format="csv",
-        key_template=template,
-        config=config,
-        credentials=None,
+        location=location,
+        data_types=["page"],
         start_hour_ms=start,
         now=now_ms(),
     )

@@ -5,7 +5,6 @@ any page, and 404s for what is not there."""
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,9 +18,10 @@ from markupsafe import escape
 from rawexport.api.console.delivery import public_url
 from rawexport.catalog import Delivery, Destination
 from rawexport.catalog.webhooks import Webhook
-from rawexport.export.destinations import destination_config
+from rawexport.export import destinations
 from rawexport.export.webhooks import Notifier, new_secret
 from rawexport.node import Services, open_services
+from rawexport.secretbox import SecretBox
 from rawexport.timeutil import HOUR_MS, beijing_hour_label
 from tests.conftest import World
 from tests.console.test_console import ADMIN, PAST, csrf_of, sign_in
@@ -29,6 +29,7 @@ from tests.console.test_console import ADMIN, PAST, csrf_of, sign_in
 CUSTOMER = {"access_key_id": "AKIACUSTOMERKEY0001", "secret_access_key": "customer-secret-0123456"}
 SLACK = "https://hooks.slack.example/services/T0001/B0002/abcdefGHIJKL0123456789xy"
 LABEL = beijing_hour_label(PAST)
+BOX = SecretBox("the console tests' secrets key")  # the pages never open credentials
 
 
 def add_destination(
@@ -37,27 +38,20 @@ def add_destination(
     location: str,
     *,
     kind: str = "dir",
-    sealed: str | None = None,
+    box: SecretBox = BOX,
+    credentials: dict[str, str] | None = None,
     data_types: list[str] | None = None,
 ) -> Destination:
-    template, config = destination_config(
-        name=name,
-        kind=kind,
-        location=location,
-        format="csv",
-        template="default",
-        versions=["v2"],
-        data_types=data_types,
-        endpoint_url="http://127.0.0.1:9/" if kind == "s3" else "",
-    )
-    return w.catalog.create_destination(
+    return destinations.add_destination(
+        w.catalog,
+        box,
         w.project.id,
         name,
         kind=kind,
-        format="csv",
-        key_template=template,
-        config=config,
-        credentials=sealed,
+        location=location,
+        data_types=data_types,
+        endpoint_url="http://127.0.0.1:9/" if kind == "s3" else "",
+        credentials=credentials,
         start_hour_ms=PAST,
         now=w.clock.now,
     )
@@ -129,7 +123,8 @@ def pushed(make_world: Callable[..., World], tmp_path: Path) -> Iterator[Pushed]
             "bucket",
             "s3://customer-bucket/rawexport",
             kind="s3",
-            sealed=services.box.seal(json.dumps(CUSTOMER)),
+            box=services.box,
+            credentials=CUSTOMER,
             data_types=["vstr"],  # no hour of it: nothing is sent to this bucket
         )
         assert services.deliverer.drain("d") == 4
@@ -412,13 +407,9 @@ def test_another_projects_delivery_or_page_is_unknown(pushed: Pushed) -> None:
     w = pushed.w
     other, _, token = w.add_project("other")
     w.finish("page", PAST, project=other)
-    template, config = destination_config(
-        name="theirs", kind="dir", location="/srv/theirs", format="csv", template="default",
-        versions=["v2"], data_types=None,
-    )  # fmt: skip
-    w.catalog.create_destination(
-        other.id, "theirs", kind="dir", format="csv", key_template=template, config=config,
-        credentials=None, start_hour_ms=PAST, now=w.clock.now,
+    destinations.add_destination(
+        w.catalog, BOX, other.id, "theirs",
+        kind="dir", location="/srv/theirs", start_hour_ms=PAST, now=w.clock.now,
     )  # fmt: skip
     w.catalog.plan_deliveries(w.clock.now)
     [theirs] = w.catalog.deliveries(project_id=other.id)

@@ -19,7 +19,7 @@ from rawexport.demo.generate import generate
 from rawexport.export import destinations as destinations_module
 from rawexport.export.actions import reexport
 from rawexport.export.csvsql import read_parts, typed_columns
-from rawexport.export.destinations import check_template, destination_config, render
+from rawexport.export.destinations import add_destination, check_template, render
 from rawexport.node import Services, open_services
 from rawexport.secretbox import SecretBox, SecretsKeyError
 from rawexport.settings import Settings
@@ -104,26 +104,18 @@ def add(
 ) -> Destination:
     p = services.catalog.project(ai)
     assert p is not None
-    key_template, config = destination_config(
-        name=name,
+    return add_destination(
+        services.catalog,
+        services.box,
+        p.id,
+        name,
         kind=kind,
         location=location,
         format=format,
         template=template,
-        versions=["v2"],
-        data_types=None,
         endpoint_url=endpoint,
         region="us-east-1" if kind == "s3" else "",
-    )
-    sealed = None if credentials is None else services.box.seal(json.dumps(credentials))
-    return services.catalog.create_destination(
-        p.id,
-        name,
-        kind=kind,
-        format=format,
-        key_template=key_template,
-        config=config,
-        credentials=sealed,
+        credentials=credentials,
         start_hour_ms=T0,
         now=services.exporter.clock(),
     )

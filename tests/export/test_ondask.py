@@ -224,7 +224,7 @@ def test_a_delivery_runs_its_parts_on_dask(tmp_path: Path, cluster: str) -> None
     (here: Parquet conversions) run on the cluster's workers, and the hour arrives whole."""
     from distributed import Client, get_task_stream
 
-    from rawexport.export.destinations import destination_config
+    from rawexport.export.destinations import add_destination
 
     settings = Settings(
         home=tmp_path / "home",
@@ -241,23 +241,15 @@ def test_a_delivery_runs_its_parts_on_dask(tmp_path: Path, cluster: str) -> None
         generate(services.store, p.ai, hour, 1, 20_000, data_types=["page"], seed=4)
         services.catalog.plan(p.id, "v2", ["page"], [hour], now)
         assert services.exporter.drain("w") == 1
-        template, config = destination_config(
-            name="lake",
+        add_destination(
+            services.catalog,
+            services.box,
+            p.id,
+            "lake",
             kind="dir",
             location=str(tmp_path / "lake"),
             format="parquet",
             template="{data_type}/{revision}/",
-            versions=["v2"],
-            data_types=None,
-        )
-        services.catalog.create_destination(
-            p.id,
-            "lake",
-            kind="dir",
-            format="parquet",
-            key_template=template,
-            config=config,
-            credentials=None,
             start_hour_ms=hour,
             now=now,
         )

@@ -16,6 +16,7 @@ from standardwebhooks import Webhook as Verifier
 
 from rawexport.cli import main
 from rawexport.demo.generate import generate
+from rawexport.export.destinations import add_destination
 from rawexport.export.webhooks import RETRY_SCHEDULE, WebhookError, check_webhook, new_secret
 from rawexport.node import Services, open_services
 from rawexport.settings import Settings
@@ -141,14 +142,14 @@ def test_failed_deliveries_and_late_hours_are_told(
 ) -> None:
     hook_for(services, receiver.url, ["delivery.failed", "lag.exceeded"], lag=600)
     [p] = services.catalog.projects()
-    services.catalog.create_destination(
+    add_destination(
+        services.catalog,
+        services.box,
         p.id,
         "broken",
         kind="dir",
-        format="csv",
-        key_template="{data_type}/{revision}/",
-        config={"location": "/proc/rawexport-cannot-write", "versions": ["v2"]},
-        credentials=None,
+        location="/proc/rawexport-cannot-write",
+        template="{data_type}/{revision}/",
         start_hour_ms=T0,
         now=T0,
     )

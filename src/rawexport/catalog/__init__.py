@@ -4,19 +4,14 @@
 catalog database by URL (and says which of its errors are outages), `jobs` keeps export
 jobs (revisions, leases, commits), `files` their committed parts and the links issued for
 them, `sweeping` the sweeper's queries, `links` and `sessions` the collectors' links and the
-console's sessions, and `projects` is the face (`Catalog`) that adds projects and
-credentials. Only this package touches SQL (an import-linter contract). The names below
+console's sessions, `destinations` and `deliveries` push delivery's state, `webhooks` the
+webhooks' messages and attempts, and `projects` is the face (`Catalog`) that adds projects
+and credentials. Only this package touches SQL (an import-linter contract). The names below
 are the package's public face.
 """
 
-from rawexport.catalog.deliveries import (
-    ACTIVE,
-    PAUSED,
-    Delivery,
-    DeliveryStatus,
-    Destination,
-    DestinationError,
-)
+from rawexport.catalog.deliveries import Delivery, DeliveryStatus
+from rawexport.catalog.destinations import ACTIVE, PAUSED, Destination, DestinationError
 from rawexport.catalog.engine import DatabaseError, catalog_unavailable, make_engine, migrate
 from rawexport.catalog.files import FileRow
 from rawexport.catalog.jobs import CatalogBusy, CatalogError, Job

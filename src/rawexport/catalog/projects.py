@@ -115,7 +115,13 @@ _WROTE = "rawexport_wrote"
 
 
 class Catalog(
-    JobStore, FileStore, LinkStore, SessionStore, SweepStore, DeliveryStore, WebhookStore
+    JobStore,
+    FileStore,
+    LinkStore,
+    SessionStore,
+    SweepStore,
+    DeliveryStore,
+    WebhookStore,
 ):
     def __init__(self, url: str, *, run_migrations: bool = True) -> None:
         self.url = url

@@ -3,7 +3,6 @@ buckets and directories."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -13,7 +12,7 @@ import click
 from rawexport.catalog import DeliveryStatus, Destination
 from rawexport.cli.common import echo_json, home_option, need_project, settings_from, user_errors
 from rawexport.export.actions import OpsError
-from rawexport.export.destinations import describe, destination_config, probe, target_of
+from rawexport.export.destinations import add_destination, describe, probe, target_of
 from rawexport.node import Services, open_services
 from rawexport.timeutil import hour_floor, now_ms, parse_hour_arg
 
@@ -80,31 +79,26 @@ def destination_add(ctx: click.Context, /, home: Path | None, **o: Any) -> None:
     try:
         project = need_project(services, o["ai"])
         kind = "s3" if o["s3_url"] else "dir"
-        template, config = destination_config(
-            name=o["name"],
-            kind=kind,
-            location=o["s3_url"] or o["dir_path"],
-            format=o["fmt"],
-            template=o["template"],
-            versions=[v.strip() for v in o["versions"].split(",") if v.strip()],
-            data_types=[t.strip() for t in o["types"].split(",")] if o["types"] else None,
-            endpoint_url=o["endpoint_url"],
-            region=o["region"],
-        )
         creds = {k: o[k] for k in ("access_key_id", "secret_access_key", "session_token") if o[k]}
         if kind == "s3" and bool(creds.get("access_key_id")) != bool(
             creds.get("secret_access_key")
         ):
             raise OpsError("give both --access-key-id and --secret-access-key, or neither")
         now = now_ms()
-        dest = services.catalog.create_destination(
+        dest = add_destination(
+            services.catalog,
+            services.box,
             project.id,
             o["name"],
             kind=kind,
+            location=o["s3_url"] or o["dir_path"],
             format=o["fmt"],
-            key_template=template,
-            config=config,
-            credentials=services.box.seal(json.dumps(creds)) if creds else None,
+            template=o["template"],
+            versions=tuple(v.strip() for v in o["versions"].split(",") if v.strip()),
+            data_types=[t.strip() for t in o["types"].split(",")] if o["types"] else None,
+            endpoint_url=o["endpoint_url"],
+            region=o["region"],
+            credentials=creds or None,
             start_hour_ms=parse_hour_arg(o["start"]) if o["start"] else hour_floor(now),
             now=now,
         )

@@ -211,3 +211,46 @@ def probe(target: Target) -> str:
     finally:
         store.delete(key)
     return f"wrote, read back and deleted {key} at {target.location}"
+
+
+def add_destination(
+    catalog: Catalog,
+    box: SecretBox,
+    project_id: int,
+    name: str,
+    *,
+    kind: str,
+    location: str,
+    start_hour_ms: int,
+    now: int,
+    format: str = "csv",
+    template: str = "default",
+    versions: tuple[str, ...] = ("v2",),
+    data_types: list[str] | None = None,
+    endpoint_url: str = "",
+    region: str = "",
+    credentials: dict[str, str] | None = None,
+) -> Destination:
+    """A new destination, checked (DestinationError), its credentials sealed with box."""
+    key_template, config = destination_config(
+        name=name,
+        kind=kind,
+        location=location,
+        format=format,
+        template=template,
+        versions=list(versions),
+        data_types=data_types,
+        endpoint_url=endpoint_url,
+        region=region,
+    )
+    return catalog.create_destination(
+        project_id,
+        name,
+        kind=kind,
+        format=format,
+        key_template=key_template,
+        config=config,
+        credentials=box.seal(json.dumps(credentials)) if credentials else None,
+        start_hour_ms=start_hour_ms,
+        now=now,
+    )
