@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from sqlalchemy import text
 
 from rawexport.catalog import Catalog
@@ -18,23 +20,29 @@ def test_sqlite_processes_always_plan(tmp_path: object) -> None:
 def test_one_leader_then_takeover_when_its_session_dies(postgres: PostgresCluster) -> None:
     url = postgres.create_database("leader")
     node_a, node_b = Catalog(url), Catalog(url, run_migrations=False)
-    a, b = Leadership(node_a.engine), Leadership(node_b.engine)
-    assert a.lead() and not b.lead()
-    assert a.lead() and not b.lead()  # asking again changes nothing
-    # Node A dies: its session is terminated (what PostgreSQL does when a client vanishes).
-    with node_b.engine.connect() as admin:
-        admin.execute(
-            text(
-                "SELECT pg_terminate_backend(pid) FROM pg_locks "
-                "WHERE locktype = 'advisory' AND objid = (:k & 4294967295)::oid"
-            ),
-            {"k": lock_key("rawexport.scheduler")},
-        )
-        admin.commit()
-    assert b.lead()
-    assert not a.lead()  # A notices it lost the lock and does not plan
-    b.release()
-    assert a.lead()
-    a.release()
-    node_a.close()
-    node_b.close()
+    try:
+        a, b = Leadership(node_a.engine), Leadership(node_b.engine)
+        assert a.lead() and not b.lead()
+        assert a.lead() and not b.lead()  # asking again changes nothing
+        # Node A dies: its session is terminated (what PostgreSQL does when a client
+        # vanishes). pg_terminate_backend only signals it: the lock goes when it has exited.
+        with node_b.engine.connect() as admin:
+            admin.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_locks "
+                    "WHERE locktype = 'advisory' AND objid = (:k & 4294967295)::oid"
+                ),
+                {"k": lock_key("rawexport.scheduler")},
+            )
+            admin.commit()
+        deadline = time.monotonic() + 10
+        while not b.lead() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert b.lead()
+        assert not a.lead()  # A notices it lost the lock and does not plan
+        b.release()
+        assert a.lead()
+        a.release()
+    finally:
+        node_a.close()
+        node_b.close()

@@ -18,6 +18,7 @@ import hmac
 import json
 import logging
 import secrets
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -112,12 +113,26 @@ class Notifier:
         self.box = box
         self.clock = clock
         self.metrics = metrics
-        self.client = httpx.Client(
-            timeout=SEND_TIMEOUT, follow_redirects=False, transport=transport
-        )
+        self._transport = transport
+        self._client: httpx.Client | None = None
+        self._client_lock = threading.Lock()
+
+    @property
+    def client(self) -> httpx.Client:
+        """The HTTP client, made on the first send: a node without webhooks never builds
+        its TLS context (a few MB that would sit among the request buffers)."""
+        with self._client_lock:
+            if self._client is None:
+                self._client = httpx.Client(
+                    timeout=SEND_TIMEOUT, follow_redirects=False, transport=self._transport
+                )
+            return self._client
 
     def close(self) -> None:
-        self.client.close()
+        with self._client_lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
 
     # ---- planning ----------------------------------------------------------------------
 
