@@ -71,8 +71,9 @@ check: lint js-deps
 
 # wrk drives the HTTP benches (bench/api.py, bench/collect.py); without it they fall back to
 # a slower Python client.
-bench-deps:
+bench-deps: install
 	@command -v wrk >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
+	@$(BIN)/python -c "import polars" 2>/dev/null || $(BIN)/python -m pip install -q -e '.[dev,bench]'
 
 bench: install bench-deps
 	$(BIN)/python bench/run_all.py

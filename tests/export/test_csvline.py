@@ -697,6 +697,9 @@ RAW_BAD: dict[str, tuple[int, list[tuple[Any, ...]]]] = {
     "dict-index-too-big": (2, [_dict_col([0, 2], [0, 1, 2], b"ab")]),
     "dict-index-negative": (2, [_dict_col([0, -1], [0, 1, 2], b"ab")]),
     "dict-entry-past-data": (2, [_dict_col([0, 1], [0, 1, 7], b"ab")]),
+    # entries are checked when parsed, so one no row uses is refused too
+    "dict-unused-entry-decreasing": (1, [_dict_col([0], [0, 2, 1, 3], b"abc")]),
+    "dict-entry-negative": (1, [_dict_col([0], [-1, 1], b"ab")]),
     "dict-indices-short": (3, [_dict_col([0, 1], [0, 1, 2], b"ab")]),
     "dict-no-entry-offsets": (
         1,

@@ -21,6 +21,7 @@ from rawexport.export.parts import (
     RowTooLarge,
     deflate_bound,
     line_buffers,
+    write_lanes,
     write_parts,
 )
 
@@ -186,4 +187,62 @@ def test_write_parts_aborts_when_the_reader_fails(tmp_path: Path) -> None:
         write_parts(chunks(), writer)
     assert writer.parts == []
     assert not (tmp_path / "blobs").exists() or LocalBlobStore(tmp_path / "blobs").list("") == []
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def grouped_writer(tmp_path: Path, stride: int = 100) -> PartWriter:
+    return PartWriter(
+        header=HEADER,
+        part_bytes=65536,
+        level=1,
+        tmp_dir=tmp_path / "tmp",
+        blobs=LocalBlobStore(tmp_path / "blobs"),
+        key_for=lambda n: f"prefix/part-{n:05d}.csv.gz",
+        group_stride=stride,
+    )
+
+
+def group_items(groups: int, seed: int) -> list[tuple[int, pa.Array]]:
+    """(group, lines) items: each group a few chunks of mixed lines, some over a part."""
+    items = []
+    for g in range(groups):
+        lines = mixed_lines(300 + 400 * (g % 3), seed=seed + g)
+        arr = pa.array([x.decode() for x in lines])
+        items += [(g, arr.slice(i, 128)) for i in range(0, len(arr), 128)]
+    return items
+
+
+@pytest.mark.parametrize("lanes", [2, 3])
+def test_lanes_write_the_parts_one_writer_writes(tmp_path: Path, lanes: int) -> None:
+    items = group_items(7, seed=11)
+    one = write_lanes(iter(items), [grouped_writer(tmp_path / "one")], queue_size=2)
+    many = write_lanes(
+        iter(items), [grouped_writer(tmp_path / "many") for _ in range(lanes)], queue_size=2
+    )
+    assert [p.part for p in many] == sorted(p.part for p in many)
+    assert {p.part // 100 for p in many} == set(range(7))
+    assert len({p.part for p in many if p.part % 100}) > 0  # some group needs two parts
+    assert [(p.part, p.rows, p.bytes, p.sha256) for p in many] == [
+        (p.part, p.rows, p.bytes, p.sha256) for p in one
+    ]
+    for side in ("one", "many"):
+        assert list((tmp_path / side / "tmp").iterdir()) == []
+
+
+def test_lanes_report_an_error_and_publish_nothing_open(tmp_path: Path) -> None:
+    items = group_items(4, seed=3)
+    items.insert(len(items) // 2, (1, pa.array(["x" * 100_000 + "\n"])))
+    writers = [grouped_writer(tmp_path) for _ in range(2)]
+    with pytest.raises(RowTooLarge):
+        write_lanes(iter(items), writers, queue_size=2)
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_lanes_abort_when_the_reader_fails(tmp_path: Path) -> None:
+    def items() -> Iterator[tuple[int, pa.Array]]:
+        yield from group_items(3, seed=5)
+        raise OSError("reader broke")
+
+    with pytest.raises(OSError, match="reader broke"):
+        write_lanes(items(), [grouped_writer(tmp_path) for _ in range(2)], queue_size=2)
     assert list((tmp_path / "tmp").iterdir()) == []

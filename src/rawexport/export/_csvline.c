@@ -143,10 +143,13 @@ parse_column(PyObject *item, column *col, Py_ssize_t n)
         col->items = col->b.len / 8 - 1; /* entries */
         if (col->items < 0)
             goto short_buffers;
-        int64_t lo = str_offset(col, 0), hi = str_offset(col, col->items);
-        if (lo < 0 || hi < lo || hi > col->c.len)
+        /* Every entry's offsets, once: rows then need only their index checked. */
+        const int64_t *eo = (const int64_t *)col->b.buf;
+        if (eo[0] < 0 || eo[col->items] > col->c.len)
             goto outside;
-        /* entry offsets are checked per row (cheap) against the data length */
+        for (Py_ssize_t e = 0; e < col->items; e++)
+            if (eo[e + 1] < eo[e])
+                goto outside;
     }
     else if (col->kind <= STR64) {
         int64_t lo = str_offset(col, col->offset), hi = str_offset(col, col->offset + n);

@@ -151,35 +151,86 @@ hash_line(const unsigned char *p, size_t len)
     return fmix64(a ^ rotl64(b, 17)) ^ fmix64(b + len);
 }
 
-/* Decimal digits of v, sign included, into out (at least 20 bytes); returns the length. */
+static const char DIGIT_PAIRS[201] = "00010203040506070809101112131415161718192021222324"
+                                     "25262728293031323334353637383940414243444546474849"
+                                     "50515253545556575859606162636465666768697071727374"
+                                     "75767778798081828384858687888990919293949596979899";
+
+/* Decimal digits of m. */
 static inline size_t
-int_text(int64_t v, unsigned char *out)
+digits(uint64_t m)
 {
-    unsigned char tmp[20];
-    uint64_t m = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
-    size_t k = 0;
-    do {
-        tmp[k++] = (unsigned char)('0' + m % 10);
-        m /= 10;
-    } while (m);
-    size_t len = 0;
-    if (v < 0)
-        out[len++] = '-';
-    while (k)
-        out[len++] = tmp[--k];
-    return len;
+    size_t len = 1;
+    while (m >= 10000) {
+        m /= 10000;
+        len += 4;
+    }
+    return len + (m >= 10) + (m >= 100) + (m >= 1000);
 }
 
 static inline size_t
 int_len(int64_t v)
 {
     uint64_t m = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
-    size_t len = v < 0 ? 2 : 1;
-    while (m >= 10) {
-        m /= 10;
-        len++;
+    return digits(m) + (v < 0);
+}
+
+/* Decimal digits of v, sign included, into out (at least 20 bytes); returns the length. */
+static inline size_t
+int_text(int64_t v, unsigned char *out)
+{
+    uint64_t m = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    size_t len = digits(m) + (v < 0);
+    unsigned char *p = out + len;
+    while (m >= 100) {
+        p -= 2;
+        memcpy(p, DIGIT_PAIRS + 2 * (m % 100), 2);
+        m /= 100;
     }
+    if (m >= 10) {
+        p -= 2;
+        memcpy(p, DIGIT_PAIRS + 2 * m, 2);
+    }
+    else
+        *--p = (unsigned char)('0' + m);
+    if (v < 0)
+        out[0] = '-';
     return len;
+}
+
+/* Pass 1 of a DICT column: each valid row's entry length added to its line's length; -1
+ * on an index outside the dictionary (entry offsets were checked when parsed). */
+static int
+dict_lengths(const column *col, Py_ssize_t n, int64_t *lens)
+{
+    const int32_t *ind = (const int32_t *)col->a.buf + col->offset;
+    const int64_t *eo = (const int64_t *)col->b.buf;
+    uint32_t items = (uint32_t)col->items;
+    const unsigned char *bits = col->has_validity ? (const unsigned char *)col->validity.buf : NULL;
+    for (Py_ssize_t r = 0; r < n; r++) {
+        Py_ssize_t i = col->offset + r;
+        if (bits && !((bits[i >> 3] >> (i & 7)) & 1))
+            continue;
+        uint32_t e = (uint32_t)ind[r];
+        if (e >= items)
+            return -1;
+        lens[r] += eo[e + 1] - eo[e];
+    }
+    return 0;
+}
+
+/* Pass 1 of an INT64 column. */
+static void
+int_lengths(const column *col, Py_ssize_t n, int64_t *lens)
+{
+    const int64_t *v = (const int64_t *)col->a.buf + col->offset;
+    const unsigned char *bits = col->has_validity ? (const unsigned char *)col->validity.buf : NULL;
+    for (Py_ssize_t r = 0; r < n; r++) {
+        Py_ssize_t i = col->offset + r;
+        if (bits && !((bits[i >> 3] >> (i & 7)) & 1))
+            continue;
+        lens[r] += (int64_t)int_len(v[r]);
+    }
 }
 
 PyObject *
@@ -228,7 +279,7 @@ build(PyObject *Py_UNUSED(self), PyObject *args)
         return NULL;
     }
     unsigned char *kinds = NULL;
-    int64_t *cursor = NULL;
+    int64_t *cursor = NULL, *ends = NULL;
     void *lens_scratch = NULL; /* n int64: line lengths in input order (dest only) */
     out_buffer data = {NULL}, offsets = {NULL}, hashes = {NULL};
     if (n > (PY_SSIZE_T_MAX - 1) / ncols / 8) {
@@ -238,9 +289,10 @@ build(PyObject *Py_UNUSED(self), PyObject *args)
     /* Per STR value: 0 verbatim, 1 quoted, 2 quoted and escaped (column-major). */
     kinds = PyMem_Malloc((size_t)(n * ncols) + 1);
     cursor = PyMem_Malloc(BLOCK * sizeof(int64_t));
+    ends = PyMem_Malloc(BLOCK * sizeof(int64_t));
     if (dest)
         lens_scratch = PyMem_Malloc((size_t)n * sizeof(int64_t) + 1);
-    if (kinds == NULL || cursor == NULL || (dest && lens_scratch == NULL)) {
+    if (kinds == NULL || cursor == NULL || ends == NULL || (dest && lens_scratch == NULL)) {
         PyErr_NoMemory();
         goto fail;
     }
@@ -260,22 +312,26 @@ build(PyObject *Py_UNUSED(self), PyObject *args)
     for (Py_ssize_t j = 0; j < ncols && !bad; j++) {
         const column *col = &cols[j];
         unsigned char *kind = kinds + j * n;
+        if (col->kind == DICT || col->kind == INT64) {
+            memset(kind, 0, (size_t)n);
+            if (col->kind == INT64)
+                int_lengths(col, n, offs + 1);
+            else if (dict_lengths(col, n, offs + 1) < 0)
+                bad = 1;
+            continue;
+        }
         for (Py_ssize_t r = 0; r < n; r++) {
             Py_ssize_t i = col->offset + r;
             kind[r] = 0;
             if (!is_valid(col, i))
                 continue;
-            if (col->kind == INT64) {
-                offs[r + 1] += (int64_t)int_len(((const int64_t *)col->a.buf)[i]);
-                continue;
-            }
             const unsigned char *s;
             size_t len, avail, extra = 0;
             if (value_at(col, i, &s, &len, &avail) < 0) {
                 bad = 1;
                 break;
             }
-            if (col->quote && col->kind != DICT) {
+            if (col->quote) {
                 int escapes;
                 extra = scan(s, len, avail, &escapes);
                 kind[r] = extra ? (unsigned char)(1 + escapes) : 0;
@@ -307,11 +363,49 @@ build(PyObject *Py_UNUSED(self), PyObject *args)
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t r0 = 0; r0 < n; r0 += BLOCK) {
         Py_ssize_t nb = n - r0 < BLOCK ? n - r0 : BLOCK;
-        for (Py_ssize_t k = 0; k < nb; k++)
-            cursor[k] = offs[dest ? dest[r0 + k] : r0 + k];
+        for (Py_ssize_t k = 0; k < nb; k++) {
+            Py_ssize_t at = dest ? dest[r0 + k] : r0 + k;
+            cursor[k] = offs[at];
+            ends[k] = offs[at + 1];
+        }
         for (Py_ssize_t j = 0; j < ncols; j++) {
             const column *col = &cols[j];
             const unsigned char *kind = kinds + j * n + r0;
+            const unsigned char *bits =
+                col->has_validity ? (const unsigned char *)col->validity.buf : NULL;
+            if (col->kind == DICT) {
+                /* indices and entry offsets were checked in pass 1 and when parsed */
+                const int32_t *ind = (const int32_t *)col->a.buf + col->offset + r0;
+                const int64_t *eo = (const int64_t *)col->b.buf;
+                const unsigned char *edata = (const unsigned char *)col->c.buf;
+                int64_t elen = (int64_t)col->c.len;
+                for (Py_ssize_t k = 0; k < nb; k++) {
+                    unsigned char *out = base + cursor[k];
+                    if (j)
+                        *out++ = ',';
+                    Py_ssize_t i = col->offset + r0 + k;
+                    if (!bits || ((bits[i >> 3] >> (i & 7)) & 1)) {
+                        int64_t lo = eo[ind[k]], hi = eo[ind[k] + 1];
+                        out = copy_value(out, edata + lo, (size_t)(hi - lo), (size_t)(elen - lo),
+                                         (size_t)(base + ends[k] - out));
+                    }
+                    cursor[k] = out - base;
+                }
+                continue;
+            }
+            if (col->kind == INT64) {
+                const int64_t *v = (const int64_t *)col->a.buf + col->offset + r0;
+                for (Py_ssize_t k = 0; k < nb; k++) {
+                    unsigned char *out = base + cursor[k];
+                    if (j)
+                        *out++ = ',';
+                    Py_ssize_t i = col->offset + r0 + k;
+                    if (!bits || ((bits[i >> 3] >> (i & 7)) & 1))
+                        out += int_text(v[k], out);
+                    cursor[k] = out - base;
+                }
+                continue;
+            }
             for (Py_ssize_t k = 0; k < nb; k++) {
                 unsigned char *out = base + cursor[k];
                 if (j)
@@ -321,17 +415,12 @@ build(PyObject *Py_UNUSED(self), PyObject *args)
                     cursor[k] = out - base;
                     continue;
                 }
-                if (col->kind == INT64) {
-                    out += int_text(((const int64_t *)col->a.buf)[i], out);
-                    cursor[k] = out - base;
-                    continue;
-                }
                 const unsigned char *s;
                 size_t len, avail;
                 (void)value_at(col, i, &s, &len, &avail); /* checked in pass 1 */
                 /* Later columns of this row are written after this one, so the whole rest
                  * of the line (its newline included) may be scribbled on. */
-                size_t room = (size_t)(base + offs[(dest ? dest[r0 + k] : r0 + k) + 1] - out);
+                size_t room = (size_t)(base + ends[k] - out);
                 if (kind[k] == 0)
                     out = copy_value(out, s, len, avail, room);
                 else {
@@ -356,6 +445,7 @@ build(PyObject *Py_UNUSED(self), PyObject *args)
 
     PyMem_Free(kinds);
     PyMem_Free(cursor);
+    PyMem_Free(ends);
     PyMem_Free(lens_scratch);
     release(cols, ncols);
     PyMem_Free(cols);
@@ -373,6 +463,7 @@ build(PyObject *Py_UNUSED(self), PyObject *args)
 fail:
     PyMem_Free(kinds);
     PyMem_Free(cursor);
+    PyMem_Free(ends);
     PyMem_Free(lens_scratch);
     drop_buffer(&data);
     drop_buffer(&offsets);

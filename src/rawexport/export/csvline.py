@@ -134,6 +134,39 @@ def key_ranges(
     return np.frombuffer(got, dtype=np.uint16)
 
 
+class Gatherer:
+    """Lines picked by global position from large_string chunks (their concatenation,
+    without the copy concatenating makes): each row's chunk and row in it are looked up
+    once, so many picks (the sorted lines of a group, a batch at a time) cost no search."""
+
+    def __init__(self, chunks: Sequence[pa.Array]) -> None:
+        lengths = np.fromiter((len(c) for c in chunks), dtype=np.int64, count=len(chunks))
+        starts = np.zeros(len(chunks) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=starts[1:])
+        self.rows = int(starts[-1])
+        self.chunk_of = np.repeat(np.arange(len(chunks), dtype=np.int32), lengths)
+        self.row_of = np.arange(self.rows, dtype=np.int64) - starts[self.chunk_of]
+        self.views = []
+        self.chunks = []  # kept alive: the views are their buffers
+        for c in chunks:
+            if c.type != pa.large_string():
+                c = c.cast(pa.large_string())
+            if c.null_count:
+                raise ValueError("CSV line arrays may not contain nulls")
+            _, offsets, data = c.buffers()
+            self.chunks.append(c)
+            self.views.append((offsets, data if data is not None else b"", c.offset, len(c)))
+
+    def take(self, index: np.ndarray[tuple[int], np.dtype[np.int64]]) -> pa.Array:
+        """The lines at global positions index, a large_string array."""
+        index = np.ascontiguousarray(index, dtype=np.int64)
+        if len(index) and (index.min() < 0 or index.max() >= self.rows):
+            raise IndexError("gather index out of range")
+        chunk, row = self.chunk_of[index], self.row_of[index]
+        data, offsets = _csvline.gather(self.views, chunk, row, pa.allocate_buffer)
+        return pa.LargeStringArray.from_buffers(len(index), offsets, data)
+
+
 def gather_lines(
     chunks: Sequence[pa.Array], index: np.ndarray[tuple[int], np.dtype[np.int64]]
 ) -> pa.Array:
@@ -142,20 +175,4 @@ def gather_lines(
     The same as concatenating the chunks and taking index, without the copy the
     concatenation makes.
     """
-    starts = np.zeros(len(chunks) + 1, dtype=np.int64)
-    np.cumsum([len(c) for c in chunks], out=starts[1:])
-    index = np.ascontiguousarray(index, dtype=np.int64)
-    if len(index) and (index.min() < 0 or index.max() >= starts[-1]):
-        raise IndexError("gather index out of range")
-    chunk = (np.searchsorted(starts, index, side="right") - 1).astype(np.int32)
-    row = index - starts[chunk]
-    views = []
-    for c in chunks:
-        if c.type != pa.large_string():
-            c = c.cast(pa.large_string())
-        if c.null_count:
-            raise ValueError("CSV line arrays may not contain nulls")
-        _, offsets, data = c.buffers()
-        views.append((offsets, data if data is not None else b"", c.offset, len(c)))
-    data, offsets = _csvline.gather(views, chunk, row, pa.allocate_buffer)
-    return pa.LargeStringArray.from_buffers(len(index), offsets, data)
+    return Gatherer(chunks).take(index)

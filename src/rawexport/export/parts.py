@@ -313,3 +313,75 @@ def write_parts(
     """Compress chunks into writer's parts in a second thread (see feed)."""
     feed(chunks, writer, queue_size)
     return writer.parts
+
+
+class Lanes:
+    """A sink of (group, lines) items that compresses range groups side by side: group g
+    goes to writer g % len(writers), each writer fed by a thread of its own.
+
+    Groups number their parts from g * stride, so which writer compresses a group changes
+    no byte; with two writers, one compresses group g while the other finishes group g - 1
+    (compression is the costliest step of a group, and one core's worth without this).
+    """
+
+    def __init__(self, writers: list[PartWriter], queue_size: int) -> None:
+        if not writers:
+            raise ValueError("at least one writer")
+        self.writers = writers
+        self.queues: list[queue.Queue[object]] = [queue.Queue(maxsize=queue_size) for _ in writers]
+        self.errors: list[BaseException] = []
+        self.threads = [
+            threading.Thread(target=self._drain, args=(i,), name=f"rawexport-lane-{i}", daemon=True)
+            for i in range(len(writers))
+        ]
+        for t in self.threads:
+            t.start()
+
+    def _drain(self, lane: int) -> None:
+        q, writer = self.queues[lane], self.writers[lane]
+        while (item := q.get()) is not _DONE:
+            if not self.errors:
+                try:
+                    writer.write(item)
+                except BaseException as e:
+                    self.errors.append(e)
+
+    def write(self, item: tuple[int, pa.Array]) -> None:
+        if self.errors:
+            raise self.errors[0]
+        self.queues[item[0] % len(self.writers)].put(item)
+
+    def _join(self) -> None:
+        for q in self.queues:
+            q.put(_DONE)
+        for t in self.threads:
+            t.join()
+
+    def close(self) -> list[PartInfo]:
+        self._join()
+        if self.errors:
+            for w in self.writers:
+                w.abort()
+            raise self.errors[0]
+        parts = [p for w in self.writers for p in w.close()]
+        return sorted(parts, key=lambda p: p.part)
+
+    def abort(self) -> None:
+        self._join()
+        for w in self.writers:
+            w.abort()
+
+
+def write_lanes(
+    items: Iterable[tuple[int, pa.Array]], writers: list[PartWriter], queue_size: int = 4
+) -> list[PartInfo]:
+    """Compress (group, lines) items into parts, groups side by side (see Lanes); the parts
+    in number order."""
+    lanes = Lanes(writers, queue_size)
+    try:
+        for item in items:
+            lanes.write(item)
+    except BaseException:
+        lanes.abort()
+        raise
+    return lanes.close()

@@ -40,7 +40,14 @@ from rawexport.blobs import BlobStore
 from rawexport.errors import LeaseLost
 from rawexport.export.csvsql import header_line, sort_columns
 from rawexport.export.keys import SCRATCH, export_prefix, manifest_key, part_key
-from rawexport.export.parts import GROUP_STRIDE, PartWriter, feed, group_stride, write_parts
+from rawexport.export.parts import (
+    GROUP_STRIDE,
+    PartWriter,
+    feed,
+    group_stride,
+    write_lanes,
+    write_parts,
+)
 from rawexport.export.plan import (
     Slice,
     duckdb_bytes_of,
@@ -71,6 +78,8 @@ log = logging.getLogger("rawexport.export")
 # Sorted batches queued for the compressor (~20 MB each): deep enough that the next group is
 # read and sorted while the compressor drains the last one.
 SORTED_QUEUE = 6
+# The same, per compressor of a group task (one per thread of the budget; see parts.Lanes).
+LANE_QUEUE = 4
 # How often the coordinator looks at its lease while tasks run.
 POLL_SECONDS = 1.0
 
@@ -251,7 +260,9 @@ def group_task(
         try:
             keys = sort_columns(at.version, at.name)
             lines = sorted_groups(con, [g for g, _ in groups], read, keys)
-            return write_parts(lines, _writer(ws, at, work, stride), SORTED_QUEUE)
+            lanes = min(len(groups), max(1, at.threads))
+            writers = [_writer(ws, at, work, stride) for _ in range(lanes)]
+            return write_lanes(lines, writers, LANE_QUEUE)
         finally:
             con.close()
     finally:

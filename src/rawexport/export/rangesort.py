@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rawexport.export.csvline import build_lines, gather_lines, key_ranges
+from rawexport.export.csvline import Gatherer, build_lines, key_ranges
 from rawexport.export.csvsql import quoted, sort_columns
 from rawexport.export.spill import SpillWriter, read_spill
 
@@ -249,8 +249,9 @@ def sort_group(
         table.column("line"),
     )
     del got, sort
+    pick = Gatherer(lines)
     for start in range(0, n, BATCH_ROWS):
-        yield gather_lines(lines, perm[start : start + BATCH_ROWS])
+        yield pick.take(perm[start : start + BATCH_ROWS])
 
 
 def rebatch(arrays: Iterable[pa.Array], rows: int) -> Iterator[pa.Array]:
