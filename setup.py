@@ -10,6 +10,7 @@ setup(
                 "src/rawexport/export/_csvline.c",
                 "src/rawexport/export/_csvline_build.c",
                 "src/rawexport/export/_csvline_gather.c",
+                "src/rawexport/export/_csvline_sort.c",
             ],
             depends=["src/rawexport/export/_csvline.h"],
             extra_compile_args=["-O3"],

@@ -26,6 +26,7 @@ from rawexport.export.csvline import (
     build_lines,
     encode_values,
     gather_lines,
+    key_order,
     key_ranges,
 )
 
@@ -793,3 +794,119 @@ def test_raw_build_valid_columns_of_every_kind() -> None:
     # text rows 1..3: "xy", '"' (validity bit 2 clear: null), "z\\"; ints rows 1..3: null, 3, 4
     assert lines == ['xy,x,"a,b",\n', ",y,pqr,3\n", '"z\\\\",z,,4\n']
     assert pa.Array.from_buffers(pa.uint64(), n, [None, hashes]).null_count == 0
+
+
+def duckdb_order(keys: list[pa.Array], hashes: np.ndarray[Any, Any]) -> list[tuple[Any, ...]]:
+    """(keys..., hash) of the rows as DuckDB's ORDER BY k0, ..., h ASC NULLS LAST gives them."""
+    import duckdb
+
+    names = [f"k{i}" for i in range(len(keys))]
+    table = pa.table([*keys, pa.array(hashes, pa.uint64())], names=[*names, "h"])
+    order = ", ".join(f"{c} ASC NULLS LAST" for c in [*names, "h"])
+    con = duckdb.connect()
+    con.register("t", table)
+    got = con.sql(f"SELECT * FROM t ORDER BY {order}").fetchall()
+    con.close()
+    return [tuple(r) for r in got]
+
+
+def rows_by(
+    order: np.ndarray[Any, Any], keys: list[pa.Array], hashes: np.ndarray[Any, Any]
+) -> list[tuple[Any, ...]]:
+    cols = [k.to_pylist() for k in keys]
+    return [(*(c[i] for c in cols), int(hashes[i])) for i in order]
+
+
+# Texts sharing long prefixes (the first 8 bytes are what rows are bucketed by), with NUL
+# bytes, non-ASCII and empty strings; integers at the extremes.
+_PREFIXED = st.sampled_from(
+    [
+        "",
+        "a",
+        "a\x00",
+        "a\x00\x00",
+        "abcdefgh",
+        "abcdefghi",
+        "abcdefgh\x00",
+        "abcdefgz",
+        "abcdefg",
+        "ÿÿÿÿÿÿÿÿ",
+        "中文中文",
+        "中文中文x",
+        "\x7f" * 9,
+        "b",
+    ]
+)
+_TEXT_KEY = st.one_of(st.none(), _PREFIXED, st.text(max_size=12))
+_INT_KEY = st.one_of(
+    st.none(),
+    st.sampled_from([-(2**63), 2**63 - 1, -1, 0, 1]),
+    st.integers(-(2**63), 2**63 - 1),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    data=st.data(),
+    kinds=st.lists(st.sampled_from(["text", "large", "int"]), min_size=1, max_size=3),
+    n=st.integers(0, 120),
+)
+def test_key_order_is_duckdbs_order(data: st.DataObject, kinds: list[str], n: int) -> None:
+    keys: list[pa.Array] = []
+    for kind in kinds:
+        strategy = _INT_KEY if kind == "int" else _TEXT_KEY
+        values = data.draw(st.lists(strategy, min_size=n, max_size=n))
+        t = {"text": pa.string(), "large": pa.large_string(), "int": pa.int64()}[kind]
+        keys.append(pa.array(values, t))
+    # few distinct hashes, so that rows equal in their keys are told apart (or not) by them
+    hashes = np.asarray(
+        data.draw(st.lists(st.sampled_from([0, 1, 2**64 - 1, 2**63]), min_size=n, max_size=n)),
+        dtype=np.uint64,
+    )
+    order = key_order(keys, hashes)
+    assert sorted(order.tolist()) == list(range(n))
+    assert rows_by(order, keys, hashes) == duckdb_order(keys, hashes)
+
+
+def test_key_order_on_sliced_and_dictionary_keys() -> None:
+    rnd = random.Random(7)
+    words = [f"visitor-{rnd.randrange(40):03d}-{'x' * rnd.randrange(3)}" for _ in range(500)]
+    text = pa.array([None if i % 13 == 0 else w for i, w in enumerate(words)]).slice(17, 400)
+    ints = pa.array(
+        [rnd.randrange(-5, 5) if i % 11 else None for i in range(500)], pa.int32()
+    ).slice(3, 400)
+    coded = pa.array(words[:400]).dictionary_encode()
+    hashes = np.asarray([rnd.randrange(3) for _ in range(400)], dtype=np.uint64)
+    for keys in ([text, ints], [coded, ints, text]):
+        order = key_order(keys, hashes)
+        plain = [
+            k.dictionary_decode()
+            if pa.types.is_dictionary(k.type)
+            else k.cast(pa.int64())
+            if pa.types.is_integer(k.type)
+            else k
+            for k in keys
+        ]
+        assert rows_by(order, plain, hashes) == duckdb_order(plain, hashes)
+
+
+def test_key_order_rejects_what_it_cannot_order() -> None:
+    with pytest.raises(ValueError):
+        key_order([], np.zeros(0, np.uint64))
+    with pytest.raises(ValueError):
+        key_order([pa.array(["a", "b"])], np.zeros(3, np.uint64))
+    with pytest.raises(TypeError):
+        key_order([pa.array([1.5, 2.5])], np.zeros(2, np.uint64))
+    good = _str32([0, 1, 2], b"ab")
+    with pytest.raises(ValueError):
+        _csvline.order(2, [good], np.zeros(1, np.uint64), np.zeros(2, np.int64))
+    with pytest.raises(ValueError):
+        _csvline.order(2, [good], np.zeros(2, np.uint64), np.zeros(1, np.int64))
+    with pytest.raises(ValueError):
+        _csvline.order(
+            2, [_dict_col([0, 1], [0, 1, 2], b"ab")], np.zeros(2, np.uint64), np.zeros(2, np.int64)
+        )
+    with pytest.raises(ValueError):
+        _csvline.order(2, [_str32([0, 1, 5], b"ab")], np.zeros(2, np.uint64), np.zeros(2, np.int64))
+    with pytest.raises(BufferError):
+        _csvline.order(2, [good], np.zeros(2, np.uint64), bytes(16))  # out not writable

@@ -77,3 +77,45 @@ def test_spill_falls_back_where_direct_is_refused(
 def test_other_open_errors_are_not_hidden(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         SpillWriter(tmp_path / "missing" / "range.spill")
+
+
+def write_spill(path: Path, batches: list[pa.RecordBatch]) -> None:
+    w = SpillWriter(path, staging=64 << 10)
+    for b in batches:
+        w.write_batch(b)
+    w.close()
+
+
+def test_read_spills_reads_files_side_by_side_in_order(tmp_path: Path, mode: str) -> None:
+    files = {
+        f"r{i}.spill": [batch(50 * i + 1, 30 + i, i), batch(7, 900, 100 + i)] for i in range(6)
+    }
+    for name, bs in files.items():
+        write_spill(tmp_path / name, bs)
+    paths = [tmp_path / name for name in files]
+    got = spill.read_spills(paths, batch(1, 1, 0).schema, spill.ReadBuffers())
+    assert [g.to_pydict() for g in got] == [b.to_pydict() for bs in files.values() for b in bs]
+    assert not any(p.exists() for p in paths)  # each file is gone once read
+
+
+def test_read_buffers_reuse_only_what_nothing_refers_to(tmp_path: Path) -> None:
+    buffers = spill.ReadBuffers(keep=2)
+    schema = batch(1, 1, 0).schema
+
+    def group(seed: int) -> list[pa.RecordBatch]:
+        path = tmp_path / f"g{seed}.spill"
+        write_spill(path, [batch(2000, 200, seed)])
+        return spill.read_spills([path], schema, buffers)
+
+    first, second = group(1), group(2)
+    want_first = batch(2000, 200, 1).to_pydict()
+    assert len(buffers) == 2
+    third = group(3)  # both buffers are in use: a third one, nothing overwritten
+    assert len(buffers) == 3
+    assert first[0].to_pydict() == want_first
+    assert second[0].to_pydict() == batch(2000, 200, 2).to_pydict()
+    del first, second
+    fourth = group(4)  # a freed buffer is taken again
+    assert len(buffers) == 3
+    assert third[0].to_pydict() == batch(2000, 200, 3).to_pydict()
+    assert fourth[0].to_pydict() == batch(2000, 200, 4).to_pydict()

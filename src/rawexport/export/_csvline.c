@@ -30,9 +30,13 @@
  * many of the sorted bounds (bytes) are <= it (byte order, as DuckDB compares VARCHAR);
  * nulls get len(bounds) + 1.
  *
+ * order(n, keys, hashes, out) -> None: out (n int64) gets the rows 0..n-1 sorted by the
+ * key columns (STR32/STR64 by bytes, INT64 by value, nulls last in each) and then by
+ * hashes (n uint64), as DuckDB's ORDER BY k0, k1, ..., h ASC NULLS LAST orders them.
+ *
  * This file: the module and the parsing of column tuples and out buffers; build and encode
- * are in _csvline_build.c, gather and bucket in _csvline_gather.c, what they share in
- * _csvline.h.
+ * are in _csvline_build.c, gather and bucket in _csvline_gather.c, order in
+ * _csvline_sort.c, what they share in _csvline.h.
  */
 #include "_csvline.h"
 
@@ -227,6 +231,8 @@ static PyMethodDef methods[] = {
      "gather(lines, chunk, row, allocate) -> (data, offsets): lines picked by index."},
     {"bucket", bucket, METH_VARARGS,
      "bucket(n, column, bounds) -> uint16 range number of each value (nulls last)."},
+    {"order", order, METH_VARARGS,
+     "order(n, keys, hashes, out) -> None: out = the rows by keys (nulls last), then hash."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -4,6 +4,7 @@
  *   _csvline.c         the module (method table, init); parsing of column tuples, out buffers
  *   _csvline_build.c   build and encode: the quoting scan, escaping, line hashing
  *   _csvline_gather.c  gather and bucket
+ *   _csvline_sort.c    order
  * The hot accessors are static inline here, so each file inlines its own copy.
  */
 #ifndef RAWEXPORT_CSVLINE_H
@@ -97,5 +98,7 @@ CSVLINE_INTERNAL PyObject *encode(PyObject *self, PyObject *args);
 /* _csvline_gather.c */
 CSVLINE_INTERNAL PyObject *gather(PyObject *self, PyObject *args);
 CSVLINE_INTERNAL PyObject *bucket(PyObject *self, PyObject *args);
+/* _csvline_sort.c */
+CSVLINE_INTERNAL PyObject *order(PyObject *self, PyObject *args);
 
 #endif /* RAWEXPORT_CSVLINE_H */

@@ -134,6 +134,32 @@ def key_ranges(
     return np.frombuffer(got, dtype=np.uint16)
 
 
+def key_order(
+    keys: Sequence[pa.Array], hashes: np.ndarray[tuple[int], np.dtype[np.uint64]]
+) -> np.ndarray[tuple[int], np.dtype[np.int64]]:
+    """Positions of the rows in export order: by keys (text by its UTF-8 bytes, integers by
+    value, nulls last in each), then by hash, as DuckDB's ORDER BY k0, ..., h ASC NULLS LAST
+    (rows equal in both come in no fixed order)."""
+    if not keys:
+        raise ValueError("at least one sort key")
+    n = len(keys[0])
+    if any(len(k) != n for k in keys) or len(hashes) != n:
+        raise ValueError("keys and hashes of different lengths")
+    columns = []
+    for k in keys:
+        if pa.types.is_dictionary(k.type):
+            k = k.dictionary_decode()
+        if pa.types.is_integer(k.type):
+            columns.append(_column(k, False))
+        elif _is_text(k.type) or pa.types.is_string_view(k.type) or pa.types.is_null(k.type):
+            columns.append(_text(k, False))
+        else:
+            raise TypeError(f"sort keys are text or integers, not {k.type}")
+    out = np.empty(n, dtype=np.int64)
+    _csvline.order(n, columns, np.ascontiguousarray(hashes, dtype=np.uint64), out)
+    return out
+
+
 class Gatherer:
     """Lines picked by global position from large_string chunks (their concatenation,
     without the copy concatenating makes): each row's chunk and row in it are looked up

@@ -316,8 +316,9 @@ def write_parts(
 
 
 class Lanes:
-    """A sink of (group, lines) items that compresses range groups side by side: group g
-    goes to writer g % len(writers), each writer fed by a thread of its own.
+    """A sink of (group, lines) items that compresses range groups side by side, each
+    writer fed by a thread of its own: a group's items all go to one writer, the one with
+    the least work queued when the group's first item comes.
 
     Groups number their parts from g * stride, so which writer compresses a group changes
     no byte; with two writers, one compresses group g while the other finishes group g - 1
@@ -330,6 +331,10 @@ class Lanes:
         self.writers = writers
         self.queues: list[queue.Queue[object]] = [queue.Queue(maxsize=queue_size) for _ in writers]
         self.errors: list[BaseException] = []
+        self.pending = [0] * len(writers)  # items given to a writer and not yet written
+        self.lock = threading.Lock()
+        self.group: int | None = None
+        self.lane = 0
         self.threads = [
             threading.Thread(target=self._drain, args=(i,), name=f"rawexport-lane-{i}", daemon=True)
             for i in range(len(writers))
@@ -345,11 +350,18 @@ class Lanes:
                     writer.write(item)
                 except BaseException as e:
                     self.errors.append(e)
+            with self.lock:
+                self.pending[lane] -= 1
 
     def write(self, item: tuple[int, pa.Array]) -> None:
         if self.errors:
             raise self.errors[0]
-        self.queues[item[0] % len(self.writers)].put(item)
+        with self.lock:
+            if item[0] != self.group:
+                self.group = item[0]
+                self.lane = min(range(len(self.writers)), key=self.pending.__getitem__)
+            self.pending[self.lane] += 1
+        self.queues[self.lane].put(item)
 
     def _join(self) -> None:
         for q in self.queues:

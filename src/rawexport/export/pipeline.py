@@ -64,12 +64,12 @@ from rawexport.export.rangesort import (
     group_stats,
     line_bytes,
     plan_groups,
-    read_spills,
     rebatch,
     sorted_groups,
 )
 from rawexport.export.reading import connect, sorted_lines, source
 from rawexport.export.runners import LocalRunner, LocalWorkspace, Runner, Where, Workspace
+from rawexport.export.spill import ReadBuffers, read_spills
 from rawexport.settings import Settings
 from rawexport.types import ExportResult, PartInfo
 
@@ -246,6 +246,7 @@ def group_task(
     ws = where.workspace()
     work = _work_dir(ws)
     members = dict(groups)
+    buffers = ReadBuffers()
 
     def read(g: int) -> list[pa.RecordBatch]:
         paths = []
@@ -253,18 +254,14 @@ def group_task(
             dest = work / f"g{g:05d}-{i:05d}.spill"
             ws.fetch_scratch(key, dest)
             paths.append(dest)
-        return read_spills(paths, schema)
+        return read_spills(paths, schema, buffers)
 
     try:
-        con = connect(work, duckdb_bytes_of(at.memory_limit), at.threads)
-        try:
-            keys = sort_columns(at.version, at.name)
-            lines = sorted_groups(con, [g for g, _ in groups], read, keys)
-            lanes = min(len(groups), max(1, at.threads))
-            writers = [_writer(ws, at, work, stride) for _ in range(lanes)]
-            return write_lanes(lines, writers, LANE_QUEUE)
-        finally:
-            con.close()
+        keys = sort_columns(at.version, at.name)
+        lines = sorted_groups([g for g, _ in groups], read, keys)
+        lanes = min(len(groups), max(1, at.threads))
+        writers = [_writer(ws, at, work, stride) for _ in range(lanes)]
+        return write_lanes(lines, writers, LANE_QUEUE)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -390,11 +387,16 @@ def _ranged(
         len(groups),
     )
     work = [(g, [k for r in members for k in scratch[r]]) for g, members in enumerate(groups)]
+    # The smallest group first: its read and sort are what the compressors wait for at the
+    # start (groups are independent, so the order moves no byte).
+    sizes = [g.bytes for g in group_stats(stats, groups)]
+    first = min(range(len(work)), key=sizes.__getitem__)
+    work.insert(0, work.pop(first))
     tasks = [
         pool.submit(group_task, runner.where, at, chunk, schema, stride)
         for chunk in _chunks(work, runner.groups_per_task(len(work)))
     ]
-    return [p for parts in gather(tasks, lost) for p in parts]
+    return sorted((p for parts in gather(tasks, lost) for p in parts), key=lambda p: p.part)
 
 
 def run_here(at: Attempt, files: Sequence[Path], blobs: BlobStore, tmp_dir: Path) -> ExportResult:

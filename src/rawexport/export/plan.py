@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from rawexport.export.csvsql import key_sample_query
 
-# DuckDB's limit covers its buffer pool only (Parquet reads and the sort of keys); the lines
+# DuckDB's limit covers its buffer pool only (v1 reads, the plan's key sample); the lines
 # of a group (held twice while they are put in order), the compressor queue, the interpreter
 # and allocator slack come on top.
 DUCKDB_SHARE = 0.4

@@ -14,14 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rawexport.export.csvline import Gatherer, build_lines, key_ranges
+from rawexport.export.csvline import Gatherer, build_lines, key_order, key_ranges
 from rawexport.export.csvsql import quoted, sort_columns
-from rawexport.export.spill import SpillWriter, read_spill
+from rawexport.export.spill import SpillWriter
 
 # ~15-20 MB of CSV per batch: big enough to keep per-call overhead low, small enough that the
 # compressor queue stays a few tens of MB.
@@ -181,22 +180,14 @@ class RangeFiles:
         return {i: self.paths[i] for i in sorted(self.writers)}
 
 
-def read_spills(paths: list[Path], schema: pa.Schema) -> list[pa.RecordBatch]:
-    """The batches of spill files, each file deleted once read."""
-    out: list[pa.RecordBatch] = []
-    for p in paths:
-        out.extend(read_spill(p, schema))
-        p.unlink()
-    return out
-
-
 def settle_ties(
     perm: np.ndarray[Any, Any], hashes: np.ndarray[Any, Any], keys: pa.Table, lines: pa.Array
 ) -> np.ndarray[Any, Any]:
     """perm with rows of equal sort keys and equal hashes ordered by their bytes.
 
-    DuckDB orders by the keys, then the line's hash; equal hashes of different lines are
-    rare but possible, and its sort is not stable, so such runs get a fixed order here.
+    key_order orders by the keys, then the line's hash; equal hashes of different lines are
+    rare but possible, and rows equal in both come in the order they were read (which
+    varies), so such runs get a fixed order here.
     """
     dup = np.flatnonzero(hashes[1:] == hashes[:-1])
     if not len(dup):
@@ -221,37 +212,36 @@ def settle_ties(
     return perm
 
 
-def sort_group(
-    con: duckdb.DuckDBPyConnection, batches: list[pa.RecordBatch], keys: list[str]
-) -> Iterator[pa.Array]:
-    """The lines of keyed batches in export order, BATCH_ROWS at a time.
+@dataclass
+class Ordered:
+    """A group's lines (chunks) and the order they go out in (positions in the chunks)."""
 
-    DuckDB sorts only the keys, the line hashes and row numbers (moving whole lines
-    through its sort costs ~5x more); the lines are then gathered in that order.
-    """
+    lines: list[pa.Array]
+    perm: np.ndarray[Any, Any]
+
+    def batches(self) -> Iterator[pa.Array]:
+        """The lines in order, BATCH_ROWS at a time."""
+        pick = Gatherer(self.lines)
+        for start in range(0, len(self.perm), BATCH_ROWS):
+            yield pick.take(self.perm[start : start + BATCH_ROWS])
+
+
+def order_group(batches: list[pa.RecordBatch], keys: list[str]) -> Ordered:
+    """The export order of keyed batches (which it empties): only the keys and hashes are
+    sorted (csvline.key_order); the lines are gathered in that order afterwards."""
     if not batches:
-        return
+        return Ordered([], np.zeros(0, dtype=np.int64))
     table = pa.Table.from_batches(batches)
     batches.clear()
-    lines = table.column("line").chunks
-    n = table.num_rows
-    sort = table.select([*keys, "h"]).append_column("i", pa.array(np.arange(n)))
-    order = ", ".join(f"{k} ASC NULLS LAST" for k in [*keys, "h"])
-    con.register("group_keys", sort)
-    try:
-        got = con.sql(f"SELECT i, h FROM group_keys ORDER BY {order}").to_arrow_table()
-    finally:
-        con.unregister("group_keys")
-    perm = settle_ties(
-        got.column("i").to_numpy(),
-        got.column("h").to_numpy(),
-        table.select(keys),
-        table.column("line"),
-    )
-    del got, sort
-    pick = Gatherer(lines)
-    for start in range(0, n, BATCH_ROWS):
-        yield pick.take(perm[start : start + BATCH_ROWS])
+    hashes = table.column("h").to_numpy()
+    perm = key_order([table.column(k).combine_chunks() for k in keys], hashes)
+    perm = settle_ties(perm, hashes[perm], table.select(keys), table.column("line"))
+    return Ordered(table.column("line").chunks, perm)
+
+
+def sort_group(batches: list[pa.RecordBatch], keys: list[str]) -> Iterator[pa.Array]:
+    """The lines of keyed batches in export order, BATCH_ROWS at a time."""
+    yield from order_group(batches, keys).batches()
 
 
 def rebatch(arrays: Iterable[pa.Array], rows: int) -> Iterator[pa.Array]:
@@ -296,7 +286,6 @@ def plan_groups(line_bytes: Mapping[int, int], group_bytes: int) -> list[list[in
 
 
 def sorted_groups(
-    con: duckdb.DuckDBPyConnection,
     groups: Sequence[int],
     read: Callable[[int], list[pa.RecordBatch]],
     keys: list[str],
@@ -305,13 +294,19 @@ def sorted_groups(
     PartWriter's input); read(g) gives group g's keyed batches.
 
     Ranges are disjoint and in key order, so sorting each group alone gives the order of
-    one global sort. The next group is read while this one is sorted.
+    one global sort. The next group is read and sorted in a second thread while this one's
+    lines are gathered into order.
     """
+
+    def ordered(g: int) -> Ordered:
+        return order_group(read(g), keys)
+
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rawexport-spill") as pool:
-        ahead = pool.submit(read, groups[0]) if groups else None
+        ahead = pool.submit(ordered, groups[0]) if groups else None
         for i, g in enumerate(groups):
             assert ahead is not None
-            batches = ahead.result()
-            ahead = pool.submit(read, groups[i + 1]) if i + 1 < len(groups) else None
-            for chunk in rebatch(sort_group(con, batches, keys), BATCH_ROWS):
+            group = ahead.result()
+            ahead = pool.submit(ordered, groups[i + 1]) if i + 1 < len(groups) else None
+            for chunk in rebatch(group.batches(), BATCH_ROWS):
                 yield g, chunk
+            del group

@@ -114,4 +114,4 @@ def sorted_lines(
     keyed = Keyed(version, name)
     sink = Collect(keyed)
     feed(source(con, version, name, files), sink, workers=max(1, threads))
-    yield from sort_group(con, sink.batches, keyed.keys)
+    yield from sort_group(sink.batches, keyed.keys)

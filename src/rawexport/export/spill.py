@@ -10,19 +10,28 @@ against 1 s. Batches are framed as [8-byte length][IPC message]. Where O_DIRECT 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import mmap
 import os
 import struct
+import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 # Direct I/O needs aligned buffers, offsets and sizes; 4096 covers every common device.
 ALIGN = 4096
 # Bytes read per system call when loading a file back.
 READ_CHUNK = 8 << 20
+# Spill files of one group read at once.
+READERS = 4
+# Read buffers grow in steps of this.
+BUFFER_STEP = 16 << 20
 _FRAME = struct.Struct("<q")
 _DIRECT = getattr(os, "O_DIRECT", 0)
 
@@ -115,11 +124,117 @@ class SpillWriter(DirectWriter):
         self.write(memoryview(message))
 
 
-def read_spill(path: Path, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
-    """The batches of one spill file, read in one go (direct where allowed).
+class ReadBuffers:
+    """Memory that spill files are read back into, reused from one read to the next.
 
-    The batches point into one buffer from Arrow's pool (reused, so no fresh pages), which
-    lives as long as any of them.
+    Fresh memory is the dearest part of reading a spill file here: every new page faults
+    (measured: a first read of 150 MB took 0.33 s of CPU, a read into memory already used
+    0.002 s), and a freed big block goes back to the system at once. So the buffers stay,
+    and one is reused once nothing refers to it any more: the batches read into it hold
+    the array (through Arrow's buffer), so its reference count says when they are gone.
+    """
+
+    def __init__(self, keep: int = 2) -> None:
+        self.keep = keep
+        self._arrays: list[np.ndarray[Any, np.dtype[np.uint8]]] = []
+
+    def _unused(self, i: int) -> bool:
+        return sys.getrefcount(self._arrays[i]) <= 2  # the list's and the call's own
+
+    def take(self, size: int) -> tuple[pa.Buffer, memoryview]:
+        """(buffer, writable view) of size bytes starting on an ALIGN boundary."""
+        need = size + ALIGN
+        fits = [i for i in range(len(self._arrays)) if len(self._arrays[i]) >= need]
+        i = next((i for i in fits if self._unused(i)), None)
+        if i is None:
+            free = [j for j in range(len(self._arrays)) if self._unused(j)]
+            if len(self._arrays) >= self.keep and free:
+                del self._arrays[free[0]]  # too small: make room for a bigger one
+            # Room to spare (untouched pages cost nothing), so that the next groups, of
+            # about the same size, fit in it too.
+            room = need + need // 4
+            self._arrays.append(_fresh(-(-room // BUFFER_STEP) * BUFFER_STEP))
+            i = len(self._arrays) - 1
+        array = self._arrays[i]
+        skip = -array.ctypes.data % ALIGN
+        region = array[skip : skip + size]
+        return pa.py_buffer(region), memoryview(region.data)
+
+    def __len__(self) -> int:
+        return len(self._arrays)
+
+
+def _fresh(size: int) -> np.ndarray[Any, np.dtype[np.uint8]]:
+    """size bytes of new anonymous memory, in huge pages where the kernel allows: their
+    first touch costs a fault per 2 MiB rather than per 4 KiB."""
+    area = mmap.mmap(-1, size)
+    advise = getattr(mmap, "MADV_HUGEPAGE", None)
+    if advise is not None:
+        with contextlib.suppress(OSError):  # a kernel without transparent huge pages
+            area.madvise(advise)
+    return np.frombuffer(area, dtype=np.uint8)
+
+
+def _read_into(fd: int, view: memoryview, size: int, path: Path) -> None:
+    done = 0
+    while done < size:
+        got = os.preadv(fd, [view[done : min(len(view), done + READ_CHUNK)]], done)
+        if got <= 0:
+            raise OSError(errno.EIO, f"spill file {path} ended early")
+        done += got
+
+
+def _batches(buf: pa.Buffer, size: int, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    at = 0
+    while at < size:
+        (length,) = _FRAME.unpack_from(memoryview(buf)[at : at + _FRAME.size])
+        at += _FRAME.size
+        yield pa.ipc.read_record_batch(buf.slice(at, length), schema)
+        at += length
+
+
+def read_spills(
+    paths: list[Path], schema: pa.Schema, buffers: ReadBuffers | None = None
+) -> list[pa.RecordBatch]:
+    """The batches of spill files, read (direct where allowed) into one buffer, each file
+    deleted once read. The batches point into the buffer, which lives as long as any of
+    them; with buffers, it is one of theirs, and reused once the batches are gone."""
+    sizes = [p.stat().st_size for p in paths]
+    padded = [-(-n // ALIGN) * ALIGN for n in sizes]
+    total = sum(padded)
+    if buffers is None:
+        buffers = ReadBuffers(keep=0)
+    buf, view = buffers.take(total)
+    starts = [sum(padded[:i]) for i in range(len(paths))]
+
+    def read(i: int) -> None:
+        fd, _ = _open(paths[i], os.O_RDONLY)
+        try:
+            _read_into(fd, view[starts[i] : starts[i] + padded[i]], sizes[i], paths[i])
+        finally:
+            os.close(fd)
+
+    try:
+        # Files are read side by side: one direct read at a time leaves the disk idle
+        # between requests (measured ~1.2 GB/s alone here, ~2 GB/s with a few at once).
+        if len(paths) > 1:
+            with ThreadPoolExecutor(min(READERS, len(paths))) as pool:
+                list(pool.map(read, range(len(paths))))
+        elif paths:
+            read(0)
+    finally:
+        view.release()
+    out: list[pa.RecordBatch] = []
+    for path, at, size in zip(paths, starts, sizes, strict=True):
+        out.extend(_batches(buf.slice(at, size), size, schema))
+        path.unlink()
+    return out
+
+
+def read_spill(path: Path, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    """The batches of one spill file, read in one go (direct where allowed); the file stays.
+
+    The batches point into one buffer from Arrow's pool, which lives as long as any of them.
     """
     size = path.stat().st_size
     fd, _ = _open(path, os.O_RDONLY)
@@ -131,20 +246,10 @@ def read_spill(path: Path, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
         whole = memoryview(raw)  # a slice of a mutable Buffer is read-only; its view is not
         view = whole[skip : skip + padded]
         try:
-            done = 0
-            while done < size:
-                got = os.preadv(fd, [view[done : min(padded, done + READ_CHUNK)]], done)
-                if got <= 0:
-                    raise OSError(errno.EIO, f"spill file {path} ended early")
-                done += got
+            _read_into(fd, view, size, path)
         finally:
             view.release()
             whole.release()
     finally:
         os.close(fd)
-    at = 0
-    while at < size:
-        (length,) = _FRAME.unpack_from(memoryview(buf)[at : at + _FRAME.size])
-        at += _FRAME.size
-        yield pa.ipc.read_record_batch(buf.slice(at, length), schema)
-        at += length
+    yield from _batches(buf, size, schema)
