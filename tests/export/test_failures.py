@@ -95,13 +95,14 @@ def test_the_error_tree_decides_the_kind(error: Exception, kind: str) -> None:
 def test_an_hour_too_big_for_the_memory_budget_ends_in_error(
     make_services: Callable[..., Services],
 ) -> None:
-    """The measured case, made small: DuckDB runs out of its memory limit on every attempt.
-    The second identical out-of-memory failure ends the job in ERROR with DuckDB's message,
-    instead of retrying it max_attempts times (or forever)."""
+    """The measured case, made small: DuckDB runs out of its memory limit on every attempt
+    (a v1 export, whose columns DuckDB computes). The second identical out-of-memory failure
+    ends the job in ERROR with DuckDB's message, instead of retrying it max_attempts times
+    (or forever)."""
     services = make_services(duckdb_memory_limit="2MB")
-    p = services.catalog.create_project("a", export_since_ms=T0, v1_enabled=False)
+    p = services.catalog.create_project("a", export_since_ms=T0, v1_enabled=True)
     generate(services.store, p.ai, T0, 1, 20_000, data_types=["page"], seed=1)
-    services.catalog.plan(p.id, "v2", ["page"], [T0], T0 + HOUR_MS)
+    services.catalog.plan(p.id, "v1", ["page"], [T0], T0 + HOUR_MS)
     (job,) = services.catalog.jobs(p.id)
     started = time.monotonic()
     assert run_until_done(services, job.id) == 2

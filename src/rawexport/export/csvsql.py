@@ -87,18 +87,18 @@ def fields_query(version: str, name: str, files: Sequence[Path | str]) -> str:
 
 
 def key_sample_query(version: str, name: str, files: Sequence[Path | str], every: int) -> str:
-    """The sorted non-null first sort keys of the rows whose sort-key hash is 0 mod every.
+    """The sorted non-null first sort keys of the rows whose first key's hash is 0 mod every.
 
     The sample depends on the rows alone, not on their files or read order (for ranges).
+    It takes every row of the values it takes, so a value weighs as many rows as it has;
+    and only the first key's column is read.
     """
     _, _, sort_keys = _plan(version, name)
     paths = "[" + ", ".join(literal(str(f)) for f in files) + "]"
     key = ident(sort_keys[0])
-    hashed = ", ".join(ident(k) for k in sort_keys)
     return (
-        f"SELECT k FROM (SELECT {key} AS k, hash({hashed}) AS h "
-        f"FROM read_parquet({paths}, union_by_name = true)) "
-        f"WHERE k IS NOT NULL AND h % {int(every)} = 0 ORDER BY k"
+        f"SELECT k FROM (SELECT {key} AS k FROM read_parquet({paths}, union_by_name = true)) "
+        f"WHERE k IS NOT NULL AND hash(k) % {int(every)} = 0 ORDER BY k"
     )
 
 

@@ -88,7 +88,7 @@ def plan_bounds(
     keys cannot be split).
 
     A pure function of the hour's rows (not of how they lie in files): the row count comes
-    from Parquet metadata and the sample takes the rows whose key hash falls in a fixed
+    from Parquet metadata and the sample takes the rows whose first key's hash falls in a fixed
     residue class, so a cluster and one machine plan the same ranges.
     """
     rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
