@@ -14,6 +14,8 @@ import cramjam
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from starlette.applications import Starlette
 from starlette.exceptions import StarletteDeprecationWarning
 
@@ -23,6 +25,8 @@ with warnings.catch_warnings():
 
 from rawexport.api.collect import collector_routes
 from rawexport.catalog import Catalog, KeyPair, Project
+from rawexport.ingest.codecs import Refused
+from rawexport.ingest.collectors import sdk_events, stripped
 from rawexport.ingest.group_commit import Ingestor, make_ingestor
 from rawexport.settings import Settings
 from rawexport.store import LocalEventStore
@@ -394,3 +398,30 @@ def test_a_body_over_the_offload_size_is_stored(site: Site) -> None:
     r = site.post(NATIVE, body)
     assert r.json()["accepted"] == 1200 and r.json()["rejected"][0]["index"] == 1200
     assert len(site.rows("page")) == 1200
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.binary(max_size=40)
+    | st.lists(
+        st.sampled_from([b" ", b"\t", b"\n", b"\r", b"\x0b", b"\x0c", b"x", b"[1]"]), max_size=12
+    ).map(b"".join)
+)
+def test_stripped_is_strip_without_a_copy(data: bytes) -> None:
+    got = stripped(data)
+    assert bytes(got) == data.strip()
+    assert got.obj is data  # a view of the body, not a copy
+
+
+def test_stripped_long_whitespace_tails() -> None:
+    body = b"  [1]" + b" \n" * 10_000
+    assert bytes(stripped(body)) == b"[1]"
+    assert bytes(stripped(b" " * 20_000)) == b""
+
+
+def test_sdk_events_refuse_a_body_that_is_not_json_before_parsing_it() -> None:
+    with pytest.raises(Refused, match="starts with neither"):
+        sdk_events(b"  ,,\n,,\n", 10)
+    assert sdk_events(b' \n[{"a": 1}]\n', 10) == [{"a": 1}]
+    assert sdk_events(b'{"a": 1}', 10) == [{"a": 1}]
+    assert sdk_events(b" \t\n", 10) == []

@@ -43,8 +43,10 @@ typedef struct {
 } Entry;
 
 typedef struct {
-    /* input: values bit-reversed over `width` bits */
+    /* input: values bit-reversed over `width` bits; or, for the Uint8Array form, raw: its
+       bytes, read two at a time (no copy of a body that may be megabytes) */
     uint16_t *vals;
+    const unsigned char *raw;
     size_t n;
     unsigned width;
     /* bit reader */
@@ -106,7 +108,11 @@ take(Dec *d, unsigned nbits)
 {
     if (d->nacc < nbits) {
         while (d->nacc + d->width <= 64 && d->pos < d->n) {
-            d->acc |= (uint64_t)d->vals[d->pos++] << d->nacc;
+            uint64_t v = d->raw != NULL ? rev16(((uint32_t)d->raw[2 * d->pos] << 8) |
+                                                d->raw[2 * d->pos + 1])
+                                        : d->vals[d->pos];
+            d->pos++;
+            d->acc |= v << d->nacc;
             d->nacc += d->width;
         }
     }
@@ -366,11 +372,7 @@ convert(Dec *d, const Source *s)
     case FORM_UINT8:
         d->width = 16;
         d->n = (size_t)n / 2;
-        d->vals = PyMem_RawMalloc(d->n * sizeof(uint16_t) + 1);
-        if (d->vals == NULL)
-            return E_NOMEM;
-        for (size_t k = 0; k < d->n; k++)
-            d->vals[k] = rev16(((uint32_t)s->bytes[2 * k] << 8) | s->bytes[2 * k + 1]);
+        d->raw = s->bytes; /* read in place by take() */
         return OK;
     case FORM_URI:
         d->width = 6;

@@ -9,6 +9,7 @@ filed by `sdk.Mapper`; the HTTP routes that call these are `api.collect`.
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -32,11 +33,11 @@ def parse_events(
     The body is counted first (jsonscan): past max_events events, max_values values, or
     an event too large or too deep, it is refused with 413 before it is parsed.
     """
-    text = body.strip()
+    text = stripped(body)
     if not text:
         raise Refused(400, "empty body")
     jsonscan.check(text, jsonscan.Limits(max_events, max_values))
-    if text[:1] == b"[":
+    if bytes(text[:1]) == b"[":
         try:
             parsed = orjson.loads(text)
         except orjson.JSONDecodeError as e:
@@ -44,11 +45,12 @@ def parse_events(
         return parsed  # type: ignore[no-any-return]
     if not ndjson:
         raise Refused(400, "body must be a JSON array of events")
+    lines = bytes(text)
     # Each line becomes an object once split, a blank one too: as many as values at most.
-    if max_values is not None and text.count(b"\n") >= max_values:
+    if max_values is not None and lines.count(b"\n") >= max_values:
         raise Refused(413, f"more than {max_values} lines in one batch")
     events = []
-    for n, line in enumerate(text.split(b"\n"), 1):
+    for n, line in enumerate(lines.split(b"\n"), 1):
         if line.strip():
             try:
                 events.append(orjson.loads(line))
@@ -64,12 +66,34 @@ def _lazy(
     yield from sniff(body, limit)
 
 
+_LEADING_SPACE = re.compile(rb"[ \t\n\r\x0b\x0c]*")
+
+
+def stripped(data: bytes) -> memoryview:
+    """data without its leading and trailing ASCII whitespace (as bytes.strip), a view:
+    a body of up to max_body_bytes is not copied to be trimmed (a refused bomb's peak)."""
+    start = _LEADING_SPACE.match(data)
+    lo = start.end() if start is not None else 0
+    hi = len(data)
+    while hi > lo:
+        at = max(lo, hi - 4096)
+        kept = len(data[at:hi].rstrip())
+        if kept:
+            hi = at + kept
+            break
+        hi = at
+    return memoryview(data)[lo:hi]
+
+
 def sdk_events(data: bytes, max_events: int, max_values: int | None = None) -> list[Any]:
     """The events of an SDK's JSON body: an array, or one object (wrapped); counted
     before it is parsed, as parse_events."""
-    text = data.strip()
+    text = stripped(data)
     if not text:
         return []
+    if bytes(text[:1]) not in (b"[", b"{"):
+        # not JSON at all (orjson would first copy the whole body to find out)
+        raise Refused(400, "body is not valid JSON: it starts with neither [ nor {")
     jsonscan.check(text, jsonscan.Limits(max_events, max_values))
     try:
         parsed = orjson.loads(text)

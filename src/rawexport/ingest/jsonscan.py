@@ -55,7 +55,7 @@ class Limits:
 OK, TOO_MANY_EVENTS, TOO_MANY_VALUES, EVENT_TOO_BIG, TOO_DEEP = range(5)
 
 
-def check(text: bytes, limits: Limits) -> int:
+def check(text: bytes | memoryview, limits: Limits) -> int:
     """The number of events in `text`; Refused(413) past a limit."""
     code, events, _, _, index = scan(
         text, limits.events, limits.values, limits.event_values, limits.depth
