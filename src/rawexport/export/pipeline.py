@@ -370,8 +370,9 @@ def _ranged(
             stats[r] = stats.get(r, RangeStats(0, 0, 0)).add(got)
             scratch.setdefault(r, []).append(key)
     groups = plan_groups(line_bytes(stats), at.sort_bytes)
+    totals = group_stats(stats, groups)
     stride = group_stride(
-        [(g.rows, g.bytes, g.longest) for g in group_stats(stats, groups)],
+        [(g.rows, g.bytes, g.longest) for g in totals],
         header_line(at.version, at.name),
         at.part_bytes,
         at.compress_level,
@@ -389,8 +390,7 @@ def _ranged(
     work = [(g, [k for r in members for k in scratch[r]]) for g, members in enumerate(groups)]
     # The smallest group first: its read and sort are what the compressors wait for at the
     # start (groups are independent, so the order moves no byte).
-    sizes = [g.bytes for g in group_stats(stats, groups)]
-    first = min(range(len(work)), key=sizes.__getitem__)
+    first = min(range(len(work)), key=lambda g: totals[g].bytes)
     work.insert(0, work.pop(first))
     tasks = [
         pool.submit(group_task, runner.where, at, chunk, schema, stride)
