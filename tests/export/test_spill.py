@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -119,3 +120,64 @@ def test_read_buffers_reuse_only_what_nothing_refers_to(tmp_path: Path) -> None:
     assert len(buffers) == 3
     assert third[0].to_pydict() == batch(2000, 200, 3).to_pydict()
     assert fourth[0].to_pydict() == batch(2000, 200, 4).to_pydict()
+
+
+def test_read_ranges_gives_range_after_range_and_reads_ahead(
+    tmp_path: Path, mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each range's batches in order, its files gone once given; while the caller holds
+    the first range, the pieces of the others are read (a sort overlaps the reads)."""
+    monkeypatch.setattr(spill, "READ_CHUNK", 2 * ALIGN)  # many pieces per file
+    ranges: list[list[Path]] = []
+    want: list[list[dict[str, Any]]] = []
+    for r, files in enumerate([2, 1, 3]):
+        ranges.append([])
+        want.append([])
+        for i in range(files):
+            bs = [batch(300 + 40 * i, 90, 10 * r + i), batch(3, 7, 100 * r + i)]
+            ranges[-1].append(tmp_path / f"r{r}-{i}.spill")
+            write_spill(ranges[-1][-1], bs)
+            want[-1] += [b.to_pydict() for b in bs]
+    pieces = sum(-(-p.stat().st_size // (2 * ALIGN)) for files in ranges for p in files)
+    read: list[int] = []
+    real = spill._read_piece
+
+    def counted(*args: Any) -> None:
+        real(*args)
+        read.append(1)
+
+    monkeypatch.setattr(spill, "_read_piece", counted)
+    got = spill.read_ranges(ranges, batch(1, 1, 0).schema, spill.ReadBuffers())
+    first = next(got)
+    assert [b.to_pydict() for b in first] == want[0]
+    assert not any(p.exists() for p in ranges[0]) and all(p.exists() for p in ranges[2])
+    deadline = time.monotonic() + 5
+    while len(read) < pieces:  # read ahead, with nobody asking yet
+        assert time.monotonic() < deadline, f"{len(read)} of {pieces} pieces read"
+        time.sleep(0.01)
+    rest = [[b.to_pydict() for b in bs] for bs in got]
+    assert rest == want[1:]
+    assert not any(p.exists() for files in ranges for p in files)
+
+
+def test_read_ranges_stopped_early_or_cut_short_lets_go(tmp_path: Path, mode: str) -> None:
+    paths = [tmp_path / f"r{i}.spill" for i in range(3)]
+    for i, p in enumerate(paths):
+        write_spill(p, [batch(2000, 200, i)])
+    schema = batch(1, 1, 0).schema
+    got = spill.read_ranges([[p] for p in paths], schema)
+    next(got)
+    got.close()  # the caller gave up: reads end, descriptors are closed
+    assert paths[1].exists()
+    assert not [fd for fd in os.listdir("/proc/self/fd") if _points_to(fd, tmp_path)]
+    with open(paths[2], "r+b") as f:
+        f.truncate(paths[2].stat().st_size // 2)
+    with pytest.raises(OSError, match="ended early"):
+        list(spill.read_ranges([[paths[1]], [paths[2]]], schema))
+
+
+def _points_to(fd: str, where: Path) -> bool:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}").startswith(str(where))
+    except OSError:
+        return False

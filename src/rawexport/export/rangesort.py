@@ -1,7 +1,8 @@
 """Sorting an export's lines in bounded memory.
 
 Lines are built per batch and split by ranges of the first sort key into spill files; each
-group of ranges is sorted on its keys alone and its lines gathered in that order.
+group of ranges is read back range by range, each range sorted on its keys alone as soon as
+it is in (while the next ones are read), and the group's lines gathered in that order.
 """
 
 from __future__ import annotations
@@ -226,17 +227,37 @@ class Ordered:
             yield pick.take(self.perm[start : start + BATCH_ROWS])
 
 
-def order_group(batches: list[pa.RecordBatch], keys: list[str]) -> Ordered:
-    """The export order of keyed batches (which it empties): only the keys and hashes are
-    sorted (csvline.key_order); the lines are gathered in that order afterwards."""
-    if not batches:
-        return Ordered([], np.zeros(0, dtype=np.int64))
+def _range_order(batches: list[pa.RecordBatch], keys: list[str]) -> Ordered:
     table = pa.Table.from_batches(batches)
     batches.clear()
     hashes = table.column("h").to_numpy()
     perm = key_order([table.column(k).combine_chunks() for k in keys], hashes)
     perm = settle_ties(perm, hashes[perm], table.select(keys), table.column("line"))
     return Ordered(table.column("line").chunks, perm)
+
+
+def order_group(batches: list[pa.RecordBatch], keys: list[str]) -> Ordered:
+    """The export order of keyed batches (which it empties): only the keys and hashes are
+    sorted (csvline.key_order); the lines are gathered in that order afterwards."""
+    return order_ranges([batches], keys)
+
+
+def order_ranges(ranges: Iterable[list[pa.RecordBatch]], keys: list[str]) -> Ordered:
+    """The export order of a group's ranges (disjoint, in key order), each range's keyed
+    batches sorted as soon as they come (while the next ones are being read)."""
+    lines: list[pa.Array] = []
+    perms: list[np.ndarray[Any, Any]] = []
+    rows = 0
+    for batches in ranges:
+        if not batches:
+            continue
+        got = _range_order(batches, keys)
+        lines += got.lines
+        perms.append(got.perm + rows if rows else got.perm)
+        rows += len(got.perm)
+    if not perms:
+        return Ordered([], np.zeros(0, dtype=np.int64))
+    return Ordered(lines, np.concatenate(perms) if len(perms) > 1 else perms[0])
 
 
 def sort_group(batches: list[pa.RecordBatch], keys: list[str]) -> Iterator[pa.Array]:
@@ -287,19 +308,25 @@ def plan_groups(line_bytes: Mapping[int, int], group_bytes: int) -> list[list[in
 
 def sorted_groups(
     groups: Sequence[int],
-    read: Callable[[int], list[pa.RecordBatch]],
+    read: Callable[[int], Iterable[list[pa.RecordBatch]]],
     keys: list[str],
 ) -> Iterator[tuple[int, pa.Array]]:
     """(group, lines) of each range group in export order, BATCH_ROWS lines at a time (a
-    PartWriter's input); read(g) gives group g's keyed batches.
+    PartWriter's input); read(g) gives group g's keyed batches, range by range.
 
-    Ranges are disjoint and in key order, so sorting each group alone gives the order of
+    Ranges are disjoint and in key order, so sorting each range alone gives the order of
     one global sort. The next group is read and sorted in a second thread while this one's
     lines are gathered into order.
     """
 
     def ordered(g: int) -> Ordered:
-        return order_group(read(g), keys)
+        got = read(g)
+        try:
+            return order_ranges(got, keys)
+        finally:
+            close = getattr(got, "close", None)
+            if close is not None:  # a generator stopped early still lets go of its files
+                close()
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rawexport-spill") as pool:
         ahead = pool.submit(ordered, groups[0]) if groups else None
