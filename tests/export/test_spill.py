@@ -181,3 +181,22 @@ def _points_to(fd: str, where: Path) -> bool:
         return os.readlink(f"/proc/self/fd/{fd}").startswith(str(where))
     except OSError:
         return False
+
+
+def test_read_ranges_that_cannot_open_a_file_closes_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths = [tmp_path / f"r{i}.spill" for i in range(3)]
+    for i, p in enumerate(paths):
+        write_spill(p, [batch(10, 20, i)])
+    real = spill._open
+
+    def refuse_the_third(path: Path, flags: int) -> tuple[int, bool]:
+        if path == paths[2]:
+            raise PermissionError(errno.EACCES, "no", str(path))
+        return real(path, flags)
+
+    monkeypatch.setattr(spill, "_open", refuse_the_third)
+    with pytest.raises(PermissionError):
+        list(spill.read_ranges([paths[:2], paths[2:]], batch(1, 1, 0).schema))
+    assert not [fd for fd in os.listdir("/proc/self/fd") if _points_to(fd, tmp_path)]
