@@ -252,7 +252,7 @@ def test_a_download_nobody_reads_is_aborted_and_its_descriptors_freed(tmp_path: 
     path = tmp_path / "part.bin"
     path.write_bytes(os.urandom(BIG))
     # send_timeout leaves room for a loaded machine: all ten must be held at once first
-    with served(send_timeout=2.0) as (port, connections):
+    with served(send_timeout=3.0) as (port, connections):
         before = len(os.listdir("/proc/self/fd"))
         socks = [connect(port, rcvbuf=4096) for _ in range(10)]
         for sock in socks:
@@ -260,9 +260,9 @@ def test_a_download_nobody_reads_is_aborted_and_its_descriptors_freed(tmp_path: 
         # each held download: the client's socket, the server's, the file and a duplicate
         wait_until(
             lambda: len(connections) == 10 and len(os.listdir("/proc/self/fd")) >= before + 40,
-            1.5,
+            2.5,
         )
-        wait_until(lambda: not connections, 5)
+        wait_until(lambda: not connections, 6)
         for sock in socks:
             sock.close()
         wait_until(lambda: len(os.listdir("/proc/self/fd")) <= before, 2)
